@@ -1,0 +1,107 @@
+"""Shared fixtures: Redis back-ends (fakeredis and the real local Redis), a running node."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+
+import fakeredis
+import pytest
+import redis
+
+from xferd.connections import connect
+from xferd.embedded import EmbeddedRedis, free_port
+from xferd.settings import Settings
+from xferd.store import Store
+
+LOCAL_REDIS = "redis://127.0.0.1:6379/0"
+
+
+@pytest.fixture(scope="session")
+def redis_url():
+    """The machine's Redis; a private redis-server if none answers on 6379."""
+    try:
+        redis.Redis.from_url(LOCAL_REDIS, socket_connect_timeout=1).ping()
+        yield LOCAL_REDIS
+    except redis.ConnectionError:
+        with EmbeddedRedis() as embedded:
+            yield embedded.url
+
+
+def _cleanup(client, settings: Settings) -> None:
+    for key in client.scan_iter(f"{settings.prefix}:*", count=1000):
+        client.delete(key)
+
+
+def make_settings(**overrides) -> Settings:
+    values = dict(prefix=f"xt{uuid.uuid4().hex[:8]}", node="n1", shards=2, block_size=128,
+                  hidden_size=64, pool_blocks=256)
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture(params=["fakeredis", "redis"])
+def store(request, redis_url):
+    """A Store on fakeredis (with Lua) and on the real Redis, under a private key prefix."""
+    if request.param == "fakeredis":
+        client = fakeredis.FakeRedis(server=fakeredis.FakeServer())
+        settings = make_settings(redis_url=None)
+    else:
+        settings = make_settings(redis_url=redis_url)
+        client = connect(redis_url)
+    store = Store(client, settings)
+    store.ensure_groups()
+    yield store
+    _cleanup(client, settings)
+
+
+class Node:
+    """`xferd serve` as a child process with its own prefix, ingress port and pool."""
+
+    def __init__(self, settings: Settings, log_path: str):
+        self.settings = settings
+        self.store = Store(connect(settings.redis_url), settings)
+        env = dict(os.environ)
+        for name in ("redis_url", "prefix", "node", "shards", "workers", "ingress", "block_size",
+                     "hidden_size", "pool_blocks", "pool_name", "bootstrap_timeout", "waiting_timeout",
+                     "transfer_timeout", "lease", "janitor_interval"):
+            env[f"XFERD_{name.upper()}"] = str(getattr(settings, name))
+        self.log = open(log_path, "w")
+        self.process = subprocess.Popen([sys.executable, "-m", "xferd", "serve"], env=env,
+                                        stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while len(self.store.live_workers()) < settings.workers:
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"xferd serve did not start; log: {log_path}")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        self.log.close()
+        _cleanup(self.store.client, self.settings)
+        try:
+            os.unlink(f"/dev/shm/{self.settings.shm_name}")
+        except FileNotFoundError:
+            pass
+
+
+def start_node(redis_url: str, tmp_path_factory, **overrides) -> Node:
+    settings = make_settings(redis_url=redis_url, ingress=f"tcp://127.0.0.1:{free_port()}", **overrides)
+    settings = settings.replace(pool_name=f"xferd-{settings.prefix}")
+    log_path = str(tmp_path_factory.mktemp("node") / "serve.log")
+    return Node(settings, log_path)
+
+
+@pytest.fixture(scope="module")
+def node(redis_url, tmp_path_factory):
+    """A running node (2 workers) on the real Redis, shared by one test module."""
+    running = start_node(redis_url, tmp_path_factory)
+    yield running
+    running.stop()

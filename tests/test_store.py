@@ -1,0 +1,230 @@
+"""The Redis contract (SPEC §5) on fakeredis and real Redis: each transition, each CAS."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from xferd.keys import GROUP
+from xferd.status import Status
+from xferd.wire import Init, Register, Resume
+
+SESSION = "127.0.0.1:9000"
+OTHER = "127.0.0.1:9001"
+
+
+def register(store, session=SESSION):
+    store.register_session(Register("127.0.0.1", 7000, session, (1, 2, 3, 4), (10, 20, 30, 40)))
+
+
+def init(store, room, session=SESSION, indices=(0, 1, 2, 3, 4, 5, 6, 7), required=1, allocated=1024):
+    return store.dst_init(Init(room, "127.0.0.1", 7000, session, tuple(indices), required, allocated))
+
+
+def resume(store, room, sent, allocated, indices=(0, 1, 2, 3, 4, 5, 6, 7), session=SESSION, required=1):
+    return store.dst_resume(Resume(room, "127.0.0.1", 7000, session, tuple(indices), required, sent, allocated))
+
+
+def queued(store, room):
+    shard = store.keys.shard_of(room)
+    entries = store.client.xrange(store.keys.stream(shard))
+    return [e for e in entries if int(e[1][b"room"]) == room]
+
+
+def take(store, room, consumer="w1"):
+    works = [w for w in store.read_rounds(consumer, count=100, block_ms=10) if w.room == room]
+    assert len(works) == 1
+    return works[0]
+
+
+def run_round(store, work, sent_after, consumer="w1"):
+    state, note = store.begin_round(work, consumer, 30_000)
+    assert state is not None, note
+    return store.commit_round(work, consumer, sent_after)
+
+
+@pytest.mark.parametrize("source_first", [True, False])
+def test_round_is_queued_once_when_source_and_destination_are_both_known(store, source_first):
+    register(store)
+    room = 11
+    if source_first:
+        assert store.publish_source(room, 2000, range(16)).status == Status.Bootstrapping
+        assert not queued(store, room)
+        assert init(store, room).status == Status.WaitingForInput
+    else:
+        assert init(store, room).status == Status.WaitingForInput
+        assert not queued(store, room)
+        store.publish_source(room, 2000, range(16))
+    assert len(queued(store, room)) == 1
+    record = store.room(room)
+    assert record["status_name"] == "WaitingForInput" and record["queued_round"] == "1"
+    assert record["src_indices"] == ",".join(map(str, range(16)))
+
+
+def test_resume_round_trip_and_compare_and_set(store):
+    register(store)
+    room = 12
+    init(store, room)
+    store.publish_source(room, 2000, range(16))
+    work = take(store, room)
+    outcome = run_round(store, work, [1024])
+    assert outcome.status == Status.Transferring and outcome.endpoints == ("127.0.0.1:7000",)
+    # the same entry redelivered after its commit: stale, nothing double-counted
+    assert store.begin_round(work, "w2", 30_000)[0] is None
+    assert store.commit_round(work, "w2", [2048]) is None
+    assert store.room(room)["sent_tokens"] == "1024"
+    # resume queues round 2 exactly once, a duplicate resume changes nothing
+    assert resume(store, room, 1024, 976).note == "ok"
+    assert resume(store, room, 1024, 976).note == "duplicate resume ignored"
+    assert len(queued(store, room)) == 2
+    work2 = take(store, room)
+    assert work2.round == 2
+    assert run_round(store, work2, [2000]).status == Status.Success
+    record = store.room(room)
+    assert (record["status_name"], record["round"], record["dst0.sent_tokens"]) == ("Success", "2", "2000")
+    assert store.client.pttl(store.keys.room(room)) > 0, "terminal records expire"
+    # a late duplicate of the first resume cannot move anything backwards
+    assert resume(store, room, 1024, 976).status == Status.Success
+    assert store.room(room)["status"] == str(int(Status.Success))
+
+
+def test_duplicate_init_never_queues_twice(store):
+    register(store)
+    room = 13
+    init(store, room)
+    assert init(store, room).note == "duplicate init ignored"
+    store.publish_source(room, 100, [0])
+    assert init(store, room).note == "duplicate init ignored"
+    assert len(queued(store, room)) == 1
+
+
+def test_round_waits_for_every_required_destination(store):
+    register(store)
+    register(store, OTHER)
+    room = 14
+    store.publish_source(room, 2000, range(16))
+    assert init(store, room, required=2).status == Status.Bootstrapping
+    assert not queued(store, room)
+    assert init(store, room, session=OTHER, required=2).status == Status.WaitingForInput
+    work = take(store, room)
+    assert work.sessions == (SESSION, OTHER)
+    assert run_round(store, work, [1024, 1024]).status == Status.Transferring
+    assert store.room(room)["status_name"] == "Transferring"
+
+
+def test_resume_for_round_two_needs_both_ranks(store):
+    register(store)
+    register(store, OTHER)
+    room = 15
+    store.publish_source(room, 2000, range(16))
+    init(store, room, required=2)
+    init(store, room, session=OTHER, required=2)
+    run_round(store, take(store, room), [1024, 1024])
+    assert resume(store, room, 1024, 976, required=2).note == "ok"
+    assert len(queued(store, room)) == 1, "round 2 must wait for the second destination"
+    assert store.room(room)["dst0.ready_round"] == "2"
+    assert resume(store, room, 1024, 976, session=OTHER, required=2).note == "ok"
+    assert len(queued(store, room)) == 2
+    assert run_round(store, take(store, room), [2000, 2000]).status == Status.Success
+
+
+@pytest.mark.parametrize("case,needle", [
+    ("unknown room", "resume for unknown room"),
+    ("wrong sent", "disagrees with the record"),
+    ("before transferring", "resume follows Transferring"),
+    ("unregistered", "unregistered session"),
+    ("too many sessions", "beyond required_dst_info_num"),
+    ("required mismatch", "disagrees with 1"),
+])
+def test_bad_transitions_fail_the_room_with_a_reason(store, case, needle):
+    register(store)
+    register(store, OTHER)
+    room = 16
+    if case == "unknown room":
+        outcome = resume(store, room, 0, 128, indices=[0])
+    elif case == "unregistered":
+        outcome = init(store, room, session="127.0.0.1:1")
+    else:
+        init(store, room)
+        store.publish_source(room, 2000, range(16))
+        if case == "wrong sent":
+            run_round(store, take(store, room), [1024])
+            outcome = resume(store, room, 512, 976)
+        elif case == "before transferring":
+            outcome = resume(store, room, 0, 1024)
+        elif case == "too many sessions":
+            outcome = init(store, room, session=OTHER)
+        else:
+            outcome = init(store, room, session=OTHER, required=2)
+    assert outcome.failed and needle in outcome.note
+    record = store.room(room)
+    assert record["status_name"] == "Failed" and needle in record["failure"]
+
+
+def test_failed_room_ignores_later_commits_and_releases_blocks(store):
+    store.init_pool(8, {"shm": "test"})
+    register(store)
+    room = 17
+    blocks = store.alloc_blocks(room, 3)
+    assert blocks == [0, 1, 2] and store.free_blocks() == 5
+    init(store, room, indices=[0, 1, 2], allocated=300)
+    store.publish_source(room, 300, blocks)
+    work = take(store, room)
+    state, _ = store.begin_round(work, "w1", 30_000)
+    assert state is not None
+    assert store.fail_room(room, "aborted by test").failed
+    assert store.commit_round(work, "w1", [300]) is None  # the write was over; status stays Failed
+    assert store.room(room)["status_name"] == "Failed"
+    assert store.release_due(store.keys.shard_of(room), store.now_ms() + 1) == 3
+    assert store.release_due(store.keys.shard_of(room), store.now_ms() + 1) == 0  # idempotent
+    assert store.free_blocks() == 8
+    assert store.release_blocks(room) == 0
+
+
+def test_blocks_wait_for_the_write_lease_before_release(store):
+    store.init_pool(4, {"shm": "test"})
+    register(store)
+    room = 18
+    init(store, room, indices=[0], allocated=100)
+    store.publish_source(room, 100, store.alloc_blocks(room, 1))
+    work = take(store, room)
+    store.begin_round(work, "w1", 60_000)
+    store.fail_room(room, "abort while writing")
+    shard = store.keys.shard_of(room)
+    assert store.release_due(shard, store.now_ms()) == 0, "a write may still read these blocks"
+    store.commit_round(work, "w1", [100])  # the write ended: the lease is over
+    assert store.release_due(shard, store.now_ms() + 1) == 1
+
+
+def test_pool_allocation_is_all_or_nothing(store):
+    store.init_pool(4, {"shm": "test"})
+    assert store.alloc_blocks(1, 3) == [0, 1, 2]
+    assert store.alloc_blocks(2, 2) is None
+    assert store.free_blocks() == 1
+    assert store.init_pool(4, {"shm": "test"}) is False, "same shape: kept, not reset"
+
+
+def test_timeouts_fire_with_their_reason(store):
+    store.settings.bootstrap_timeout = 0.05
+    store.policy = store.settings.policy()
+    register(store)
+    store.publish_source(19, 100, [0])
+    time.sleep(0.1)
+    now = store.now_ms()
+    due = store.due(store.keys.timeouts(store.keys.shard_of(19)), now)
+    assert due == [19]
+    outcome = store.fail_room(19, "", expired=True)
+    assert outcome.failed and "bootstrap timeout" in outcome.note
+    assert "bootstrap timeout" in store.room(19)["failure"]
+
+
+def test_reclaim_takes_over_a_dead_consumers_entries(store):
+    register(store)
+    init(store, 20, indices=[0], allocated=100)
+    store.publish_source(20, 100, [0])
+    take(store, 20, consumer="dead")
+    time.sleep(0.05)
+    reclaimed = store.reclaim("alive", min_idle_ms=10)
+    assert [w.room for w in reclaimed] == [20]
+    pending = store.client.xpending(store.keys.stream(store.keys.shard_of(20)), GROUP)
+    assert pending["pending"] == 1

@@ -1,0 +1,17 @@
+"""xferd: Redis-coordinated transfer of multimodal embeddings for EPD disaggregated serving."""
+from .layout import BufferType, Layout, reference_layout
+from .settings import Settings
+from .status import Status
+
+__all__ = ["BufferType", "Layout", "Receiver", "Sender", "Settings", "Status", "reference_layout"]
+__version__ = "0.1.0"
+
+
+def __getattr__(name):  # Sender/Receiver pull in torch and Mooncake: import them on demand
+    if name == "Sender":
+        from .sender import Sender
+        return Sender
+    if name == "Receiver":
+        from .receiver import Receiver
+        return Receiver
+    raise AttributeError(name)

@@ -1,0 +1,59 @@
+"""The `xferd` command: serve, inspect, demo."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .settings import Settings
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--redis", dest="redis_url", help="Redis URL (redis://, rediss://, unix://); "
+                        "env XFERD_REDIS_URL")
+    parser.add_argument("--prefix", help="key prefix (default xferd)")
+    parser.add_argument("--node", help="embedding node name, part of every key (default node0)")
+    parser.add_argument("--shards", type=int, help="shards (streams) per node (default 4)")
+
+
+def _settings(args: argparse.Namespace, **extra) -> Settings:
+    fields = {k: getattr(args, k, None) for k in ("redis_url", "prefix", "node", "shards", "workers",
+                                                   "ingress", "block_size", "hidden_size", "pool_blocks")}
+    return Settings.from_env(**fields, **extra)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="xferd", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run a node: ingress, workers, janitor")
+    _common(serve)
+    serve.add_argument("--workers", type=int, help="worker processes (default 2)")
+    serve.add_argument("--ingress", help="ZMQ bind address (default tcp://127.0.0.1:17500)")
+    serve.add_argument("--block-size", type=int, dest="block_size")
+    serve.add_argument("--hidden-size", type=int, dest="hidden_size")
+    serve.add_argument("--pool-blocks", type=int, dest="pool_blocks")
+
+    inspect = sub.add_parser("inspect", help="show a room's records, decoded")
+    _common(inspect)
+    inspect.add_argument("room", type=int)
+
+    demo = sub.add_parser("demo", help="run everything on this machine and verify every byte")
+    demo.add_argument("--redis", dest="redis_url", help="use this Redis instead of an embedded one")
+    demo.add_argument("--requests", type=int, default=100)
+    demo.add_argument("--workers", type=int, default=2)
+    demo.add_argument("--seed", type=int, default=7)
+
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        from .serve import serve as run_serve
+        run_serve(_settings(args))
+    elif args.command == "inspect":
+        from .connections import connect
+        from .inspect import render
+        from .store import Store
+        settings = _settings(args)
+        print(render(Store(connect(settings.redis_url), settings), args.room, settings.redis_url))
+    elif args.command == "demo":
+        from .demo import run_demo
+        sys.exit(run_demo(redis_url=args.redis_url, requests=args.requests, workers=args.workers,
+                          seed=args.seed))

@@ -1,0 +1,174 @@
+"""`xferd demo`: the whole system on one machine, every landed byte checked.
+
+Embedded Redis (unless --redis), `xferd serve` with N workers as a child process, a
+simulated encoder process publishing deterministic embeddings, and a simulated language
+side (two ranks) whose destination pool is too small for most requests, so they go
+through resume rounds. Ends with a summary; exits non-zero on any wrong byte or failure.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+from .connections import connect, redact
+from .embedded import EmbeddedRedis, free_port
+from .langsim import LanguageSim
+from .sender import Sender
+from .settings import Settings
+from .status import Status
+from .store import Store
+from .synthetic import Request, room_data, workload
+
+
+def encoder_main(settings: Settings, requests: list[Request]) -> None:
+    """The simulated encoder: write each room's embeddings into source blocks, publish."""
+    sender = Sender(settings)
+    for request in requests:
+        data = room_data(request.room, request.total_tokens, settings.layout)
+        sender.send(request.room, request.total_tokens, data, timeout=300)
+
+
+def _env(settings: Settings) -> dict[str, str]:
+    env = dict(os.environ)
+    for name in ("redis_url", "prefix", "node", "shards", "workers", "ingress", "block_size",
+                 "hidden_size", "pool_blocks", "pool_name"):
+        env[f"XFERD_{name.upper()}"] = str(getattr(settings, name))
+    return env
+
+
+class Progress:
+    def __init__(self, total: int, stream=sys.stderr):
+        self.total, self.stream = total, stream
+        self.tty = stream.isatty()
+        self.last = 0.0
+        self.started = time.monotonic()
+
+    def __call__(self, sim: LanguageSim) -> None:
+        done = len(sim.results)
+        now = time.monotonic()
+        if self.tty and now - self.last < 0.1 and done < self.total:
+            return
+        if not self.tty and done % max(1, self.total // 10) and done < self.total:
+            return
+        self.last = now
+        width = 30
+        filled = width * done // self.total
+        failed = sum(r.status != Status.Success for r in sim.results)
+        line = (f"[{'#' * filled}{'.' * (width - filled)}] {done}/{self.total} rooms, "
+                f"{sim.bytes_landed / 1e9:.2f} GB checked, {failed} failed, {now - self.started:.1f}s")
+        self.stream.write(("\r" + line) if self.tty else line + "\n")
+        if self.tty and done == self.total:
+            self.stream.write("\n")
+        self.stream.flush()
+
+    def note(self, text: str) -> None:
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
+
+
+def run_demo(redis_url: str | None = None, requests: int = 100, workers: int = 2, seed: int = 7,
+             hidden_size: int = 1024, out=sys.stdout) -> int:
+    embedded = None if redis_url else EmbeddedRedis().start()
+    url = redis_url or embedded.url
+    redis_kind = embedded.kind if embedded else f"configured: {redact(url)}"
+    tag = f"demo{os.getpid()}"
+    settings = Settings(redis_url=url, prefix="xferd-demo", node=tag, shards=4, workers=workers,
+                        ingress=f"tcp://127.0.0.1:{free_port()}", hidden_size=hidden_size,
+                        pool_blocks=512, pool_name=f"xferd-{tag}", round_timeout=120)
+    store = Store(connect(url), settings)
+    log_dir = tempfile.mkdtemp(prefix="xferd-demo-")
+    serve_log = open(os.path.join(log_dir, "serve.log"), "w")
+    progress = Progress(requests)
+    progress.note(f"xferd demo: redis = {redis_kind}")
+    progress.note(f"starting `xferd serve` ({workers} workers), logs in {serve_log.name}")
+    serve = subprocess.Popen([sys.executable, "-m", "xferd", "serve"], env=_env(settings),
+                             stdout=serve_log, stderr=subprocess.STDOUT)
+    encoder = None
+    sim = None
+    try:
+        deadline = time.monotonic() + 60
+        while len(store.live_workers()) < workers:
+            if serve.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"xferd serve did not come up; see {serve_log.name}")
+            time.sleep(0.1)
+        plan = workload(requests, seed)
+        sim = LanguageSim(settings.ingress, settings.layout, ranks=2, pool_blocks=64,
+                          max_round_blocks=16, store=store, concurrency=8)
+        encoder = multiprocessing.get_context("spawn").Process(target=encoder_main, args=(settings, plan),
+                                                               name="encoder")
+        encoder.start()
+        started = time.monotonic()
+        results = sim.run(plan, progress)
+        elapsed = time.monotonic() - started
+        encoder.join(30)
+        time.sleep(2 * settings.janitor_interval + 0.2)  # let the last releases land
+        free = store.free_blocks()
+        summary = _summary(settings, plan, results, sim, elapsed, redis_kind, free)
+        out.write(summary + "\n")
+        ok = (sim.wrong_bytes == 0 and all(r.status == Status.Success for r in results)
+              and free == settings.pool_blocks)
+        out.write(f"RESULT: {'PASS' if ok else 'FAIL'}\n")
+        return 0 if ok else 1
+    finally:
+        if encoder is not None and encoder.is_alive():
+            encoder.terminate()
+        if sim is not None:
+            sim.close()
+        serve.terminate()
+        try:
+            serve.wait(10)
+        except subprocess.TimeoutExpired:
+            serve.kill()
+        serve_log.close()
+        for key in store.client.scan_iter(settings.keys.all_pattern(), count=1000):
+            store.client.delete(key)
+        try:
+            os.unlink(f"/dev/shm/{settings.shm_name}")
+        except FileNotFoundError:
+            pass
+        if embedded is not None:
+            embedded.stop()
+
+
+def _summary(settings, plan, results, sim, elapsed, redis_kind, free) -> str:
+    ok = [r for r in results if r.status == Status.Success]
+    failed = [r for r in results if r.status != Status.Success]
+    rounds = sum(r.rounds for r in results)
+    resumes = sum(max(0, r.rounds - 1) for r in results)
+    multi = sum(r.rounds > 1 for r in results)
+    latencies = [r.latency * 1000 for r in ok]
+    tokens = [r.total_tokens for r in plan]
+    lines = [
+        "",
+        "xferd demo — summary",
+        f"  redis           {redis_kind}",
+        f"  node            {settings.workers} workers, {settings.shards} shards, {settings.layout.describe()}",
+        f"  requests        {len(plan)} ({sum(r.ranks == 2 for r in plan)} with 2 destination ranks), "
+        f"{min(tokens)}–{max(tokens)} tokens",
+        f"  outcome         {len(ok)} Success, {len(failed)} Failed",
+        f"  rounds          {rounds} ({resumes} resumes; {multi} requests resumed, "
+        f"up to {max((r.rounds for r in results), default=0)} rounds each)",
+        f"  bytes landed    {sim.bytes_landed / 1e9:.3f} GB, every byte compared: {sim.wrong_bytes} wrong",
+        f"  throughput      {sim.bytes_landed / 1e9 / elapsed:.2f} GB/s over {elapsed:.1f}s",
+        f"  latency         p50 {_percentile(latencies, 0.5):.0f} ms, p99 {_percentile(latencies, 0.99):.0f} ms "
+        f"(init → Success, incl. resumes)",
+        f"  status delivery {sum(r.notifications for r in sim.receivers)} ZMQ notifications, "
+        f"{sum(r.fallbacks for r in sim.receivers)} Redis fallbacks",
+        f"  source blocks   {free} of {settings.pool_blocks} free after the run"
+        f"{' (no leak)' if free == settings.pool_blocks else ' (LEAK)'}",
+    ]
+    if failed:
+        lines.append("  failures:")
+        lines += [f"    room {r.room}: {r.reason}" for r in failed[:20]]
+    else:
+        lines.append("  failures        none")
+    return "\n".join(lines)

@@ -1,0 +1,84 @@
+"""An embedded Redis for `xferd demo` when none is configured (SPEC §7).
+
+A private ``redis-server`` child on a free loopback port when the binary is installed,
+else an in-process fakeredis TCP server. ``describe()`` says which.
+"""
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+
+import redis
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class EmbeddedRedis:
+    def __init__(self, prefer_server: bool = True):
+        self.prefer_server = prefer_server
+        self.url = ""
+        self.kind = ""
+        self._process: subprocess.Popen | None = None
+        self._server = None
+        self._dir: tempfile.TemporaryDirectory | None = None
+
+    def start(self) -> "EmbeddedRedis":
+        port = free_port()
+        binary = shutil.which("redis-server") if self.prefer_server else None
+        if binary:
+            self._dir = tempfile.TemporaryDirectory(prefix="xferd-redis-")
+            self._process = subprocess.Popen(
+                [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                 "--dir", self._dir.name], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            self.kind = f"private redis-server child (pid {self._process.pid}, port {port})"
+        else:
+            from fakeredis import TcpFakeServer
+
+            self._server = TcpFakeServer(("127.0.0.1", port), server_type="redis")
+            self._server.daemon_threads = True
+            threading.Thread(target=self._server.serve_forever, daemon=True).start()
+            self.kind = f"in-process fakeredis TCP server (port {port}; redis-server not installed)"
+        self.url = f"redis://127.0.0.1:{port}/0"
+        client = redis.Redis.from_url(self.url)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"embedded Redis did not start: {self.kind}")
+                time.sleep(0.05)
+        client.close()
+        return self
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            try:
+                self._process.wait(5)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+            self._process = None
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._dir is not None:
+            self._dir.cleanup()
+            self._dir = None
+
+    def __enter__(self) -> "EmbeddedRedis":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,0 +1,51 @@
+"""The Mooncake Transfer Engine, wrapped: one per process, writes raise on failure."""
+from __future__ import annotations
+
+import importlib.metadata
+import os
+
+MIN_VERSION = (0, 3, 12)  # earlier TCP builds reported writes complete before they landed
+DISTRIBUTIONS = ("mooncake-transfer-engine", "mooncake-transfer-engine-non-cuda")
+
+
+class WriteError(RuntimeError):
+    pass
+
+
+def _version() -> tuple[int, ...] | None:
+    for name in DISTRIBUTIONS:
+        try:
+            text = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        return tuple(int(p) for p in text.split("+")[0].split(".")[:3] if p.isdigit())
+    return None
+
+
+class Engine:
+    def __init__(self, hostname: str = "127.0.0.1", protocol: str = "tcp",
+                 metadata: str = "P2PHANDSHAKE", device: str = ""):
+        os.environ.setdefault("MC_LOG_LEVEL", "ERROR")  # Mooncake logs INFO lines per engine
+        version = _version()
+        if version is not None and version < MIN_VERSION:
+            raise RuntimeError(f"Mooncake {version} is too old: xferd needs >= {MIN_VERSION}")
+        from mooncake.engine import TransferEngine
+
+        self._engine = TransferEngine()
+        rc = self._engine.initialize(hostname, metadata, protocol, device)
+        if rc != 0:
+            raise RuntimeError(f"Mooncake initialize({hostname}, {metadata}, {protocol}) returned {rc}")
+        self.session_id = f"{hostname}:{self._engine.get_rpc_port()}"
+
+    def register(self, ptr: int, length: int) -> None:
+        rc = self._engine.register_memory(ptr, length)
+        if rc != 0:
+            raise RuntimeError(f"Mooncake register_memory({length} bytes) returned {rc}")
+
+    def write(self, session_id: str, src: list[int], dst: list[int], lengths: list[int]) -> None:
+        if not src:
+            return
+        rc = self._engine.batch_transfer_sync_write(session_id, src, dst, lengths)
+        if rc != 0:
+            raise WriteError(f"Mooncake write of {len(src)} entries ({sum(lengths)} bytes) "
+                             f"to {session_id} failed (rc={rc})")

@@ -1,0 +1,97 @@
+"""Janitor process: timeouts, source-block release, stream trimming.
+
+Each pass: fail rooms whose deadline passed (the script re-checks the record, so a stale
+zset entry is harmless), return the blocks of ended rooms, trim acknowledged entries.
+"""
+from __future__ import annotations
+
+import logging
+import signal
+import time
+
+import redis
+
+from . import logs
+from .connections import TRANSIENT, connect
+from .keys import GROUP
+from .notify import Notifier
+from .settings import Settings
+from .status import Status
+from .store import Store
+
+log = logging.getLogger("xferd.janitor")
+TRIM_EVERY_S = 10.0
+
+
+class Janitor:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.store = Store(connect(settings.redis_url), settings)
+        self.notifier = Notifier(settings.sender_rank)
+        self.stopping = False
+        self.next_trim = 0.0
+
+    def pass_once(self) -> dict[str, int]:
+        store, keys = self.store, self.store.keys
+        now = store.now_ms()
+        counts = {"timed_out": 0, "released": 0}
+        for shard in range(keys.shards):
+            for room in store.due(keys.timeouts(shard), now):
+                outcome = store.fail_room(room, "", expired=True)
+                if outcome.failed:
+                    counts["timed_out"] += 1
+                    log.warning("room %s failed: %s", room, outcome.note)
+                    self.notifier.send(outcome.endpoints, room, Status.Failed)
+            counts["released"] += store.release_due(shard, now)
+        if time.monotonic() >= self.next_trim:
+            self.trim()
+            self.next_trim = time.monotonic() + TRIM_EVERY_S
+        return counts
+
+    def trim(self) -> None:
+        """Drop entries every consumer has acknowledged: below the oldest pending id and
+        the group's last delivered id (never a pending entry)."""
+        client, keys = self.store.client, self.store.keys
+        for shard in range(keys.shards):
+            stream = keys.stream(shard)
+            try:
+                groups = client.xinfo_groups(stream)
+            except redis.ResponseError:
+                continue
+            group = next((g for g in groups if g["name"] in (GROUP, GROUP.encode())), None)
+            if group is None:
+                continue
+            floor = group["last-delivered-id"]
+            pending = client.xpending(stream, GROUP)
+            if pending and pending.get("pending"):
+                floor = min(floor, pending["min"], key=_id_key)
+            client.xtrim(stream, minid=floor)
+
+    def run(self) -> None:
+        log.info("janitor running every %.2fs", self.settings.janitor_interval)
+        while not self.stopping:
+            try:
+                self.pass_once()
+            except TRANSIENT as error:
+                log.warning("redis unavailable (%s); retrying", type(error).__name__)
+            except Exception:
+                log.exception("janitor pass failed; continuing")
+            time.sleep(self.settings.janitor_interval)
+
+
+def _id_key(entry_id) -> tuple[int, int]:
+    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def main(settings: Settings) -> None:
+    logs.setup("janitor")
+    janitor = Janitor(settings)
+
+    def stop(*_):
+        janitor.stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    janitor.run()

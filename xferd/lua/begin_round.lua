@@ -1,0 +1,21 @@
+-- A worker starts a round: KEYS room, stream, session keys (one per destination, in order);
+-- ARGV policy, room, round, entry_id, group, consumer, lease_ms.
+-- Returns {'ok', room fields, session fields...} with a write lease taken, or {'stale', why}
+-- with the entry acknowledged (committed already, superseded, or the room ended).
+local room_key, stream_key = KEYS[1], KEYS[2]
+local entry_round = tonumber(ARGV[3])
+local function stale(reason)
+  redis.call('XACK', stream_key, ARGV[5], ARGV[4])
+  return {'stale', reason}
+end
+if redis.call('EXISTS', room_key) == 0 then return stale('room record is gone') end
+local h = redis.call('HMGET', room_key, 'status', 'round', 'queued_round')
+local status, round, queued = tonumber(h[1]), tonumber(h[2]), tonumber(h[3])
+if status == 0 or status == 4 then return stale('room is ' .. NAMES[status]) end
+if round >= entry_round then return stale('round ' .. entry_round .. ' is already committed') end
+if queued ~= entry_round then return stale('round ' .. entry_round .. ' is not the queued one') end
+redis.call('HSET', room_key, 'write_round', entry_round, 'write_owner', ARGV[6],
+  'write_until', NOW + tonumber(ARGV[7]))
+local out = {'ok', redis.call('HGETALL', room_key)}
+for i = 3, #KEYS do out[#out + 1] = redis.call('HGETALL', KEYS[i]) end
+return out

@@ -1,0 +1,7 @@
+-- Return every source block a room holds; idempotent (a second call finds none).
+-- KEYS pool_free, pool_owned(room); ARGV policy, room. Returns the number released.
+local free_key, owned_key = KEYS[1], KEYS[2]
+local blocks = redis.call('LRANGE', owned_key, 0, -1)
+for _, block in ipairs(blocks) do redis.call('ZADD', free_key, tonumber(block), block) end
+redis.call('DEL', owned_key)
+return #blocks

@@ -1,0 +1,47 @@
+"""Status pushes to the language side (``[room, status, sender_rank]`` to tcp://ip:port).
+
+Never blocks: a peer that is gone only costs a dropped message; the status is in Redis,
+where the Receiver falls back to reading it.
+"""
+from __future__ import annotations
+
+import logging
+
+import zmq
+
+from .wire import encode_status
+
+log = logging.getLogger("xferd.notify")
+
+
+class Notifier:
+    def __init__(self, sender_rank: int, context: zmq.Context | None = None):
+        self.sender_rank = sender_rank
+        self.context = context or zmq.Context.instance()
+        self._sockets: dict[str, zmq.Socket] = {}
+
+    def _socket(self, endpoint: str) -> zmq.Socket:
+        sock = self._sockets.get(endpoint)
+        if sock is None:
+            host, port = endpoint.rsplit(":", 1)
+            sock = self.context.socket(zmq.PUSH)
+            sock.setsockopt(zmq.LINGER, 1000)
+            sock.setsockopt(zmq.SNDHWM, 10_000)
+            sock.connect(f"tcp://[{host}]:{port}" if ":" in host else f"tcp://{host}:{port}")
+            self._sockets[endpoint] = sock
+        return sock
+
+    def send(self, endpoints, room: int, status: int) -> None:
+        frames = encode_status(room, status, self.sender_rank)
+        for endpoint in dict.fromkeys(endpoints):
+            if not endpoint:
+                continue
+            try:
+                self._socket(endpoint).send_multipart(frames, flags=zmq.NOBLOCK)
+            except zmq.ZMQError as error:
+                log.warning("status %s for room %s to %s dropped: %s", status, room, endpoint, error)
+
+    def close(self) -> None:
+        for sock in self._sockets.values():
+            sock.close(linger=500)
+        self._sockets.clear()

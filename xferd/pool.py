@@ -1,0 +1,122 @@
+"""Block buffer pools.
+
+``SourcePool``: the node's source blocks in one named shared-memory file, so that the
+encoder writes embeddings into it and every worker process maps it and registers it with
+its own Mooncake engine. (On GPUs the same role is played by CUDA IPC handles: a pool that
+exposes ``base_ptr``, ``size`` and per-buffer offsets is all a worker needs.)
+
+``DestPool``: the language side's blocks, plain torch tensors in process memory.
+Both are viewed as one uint8 tensor of shape (num_blocks, item_len) per buffer type.
+"""
+from __future__ import annotations
+
+import mmap
+import os
+
+import torch
+
+from .layout import Layout
+
+SHM_DIR = "/dev/shm"
+ALIGN = 4096
+
+
+class BlockBuffers:
+    layout: Layout
+    num_blocks: int
+    buffers: list[torch.Tensor]
+
+    def ptr(self, buffer_index: int) -> int:
+        return self.buffers[buffer_index].data_ptr()
+
+    def write_tokens(self, buffer_index: int, blocks, data: torch.Tensor) -> None:
+        """Write per-token rows ``data`` (tokens × token_bytes, uint8) into ``blocks`` in order."""
+        per_token = self.layout.token_bytes(buffer_index)
+        block = self.layout.block_size
+        rows = data.reshape(-1, per_token)
+        view = self.buffers[buffer_index]
+        for i, index in enumerate(blocks):
+            chunk = rows[i * block:(i + 1) * block]
+            if not len(chunk):
+                break
+            view[index, :chunk.numel()] = chunk.reshape(-1)
+
+    def read_tokens(self, buffer_index: int, blocks, tokens: int) -> torch.Tensor:
+        """The first ``tokens`` per-token rows held by ``blocks``, as (tokens, token_bytes)."""
+        per_token = self.layout.token_bytes(buffer_index)
+        block = self.layout.block_size
+        view = self.buffers[buffer_index]
+        parts = []
+        for i, index in enumerate(blocks):
+            count = min(block, tokens - i * block)
+            if count <= 0:
+                break
+            parts.append(view[index, :count * per_token])
+        if not parts:
+            return torch.empty((0, per_token), dtype=torch.uint8)
+        return torch.cat(parts).reshape(tokens, per_token)
+
+    def write_item(self, buffer_index: int, block: int, data: bytes) -> None:
+        view = self.buffers[buffer_index]
+        view[block, :len(data)] = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+
+    def read_item(self, buffer_index: int, block: int) -> bytes:
+        return bytes(self.buffers[buffer_index][block].numpy().tobytes())
+
+
+def _offsets(layout: Layout, num_blocks: int) -> tuple[list[int], int]:
+    offsets, size = [], 0
+    for buffer in layout.buffers:
+        offsets.append(size)
+        size += -(-buffer.item_len * num_blocks // ALIGN) * ALIGN
+    return offsets, size
+
+
+class SourcePool(BlockBuffers):
+    """The node's source blocks in ``/dev/shm/<name>``; ``create`` makes or resizes the file."""
+
+    def __init__(self, layout: Layout, num_blocks: int, name: str, create: bool = False):
+        self.layout, self.num_blocks, self.name = layout, num_blocks, name
+        self.path = os.path.join(SHM_DIR, name)
+        self.offsets, self.size = _offsets(layout, num_blocks)
+        flags = os.O_RDWR | (os.O_CREAT if create else 0)
+        try:
+            fd = os.open(self.path, flags, 0o600)
+        except FileNotFoundError:
+            raise FileNotFoundError(
+                f"source pool {self.path} does not exist: is `xferd serve` running for this node?"
+            ) from None
+        try:
+            if create and os.fstat(fd).st_size != self.size:
+                os.ftruncate(fd, self.size)
+            if os.fstat(fd).st_size != self.size:
+                raise ValueError(f"source pool {self.path} is {os.fstat(fd).st_size} bytes, "
+                                 f"the layout needs {self.size}")
+            self._map = mmap.mmap(fd, self.size)
+        finally:
+            os.close(fd)
+        whole = torch.frombuffer(self._map, dtype=torch.uint8)
+        self.base_ptr = whole.data_ptr()
+        self.buffers = [
+            whole[offset:offset + b.item_len * num_blocks].view(num_blocks, b.item_len)
+            for offset, b in zip(self.offsets, layout.buffers)
+        ]
+
+    def unlink(self) -> None:
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+
+
+class DestPool(BlockBuffers):
+    """The language side's blocks: one contiguous torch tensor per buffer type."""
+
+    def __init__(self, layout: Layout, num_blocks: int):
+        self.layout, self.num_blocks = layout, num_blocks
+        self.buffers = [torch.zeros((num_blocks, b.item_len), dtype=torch.uint8)
+                        for b in layout.buffers]
+
+    @property
+    def lens(self) -> list[int]:
+        return [t.numel() for t in self.buffers]

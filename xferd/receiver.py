@@ -1,0 +1,169 @@
+"""Language-side API: a destination pool, its Mooncake engine and the wire protocol.
+
+    receiver = Receiver(settings.ingress_endpoint, layout, num_blocks, store=store)
+    receiver.register()
+    receiver.init(room, dst_blocks, allocated_tokens, required_dst_info_num)
+    receiver.wait(room)          # Transferring (partial) / Success / Failed
+    receiver.resume(room, more_blocks, sent_tokens, allocated_tokens)
+
+Statuses arrive over ZMQ; when none arrives for ``fallback_after`` seconds the Receiver
+reads the room from Redis (if given a Store), so a lost notification never hangs a request.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Sequence
+
+import zmq
+
+from .engine import Engine
+from .layout import Layout
+from .pool import DestPool
+from .status import Status, merge
+from .store import Store
+from .wire import WireError, decode_status, encode_abort, encode_init, encode_register, encode_resume
+
+ROUND_OVER = (Status.Transferring, Status.Success, Status.Failed)
+
+
+class Receiver:
+    def __init__(self, ingress: str, layout: Layout, num_blocks: int, host: str = "127.0.0.1",
+                 store: Store | None = None, send_lens: bool = True, fallback_after: float = 1.0,
+                 context: zmq.Context | None = None):
+        self.layout = layout
+        self.host = host
+        self.store = store
+        self.send_lens = send_lens
+        self.fallback_after = fallback_after
+        self.pool = DestPool(layout, num_blocks)
+        self.engine = Engine(host)
+        for tensor in self.pool.buffers:
+            self.engine.register(tensor.data_ptr(), tensor.numel())
+        self.session_id = self.engine.session_id
+        self.context = context or zmq.Context.instance()
+        self._pull = self.context.socket(zmq.PULL)
+        self._pull.setsockopt(zmq.LINGER, 0)
+        self.status_port = self._pull.bind_to_random_port(f"tcp://{host}")
+        self._push = self.context.socket(zmq.PUSH)
+        self._push.setsockopt(zmq.LINGER, 2000)
+        self._push.connect(ingress)
+        self._push_lock = threading.Lock()
+        self._cond = threading.Condition()
+        self._status: dict[int, Status] = {}
+        self._rounds: dict[int, int] = {}  # the round each room waits for
+        self._required: dict[int, int] = {}
+        self._since: dict[int, float] = {}  # when the current round began waiting
+        self.notifications = 0
+        self.fallbacks = 0
+        self._closing = False
+        self._thread = threading.Thread(target=self._listen, name="xferd-receiver", daemon=True)
+        self._thread.start()
+
+    # ---- status
+    def _listen(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self._pull, zmq.POLLIN)
+        while not self._closing:
+            if not poller.poll(100):
+                continue
+            try:
+                room, status, _rank = decode_status(self._pull.recv_multipart())
+            except WireError:
+                continue
+            with self._cond:
+                self.notifications += 1
+                if room in self._status:
+                    self._status[room] = merge(self._status[room], status)
+                    self._cond.notify_all()
+
+    def poll(self, room: int) -> Status:
+        """The room's status for its current round; reads Redis when ZMQ has been silent
+        for ``fallback_after`` seconds."""
+        with self._cond:
+            status = self._status.get(room, Status.Bootstrapping)
+            quiet_since = self._since.get(room)
+        if (status in ROUND_OVER or self.store is None or quiet_since is None
+                or time.monotonic() - quiet_since < self.fallback_after):
+            return status
+        self._fallback(room)
+        with self._cond:
+            self._since[room] = time.monotonic()
+            return self._status.get(room, Status.Bootstrapping)
+
+    def wait(self, room: int, timeout: float = 60.0) -> Status:
+        """Wait until the current round ends: Transferring (partial), Success or Failed."""
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self.poll(room)
+            left = deadline - time.monotonic()
+            if status in ROUND_OVER or left <= 0:
+                return status
+            with self._cond:
+                if self._status.get(room) not in ROUND_OVER:
+                    self._cond.wait(min(left, self.fallback_after / 4))
+
+    def _fallback(self, room: int) -> None:
+        record = self.store.client.hmget(self.store.keys.room(room), "status", "round")
+        if record[0] is None:
+            return
+        status, committed = Status(int(record[0])), int(record[1] or 0)
+        with self._cond:
+            expected = self._rounds.get(room, 1)
+            if status.terminal or (status == Status.Transferring and committed >= expected):
+                self.fallbacks += 1
+                self._status[room] = merge(self._status.get(room), status)
+
+    def failure(self, room: int) -> str | None:
+        if self.store is None:
+            return None
+        reason = self.store.client.hget(self.store.keys.room(room), "failure")
+        return reason.decode() if reason else None
+
+    # ---- messages
+    def _send(self, frames: list[bytes]) -> None:
+        with self._push_lock:
+            self._push.send_multipart(frames)
+
+    def register(self) -> None:
+        ptrs = [t.data_ptr() for t in self.pool.buffers]
+        self._send(encode_register(self.host, self.status_port, self.session_id, ptrs,
+                                   self.pool.lens if self.send_lens else None))
+
+    def init(self, room: int, dst_indices: Sequence[int], allocated_tokens: int | None = None,
+             required_dst_info_num: int = 1) -> None:
+        if allocated_tokens is None:
+            allocated_tokens = len(dst_indices) * self.layout.block_size
+        with self._cond:
+            self._status[room] = Status.WaitingForInput
+            self._rounds[room] = 1
+            self._since[room] = time.monotonic()
+            self._required[room] = required_dst_info_num
+        self._send(encode_init(room, self.host, self.status_port, self.session_id, dst_indices,
+                               required_dst_info_num, allocated_tokens))
+
+    def resume(self, room: int, dst_indices: Sequence[int], sent_tokens: int, allocated_tokens: int) -> None:
+        with self._cond:
+            # the Receiver's view of the *current round* starts again
+            self._status[room] = Status.WaitingForInput
+            self._rounds[room] = self._rounds.get(room, 1) + 1
+            self._since[room] = time.monotonic()
+            required = self._required.get(room, 1)
+        self._send(encode_resume(room, self.host, self.status_port, self.session_id, dst_indices,
+                                 required, sent_tokens, allocated_tokens))
+
+    def abort(self, room: int) -> None:
+        self._send(encode_abort(room, self.session_id))
+
+    def forget(self, room: int) -> None:
+        with self._cond:
+            self._status.pop(room, None)
+            self._rounds.pop(room, None)
+            self._required.pop(room, None)
+            self._since.pop(room, None)
+
+    def close(self) -> None:
+        self._closing = True
+        self._thread.join(timeout=1)
+        self._pull.close(0)
+        self._push.close(2000)

@@ -1,0 +1,109 @@
+"""`xferd serve`: one node's service — ingress, N workers and the janitor, supervised.
+
+Creates the node's source pool (shared memory + free list in Redis) if needed, then starts
+each part as its own OS process and restarts any that dies, with backoff.
+"""
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import signal
+import time
+from dataclasses import dataclass, field
+
+from . import ingress, janitor, logs, worker
+from .connections import connect, redact, with_retry
+from .pool import SourcePool
+from .settings import Settings
+from .store import Store
+
+log = logging.getLogger("xferd.serve")
+MAX_BACKOFF_S = 30.0
+
+
+def prepare_node(settings: Settings) -> SourcePool:
+    """Create the source pool file and its free list (kept as is if the shape matches)."""
+    store = Store(connect(settings.redis_url), settings)
+    with_retry(store.ensure_groups, "create consumer groups")
+    pool = SourcePool(settings.layout, settings.pool_blocks, settings.shm_name, create=True)
+    description = {"shm": pool.path, "layout": settings.layout.describe(), "size": pool.size}
+    created = with_retry(lambda: store.init_pool(settings.pool_blocks, description), "init pool")
+    log.info("source pool %s: %d blocks, %.1f MiB (%s)", pool.path, settings.pool_blocks,
+             pool.size / 2**20, "new" if created else "kept")
+    return pool
+
+
+@dataclass
+class Child:
+    name: str
+    target: object
+    args: tuple
+    process: multiprocessing.Process | None = None
+    restarts: int = 0
+    not_before: float = 0.0
+    started_at: float = field(default=0.0)
+
+
+class Supervisor:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.context = multiprocessing.get_context("spawn")
+        self.children = [Child("ingress", ingress.main, (settings,)),
+                         Child("janitor", janitor.main, (settings,))]
+        self.children += [Child(f"worker{i}", worker.main, (settings, i)) for i in range(settings.workers)]
+        self.stopping = False
+
+    def _start(self, child: Child) -> None:
+        child.process = self.context.Process(target=child.target, args=child.args, name=child.name,
+                                             daemon=False)
+        child.process.start()
+        child.started_at = time.monotonic()
+
+    def run(self) -> None:
+        for child in self.children:
+            self._start(child)
+        log.info("serving node %s: ingress %s, %d workers, redis %s", self.settings.node,
+                 self.settings.ingress, self.settings.workers, redact(self.settings.redis_url or "default"))
+        while not self.stopping:
+            now = time.monotonic()
+            for child in self.children:
+                process = child.process
+                if process is not None and not process.is_alive():
+                    if now - child.started_at > 60:
+                        child.restarts = 0  # it ran well for a while: start backoff afresh
+                    delay = min(MAX_BACKOFF_S, 0.5 * 2 ** child.restarts)
+                    log.error("%s (pid %s) exited with code %s; restarting in %.1fs", child.name,
+                              process.pid, process.exitcode, delay)
+                    child.restarts += 1
+                    child.not_before = now + delay
+                    child.process = None
+                if child.process is None and now >= child.not_before and not self.stopping:
+                    self._start(child)
+            time.sleep(0.1)
+        self.shutdown()
+
+    def shutdown(self) -> None:
+        for child in self.children:
+            if child.process is not None and child.process.is_alive():
+                child.process.terminate()
+        deadline = time.monotonic() + 5
+        for child in self.children:
+            if child.process is not None:
+                child.process.join(max(0.1, deadline - time.monotonic()))
+                if child.process.is_alive():
+                    child.process.kill()
+                    child.process.join()
+        log.info("node %s stopped", self.settings.node)
+
+
+def serve(settings: Settings) -> None:
+    logs.setup("serve")
+    prepare_node(settings)
+    supervisor = Supervisor(settings)
+
+    def stop(*_):
+        supervisor.stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    supervisor.run()

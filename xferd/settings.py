@@ -1,0 +1,75 @@
+"""Settings as one plain dataclass, read from XFERD_* environment variables and CLI flags."""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+
+from .keys import Keys
+from .layout import Layout, reference_layout
+
+
+@dataclass
+class Settings:
+    redis_url: str | None = None  # None: `serve` uses the local default, `demo` embeds one
+    prefix: str = "xferd"
+    node: str = "node0"
+    shards: int = 4
+    workers: int = 2
+    ingress: str = "tcp://127.0.0.1:17500"  # bind address of the ingress PULL socket
+    sender_rank: int = 0  # the "sender_rank" frame of status messages
+    # layout of the source pool (must match the language side's)
+    block_size: int = 128
+    hidden_size: int = 4096
+    pool_blocks: int = 1024
+    pool_name: str = ""  # shared-memory file name; default "xferd-<prefix>-<node>"
+    # Mooncake
+    hostname: str = "127.0.0.1"
+    protocol: str = "tcp"
+    metadata: str = "P2PHANDSHAKE"
+    device: str = ""
+    # timeouts and retention, seconds
+    bootstrap_timeout: float = 300.0
+    waiting_timeout: float = 300.0
+    transfer_timeout: float = 300.0
+    round_timeout: float = 120.0
+    retention: float = 3600.0
+    # work queue
+    lease: float = 5.0  # idle time after which another worker reclaims an entry
+    write_lease: float = 30.0  # source blocks stay held this long after a write starts
+    max_deliveries: int = 5
+    stream_maxlen: int = 100_000
+    janitor_interval: float = 0.2
+
+    @property
+    def keys(self) -> Keys:
+        return Keys(self.prefix, self.node, self.shards)
+
+    @property
+    def layout(self) -> Layout:
+        return reference_layout(self.block_size, self.hidden_size)
+
+    @property
+    def shm_name(self) -> str:
+        return self.pool_name or f"xferd-{self.prefix}-{self.node}"
+
+    def policy(self) -> str:
+        """Timeouts in ms as one Lua argument: bootstrap,waiting,transfer,round,retention."""
+        values = (self.bootstrap_timeout, self.waiting_timeout, self.transfer_timeout,
+                  self.round_timeout, self.retention)
+        return ",".join(str(int(v * 1000)) for v in values)
+
+    def replace(self, **changes) -> "Settings":
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_env(cls, environ=os.environ, **overrides) -> "Settings":
+        values = {}
+        for f in dataclasses.fields(cls):
+            raw = environ.get(f"XFERD_{f.name.upper()}")
+            if raw is None:
+                continue
+            kind = type(f.default) if f.default is not None else str
+            values[f.name] = kind(raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)

@@ -1,0 +1,257 @@
+"""The Redis side of xferd: records, queues and the Lua scripts that change them.
+
+Every state transition is one Lua script (``xferd/lua``), run by EVALSHA through
+``register_script``; this module only names keys and converts replies.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from importlib import resources
+
+import redis
+
+from .keys import GROUP, Keys
+from .settings import Settings
+from .status import Status
+from .wire import Init, Register, Resume
+
+SCRIPTS = ("publish_source", "dst_init", "dst_resume", "begin_round", "commit_round",
+           "fail_room", "pool_alloc", "pool_release")
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _hash(reply) -> dict[str, str]:
+    """A hash as str -> str, from HGETALL's dict or a script's flat list."""
+    if isinstance(reply, dict):
+        return {_text(k): _text(v) for k, v in reply.items()}
+    items = [_text(v) for v in reply]
+    return dict(zip(items[0::2], items[1::2]))
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a state transition did: the room's status, a note, and whom to notify."""
+
+    status: int
+    note: str
+    endpoints: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, reply) -> "Outcome":
+        return cls(int(reply[0]), _text(reply[1]), tuple(_text(e) for e in reply[2:]))
+
+    @property
+    def failed(self) -> bool:
+        return self.status == Status.Failed
+
+
+@dataclass(frozen=True)
+class Round:
+    """A work entry read from a shard stream."""
+
+    shard: int
+    entry_id: str
+    room: int
+    round: int
+    sessions: tuple[str, ...]
+
+
+def _load(name: str) -> str:
+    folder = resources.files("xferd") / "lua"
+    return (folder / "_prelude.lua").read_text() + "\n" + (folder / f"{name}.lua").read_text()
+
+
+class Store:
+    def __init__(self, client: redis.Redis, settings: Settings):
+        self.client = client
+        self.settings = settings
+        self.keys: Keys = settings.keys
+        self.policy = settings.policy()
+        self._scripts = {name: client.register_script(_load(name)) for name in SCRIPTS}
+
+    def _run(self, name: str, keys: list[str], room: int | str, *args):
+        return self._scripts[name](keys=keys, args=[self.policy, str(room), *args])
+
+    # ---- shard plumbing
+    def _room_keys(self, room: int) -> tuple[str, str, str, str, int]:
+        shard = self.keys.shard_of(room)
+        k = self.keys
+        return k.room(room), k.stream(shard), k.timeouts(shard), k.release(shard), shard
+
+    def ensure_groups(self) -> None:
+        for shard in range(self.keys.shards):
+            try:
+                self.client.xgroup_create(self.keys.stream(shard), GROUP, id="0", mkstream=True)
+            except redis.ResponseError as error:
+                if "BUSYGROUP" not in str(error):
+                    raise
+
+    # ---- language side
+    def register_session(self, message: Register) -> None:
+        """Record a session in every shard (scripts read it in their own slot); clears failure."""
+        fields = {
+            "session": message.session_id,
+            "endpoint": f"{message.ip}:{message.status_port}",
+            "ptrs": ",".join(map(str, message.ptrs)),
+            "lens": ",".join(map(str, message.lens)) if message.lens else "",
+            "registered_at": int(time.time() * 1000),
+        }
+        pipe = self.client.pipeline(transaction=False)
+        for shard in range(self.keys.shards):
+            key = self.keys.session(shard, message.session_id)
+            pipe.hdel(key, "failed")
+            pipe.hset(key, mapping=fields)
+        pipe.execute()
+
+    def mark_session_failed(self, session_id: str, reason: str) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        for shard in range(self.keys.shards):
+            key = self.keys.session(shard, session_id)
+            pipe.hset(key, "failed", reason)
+        pipe.execute()
+
+    def dst_init(self, message: Init) -> Outcome:
+        room_key, stream, timeouts, release, shard = self._room_keys(message.room)
+        keys = [room_key, self.keys.session(shard, message.session_id), stream, timeouts, release]
+        return Outcome.parse(self._run(
+            "dst_init", keys, message.room, message.session_id,
+            f"{message.ip}:{message.status_port}", ",".join(map(str, message.dst_indices)),
+            message.required_dst_info_num, message.allocated_tokens))
+
+    def dst_resume(self, message: Resume) -> Outcome:
+        room_key, stream, timeouts, release, shard = self._room_keys(message.room)
+        keys = [room_key, self.keys.session(shard, message.session_id), stream, timeouts, release]
+        return Outcome.parse(self._run(
+            "dst_resume", keys, message.room, message.session_id,
+            f"{message.ip}:{message.status_port}", ",".join(map(str, message.dst_indices)),
+            message.required_dst_info_num, message.sent_tokens, message.allocated_tokens))
+
+    # ---- encoder side
+    def publish_source(self, room: int, total_tokens: int, src_indices) -> Outcome:
+        room_key, stream, timeouts, release, _ = self._room_keys(room)
+        return Outcome.parse(self._run("publish_source", [room_key, stream, timeouts, release], room,
+                                       total_tokens, ",".join(map(str, src_indices))))
+
+    def fail_room(self, room: int, reason: str, entry_id: str = "", expired: bool = False) -> Outcome:
+        room_key, stream, timeouts, release, _ = self._room_keys(room)
+        return Outcome.parse(self._run("fail_room", [room_key, timeouts, release, stream], room,
+                                       reason, entry_id, GROUP, "expired" if expired else ""))
+
+    def room(self, room: int) -> dict[str, str]:
+        return _hash(self.client.hgetall(self.keys.room(room)))
+
+    # ---- workers
+    def read_rounds(self, consumer: str, count: int, block_ms: int) -> list[Round]:
+        streams = {self.keys.stream(shard): ">" for shard in range(self.keys.shards)}
+        reply = self.client.xreadgroup(GROUP, consumer, streams, count=count, block=block_ms)
+        return self._rounds(reply or [])
+
+    def _rounds(self, reply) -> list[Round]:
+        shard_of_stream = {self.keys.stream(s): s for s in range(self.keys.shards)}
+        out = []
+        for stream, entries in reply:
+            shard = shard_of_stream[_text(stream)]
+            for entry_id, fields in entries:
+                if fields is None:  # deleted while pending
+                    continue
+                out.append(self.round_from(shard, _text(entry_id), fields))
+        return out
+
+    def round_from(self, shard: int, entry_id: str, fields) -> Round:
+        f = {_text(k): _text(v) for k, v in fields.items()}
+        sessions = tuple(s for s in f.get("sessions", "").split(",") if s)
+        return Round(shard, entry_id, int(f["room"]), int(f["round"]), sessions)
+
+    def heartbeat(self, consumer: str) -> None:
+        self.client.hset(self.keys.workers, consumer, int(time.time() * 1000))
+
+    def live_workers(self, within_s: float = 5.0) -> list[str]:
+        cutoff = (time.time() - within_s) * 1000
+        return [name for name, seen in _hash(self.client.hgetall(self.keys.workers)).items()
+                if int(seen) >= cutoff]
+
+    def reclaim(self, consumer: str, min_idle_ms: int, count: int = 32, max_pages: int = 4) -> list[Round]:
+        """Take over entries idle longer than the lease (a dead worker's). Bounded: fakeredis'
+        XAUTOCLAIM cursor differs from Redis', so never loop on the cursor alone."""
+        out: list[Round] = []
+        for shard in range(self.keys.shards):
+            cursor = "0-0"
+            for _ in range(max_pages):
+                reply = self.client.xautoclaim(self.keys.stream(shard), GROUP, consumer,
+                                               min_idle_ms, start_id=cursor, count=count)
+                cursor, entries = _text(reply[0]), reply[1]
+                for entry_id, fields in entries:
+                    if fields:
+                        out.append(self.round_from(shard, _text(entry_id), fields))
+                if cursor == "0-0" or not entries:
+                    break
+        return out
+
+    def begin_round(self, work: Round, consumer: str, lease_ms: int):
+        """Take the write lease; returns (room, sessions) or None when the entry is stale."""
+        keys = [self.keys.room(work.room), self.keys.stream(work.shard)]
+        keys += [self.keys.session(work.shard, s) for s in work.sessions]
+        reply = self._run("begin_round", keys, work.room, work.round, work.entry_id, GROUP,
+                          consumer, lease_ms)
+        if _text(reply[0]) != "ok":
+            return None, _text(reply[1])
+        return (_hash(reply[1]), [_hash(s) for s in reply[2:]]), "ok"
+
+    def commit_round(self, work: Round, consumer: str, sent_after: list[int]) -> Outcome | None:
+        room_key, stream, timeouts, release, _ = self._room_keys(work.room)
+        reply = self._run("commit_round", [room_key, stream, timeouts, release], work.room,
+                          work.round, work.entry_id, GROUP, consumer, *sent_after)
+        if _text(reply[0]) != "ok":
+            return None
+        return Outcome(int(reply[1]), "committed", tuple(_text(e) for e in reply[2:]))
+
+    # ---- source block pool
+    def init_pool(self, num_blocks: int, description: dict[str, str]) -> bool:
+        """Create the node's free list unless a pool of the same shape exists; True if created."""
+        current = _hash(self.client.hgetall(self.keys.pool))
+        wanted = {"num_blocks": str(num_blocks), **{k: str(v) for k, v in description.items()}}
+        if current and all(current.get(k) == v for k, v in wanted.items()):
+            return False
+        pipe = self.client.pipeline(transaction=True)
+        pipe.delete(self.keys.pool_free)
+        for start in range(0, num_blocks, 10_000):
+            block_range = range(start, min(start + 10_000, num_blocks))
+            pipe.zadd(self.keys.pool_free, {str(b): b for b in block_range})
+        pipe.delete(self.keys.pool)
+        pipe.hset(self.keys.pool, mapping=wanted)
+        pipe.execute()
+        return True
+
+    def pool_info(self) -> dict[str, str]:
+        return _hash(self.client.hgetall(self.keys.pool))
+
+    def alloc_blocks(self, room: int, count: int) -> list[int] | None:
+        reply = self._run("pool_alloc", [self.keys.pool_free, self.keys.pool_owned(room)], room, count)
+        return None if reply is None else [int(b) for b in reply]
+
+    def release_blocks(self, room: int) -> int:
+        return int(self._run("pool_release", [self.keys.pool_free, self.keys.pool_owned(room)], room))
+
+    def free_blocks(self) -> int:
+        return int(self.client.zcard(self.keys.pool_free))
+
+    # ---- janitor
+    def now_ms(self) -> int:
+        """Redis' clock: the scripts stamp deadlines with it, so compare against it too."""
+        seconds, micros = self.client.time()
+        return int(seconds) * 1000 + int(micros) // 1000
+
+    def due(self, key: str, now_ms: int, limit: int = 100) -> list[int]:
+        return [int(_text(m)) for m in self.client.zrangebyscore(key, "-inf", now_ms, start=0, num=limit)]
+
+    def release_due(self, shard: int, now_ms: int) -> int:
+        """Return the blocks of ended rooms whose last write is over; idempotent per room."""
+        released = 0
+        for room in self.due(self.keys.release(shard), now_ms):
+            released += self.release_blocks(room)
+            self.client.zrem(self.keys.release(shard), str(room))
+        return released

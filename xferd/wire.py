@@ -1,0 +1,214 @@
+"""ZMQ multipart wire format (SPEC §3): decode and validate every frame, encode replies.
+
+Language → ingress:
+  register  ["None", ip, status_port, session_id, packed_ptrs(, packed_lens)]
+  init      [room, ip, status_port, session_id, "i0,i1,...", required_dst_info_num(, allocated)]
+  resume    [room, ip, status_port, session_id, "i0,...", required_dst_info_num, sent, allocated]
+  abort     ["ABORT", room, session_id]   (xferd; no reference frame 0 is "ABORT")
+Ingress/worker → language:
+  status    [room, status, sender_rank]
+
+``packed_ptrs`` / ``packed_lens`` are native uint64s (struct "Q"), one per buffer type;
+``packed_lens`` (the byte length of each destination buffer) is optional and lets the
+node bounds-check destination indices.
+"""
+from __future__ import annotations
+
+import re
+import struct
+from dataclasses import dataclass
+
+from .status import Status
+
+MAX_ROOM = 2**64 - 1
+MAX_TOKENS = 2**31 - 1
+MAX_INDICES = 1 << 20
+MAX_DST_INFO_NUM = 256
+ABORT_TAG = b"ABORT"
+REGISTER_TAG = b"None"
+_SESSION = re.compile(r"^[A-Za-z0-9.\-_\[\]:]{1,255}:[0-9]{1,5}$")
+_HOST = re.compile(r"^[A-Za-z0-9.\-_:\[\]]{1,255}$")
+
+
+class WireError(ValueError):
+    """A message that cannot be accepted. ``room`` and ``reply_to`` are set when known."""
+
+    def __init__(self, reason: str, room: int | None = None, reply_to: tuple[str, int] | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.room = room
+        self.reply_to = reply_to
+
+
+@dataclass(frozen=True)
+class Register:
+    ip: str
+    status_port: int
+    session_id: str
+    ptrs: tuple[int, ...]
+    lens: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Init:
+    room: int
+    ip: str
+    status_port: int
+    session_id: str
+    dst_indices: tuple[int, ...]
+    required_dst_info_num: int
+    allocated_tokens: int
+
+
+@dataclass(frozen=True)
+class Resume:
+    room: int
+    ip: str
+    status_port: int
+    session_id: str
+    dst_indices: tuple[int, ...]
+    required_dst_info_num: int
+    sent_tokens: int
+    allocated_tokens: int
+
+
+@dataclass(frozen=True)
+class Abort:
+    room: int
+    session_id: str
+
+
+Message = Register | Init | Resume | Abort
+
+
+def _ascii(frame: bytes, what: str) -> str:
+    try:
+        return frame.decode("ascii")
+    except UnicodeDecodeError:
+        raise WireError(f"{what} is not ASCII") from None
+
+
+def _int(frame: bytes, what: str, low: int, high: int) -> int:
+    text = _ascii(frame, what)
+    if not text.isdigit() or len(text) > 20:  # digits only: no sign, space or underscore
+        raise WireError(f"{what} {text[:40]!r} is not a non-negative integer")
+    value = int(text)
+    if not low <= value <= high:
+        raise WireError(f"{what} {value} is outside [{low}, {high}]")
+    return value
+
+
+def _indices(frame: bytes) -> tuple[int, ...]:
+    text = _ascii(frame, "block indices")
+    if not text:
+        return ()
+    parts = text.split(",")
+    if len(parts) > MAX_INDICES:
+        raise WireError(f"{len(parts)} block indices exceed the limit of {MAX_INDICES}")
+    if not all(part.isdigit() and len(part) <= 10 for part in parts):
+        raise WireError(f"block indices {text[:60]!r} are not comma-separated non-negative integers")
+    return tuple(int(part) for part in parts)
+
+
+def _session(frame: bytes) -> str:
+    text = _ascii(frame, "session_id")
+    if not _SESSION.match(text):
+        raise WireError(f"session_id {text[:60]!r} is not 'host:port'")
+    return text
+
+
+def _endpoint(frames: list[bytes]) -> tuple[str, int]:
+    ip = _ascii(frames[1], "ip")
+    if not _HOST.match(ip):
+        raise WireError(f"ip {ip[:60]!r} is not a host name or address")
+    return ip, _int(frames[2], "status_port", 1, 65535)
+
+
+def _uint64s(frame: bytes, what: str) -> tuple[int, ...]:
+    if not frame or len(frame) % 8:
+        raise WireError(f"{what} is {len(frame)} bytes, not a non-empty multiple of 8")
+    return struct.unpack(f"{len(frame) // 8}Q", frame)
+
+
+def decode_request(frames: list[bytes]) -> Message:
+    """Decode one language → ingress message; raise WireError with the reason."""
+    if not frames:
+        raise WireError("empty message")
+    head = frames[0]
+    if head == ABORT_TAG:
+        if len(frames) != 3:
+            raise WireError(f"abort has {len(frames)} frames, expected 3")
+        return Abort(_int(frames[1], "room", 0, MAX_ROOM), _session(frames[2]))
+    if head == REGISTER_TAG:
+        if len(frames) not in (5, 6):
+            raise WireError(f"register has {len(frames)} frames, expected 5 or 6")
+        ip, port = _endpoint(frames)
+        ptrs = _uint64s(frames[4], "packed buffer pointers")
+        lens = _uint64s(frames[5], "packed buffer lengths") if len(frames) == 6 else None
+        if lens is not None and len(lens) != len(ptrs):
+            raise WireError(f"{len(lens)} buffer lengths for {len(ptrs)} buffer pointers")
+        return Register(ip, port, _session(frames[3]), ptrs, lens)
+    if len(frames) not in (6, 7, 8):
+        raise WireError(f"message has {len(frames)} frames; init has 6 or 7, resume 8")
+    room = _int(head, "room", 0, MAX_ROOM)
+    try:
+        reply_to = _endpoint(frames)
+    except WireError as error:
+        raise WireError(error.reason, room=room) from None
+    try:
+        session = _session(frames[3])
+        indices = _indices(frames[4])
+        required = _int(frames[5], "required_dst_info_num", 1, MAX_DST_INFO_NUM)
+        if len(frames) == 8:
+            sent = _int(frames[6], "sent_tokens", 0, MAX_TOKENS)
+            allocated = _int(frames[7], "allocated_tokens", 0, MAX_TOKENS)
+            return Resume(room, *reply_to, session, indices, required, sent, allocated)
+        allocated = _int(frames[6], "allocated_tokens", 0, MAX_TOKENS) if len(frames) == 7 else 0
+        return Init(room, *reply_to, session, indices, required, allocated)
+    except WireError as error:
+        raise WireError(error.reason, room=room, reply_to=reply_to) from None
+
+
+def _join(indices) -> bytes:
+    return ",".join(str(i) for i in indices).encode("ascii")
+
+
+def encode_register(ip: str, status_port: int, session_id: str, ptrs, lens=None) -> list[bytes]:
+    frames = [REGISTER_TAG, ip.encode(), str(status_port).encode(), session_id.encode(),
+              struct.pack(f"{len(ptrs)}Q", *ptrs)]
+    if lens is not None:
+        frames.append(struct.pack(f"{len(lens)}Q", *lens))
+    return frames
+
+
+def encode_init(room, ip, status_port, session_id, dst_indices, required_dst_info_num,
+                allocated_tokens) -> list[bytes]:
+    return [str(room).encode(), ip.encode(), str(status_port).encode(), session_id.encode(),
+            _join(dst_indices), str(required_dst_info_num).encode(), str(allocated_tokens).encode()]
+
+
+def encode_resume(room, ip, status_port, session_id, dst_indices, required_dst_info_num,
+                  sent_tokens, allocated_tokens) -> list[bytes]:
+    return encode_init(room, ip, status_port, session_id, dst_indices, required_dst_info_num,
+                       sent_tokens) + [str(allocated_tokens).encode()]
+
+
+def encode_abort(room: int, session_id: str) -> list[bytes]:
+    return [ABORT_TAG, str(room).encode(), session_id.encode()]
+
+
+def encode_status(room: int, status: Status | int, sender_rank: int) -> list[bytes]:
+    return [str(room).encode(), str(int(status)).encode(), str(sender_rank).encode()]
+
+
+def decode_status(frames: list[bytes]) -> tuple[int, Status, int]:
+    if len(frames) != 3:
+        raise WireError(f"status has {len(frames)} frames, expected 3")
+    room = _int(frames[0], "room", 0, MAX_ROOM)
+    status = Status(_int(frames[1], "status", 0, 4))
+    rank_text = _ascii(frames[2], "sender_rank")
+    try:
+        rank = int(rank_text)  # the reference sends -1 when it has no rank
+    except ValueError:
+        raise WireError(f"sender_rank {rank_text[:20]!r} is not an integer") from None
+    return room, status, rank

@@ -1,0 +1,220 @@
+"""Worker process: consume round entries, write with Mooncake, commit, notify.
+
+A round is: begin (Lua: checks the entry is current, takes the write lease, returns the
+room and its sessions) → plan (pure) → Mooncake writes → commit (Lua: compare-and-set
+plus XACK). A worker killed anywhere before the commit leaves the entry pending; another
+worker reclaims it after the lease and redoes it, rewriting the same bytes. After the
+commit a redelivered entry is stale and changes nothing.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import time
+from dataclasses import dataclass
+
+from . import logs
+from .connections import TRANSIENT, connect, with_retry
+from .engine import Engine, WriteError
+from .keys import GROUP
+from .layout import Layout
+from .notify import Notifier
+from .planning import PlanError, RoundPlan, check_allocation, plan_round
+from .pool import SourcePool
+from .settings import Settings
+from .status import Status
+from .store import Round, Store
+
+log = logging.getLogger("xferd.worker")
+
+
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",")] if text else []
+
+
+@dataclass(frozen=True)
+class Target:
+    """One destination's share of a round: where to write and what it leaves sent."""
+
+    session_id: str
+    plan: RoundPlan
+    dst_ptrs: tuple[int, ...]
+
+
+def plan_targets(layout: Layout, src_num_blocks: int, room: dict[str, str],
+                 sessions: list[dict[str, str]], expected: tuple[str, ...]) -> list[Target]:
+    """Plan every destination of a round from the records; PlanError names what is wrong."""
+    count = int(room["dst_count"])
+    if count != len(expected) or count != len(sessions):
+        raise PlanError(f"room has {count} destinations, the round entry names {len(expected)}")
+    total = int(room["total_tokens"])
+    src = _ints(room["src_indices"])
+    targets = []
+    for k in range(count):
+        d = f"dst{k}."
+        session_id = room[d + "session"]
+        record = sessions[k]
+        if session_id != expected[k] or not record:
+            raise PlanError(f"session {session_id} is not registered")
+        if "failed" in record:
+            raise PlanError(f"session {session_id} is marked failed: {record['failed']}")
+        ptrs = tuple(_ints(record["ptrs"]))
+        if len(ptrs) != len(layout.buffers):
+            raise PlanError(f"session {session_id} registered {len(ptrs)} buffers, "
+                            f"the layout has {len(layout.buffers)}")
+        lens = _ints(record.get("lens", ""))
+        dst_blocks = [n // b.item_len for n, b in zip(lens, layout.buffers)] if lens else None
+        dst = _ints(room[d + "dst_indices"])
+        allocated = int(room[d + "allocated_tokens"])
+        check_allocation(layout, allocated, len(dst))
+        plan = plan_round(layout, total_tokens=total, sent_tokens=int(room[d + "sent_tokens"]),
+                          allocated_tokens=allocated, src_indices=src, dst_indices=dst,
+                          src_num_blocks=src_num_blocks, dst_num_blocks=dst_blocks)
+        targets.append(Target(session_id, plan, ptrs))
+    return targets
+
+
+class Worker:
+    def __init__(self, settings: Settings, index: int = 0):
+        self.settings = settings
+        self.consumer = f"{socket.gethostname()}-{os.getpid()}-w{index}"
+        self.store = Store(connect(settings.redis_url), settings)
+        self.layout = settings.layout
+        self.pool = SourcePool(self.layout, settings.pool_blocks, settings.shm_name)
+        self.engine = Engine(settings.hostname, settings.protocol, settings.metadata, settings.device)
+        self.engine.register(self.pool.base_ptr, self.pool.size)
+        self.notifier = Notifier(settings.sender_rank)
+        self.lease_ms = int(settings.lease * 1000)
+        self.write_lease_ms = int(settings.write_lease * 1000)
+        self.stopping = False
+        self.rounds_done = 0
+
+    def _redis(self, action, what: str):
+        return with_retry(action, what, stop=lambda: self.stopping)
+
+    # ---- one round
+    def process(self, work: Round) -> None:
+        state, note = self._redis(lambda: self.store.begin_round(work, self.consumer, self.write_lease_ms),
+                                  "begin round")
+        if state is None:
+            log.debug("room %s round %s skipped: %s", work.room, work.round, note)
+            return
+        room, sessions = state
+        try:
+            targets = plan_targets(self.layout, self.pool.num_blocks, room, sessions, work.sessions)
+        except (PlanError, KeyError, ValueError) as error:
+            self.fail(work, f"round {work.round} cannot be planned: {error}")
+            return
+        for target in targets:
+            try:
+                self.write(target)
+            except WriteError as error:
+                reason = f"round {work.round}: {error}"
+                self._redis(lambda: self.store.mark_session_failed(target.session_id, reason),
+                            "mark session failed")
+                self.fail(work, reason)
+                return
+        outcome = self._redis(
+            lambda: self.store.commit_round(work, self.consumer, [t.plan.sent_after for t in targets]),
+            "commit round")
+        if outcome is None:
+            log.info("room %s round %s: commit was stale (room ended or round redone)", work.room, work.round)
+            return
+        self.rounds_done += 1
+        self.notifier.send(outcome.endpoints, work.room, outcome.status)
+        if outcome.status == Status.Success:
+            self._release(work)
+
+    def write(self, target: Target) -> None:
+        base, offsets = self.pool.base_ptr, self.pool.offsets
+        src, dst, lengths = [], [], []
+        for entry in target.plan.entries:
+            src.append(base + offsets[entry.buffer] + entry.src_offset)
+            dst.append(target.dst_ptrs[entry.buffer] + entry.dst_offset)
+            lengths.append(entry.length)
+        self.engine.write(target.session_id, src, dst, lengths)
+
+    def fail(self, work: Round, reason: str) -> None:
+        log.warning("room %s failed: %s", work.room, reason)
+        outcome = self._redis(lambda: self.store.fail_room(work.room, reason, entry_id=work.entry_id),
+                              "fail room")
+        if outcome.failed:
+            self.notifier.send(outcome.endpoints, work.room, Status.Failed)
+            self._release(work)
+
+    def _release(self, work: Round) -> None:
+        """Give the room's source blocks back now rather than at the janitor's next pass."""
+        store = self.store
+        now = self._redis(store.now_ms, "release")
+        self._redis(lambda: store.release_due(work.shard, now), "release")
+
+    # ---- the loop
+    def reclaim(self) -> list[Round]:
+        """Entries a dead worker left pending; past the delivery limit they go to dead letters."""
+        claimed = self.store.reclaim(self.consumer, self.lease_ms)
+        live = []
+        for work in claimed:
+            stream = self.store.keys.stream(work.shard)
+            info = self.store.client.xpending_range(stream, GROUP, min=work.entry_id,
+                                                    max=work.entry_id, count=1)
+            deliveries = info[0]["times_delivered"] if info else 1
+            if deliveries > self.settings.max_deliveries:
+                self.store.client.xadd(self.store.keys.dead(work.shard), {
+                    "room": work.room, "round": work.round, "entry": work.entry_id,
+                    "deliveries": deliveries})
+                self.fail(work, f"round {work.round} was delivered {deliveries} times without "
+                                f"completing (limit {self.settings.max_deliveries})")
+            else:
+                log.info("reclaimed room %s round %s (delivery %s)", work.room, work.round, deliveries)
+                live.append(work)
+        return live
+
+    def run(self) -> None:
+        self._redis(self.store.ensure_groups, "create consumer groups")
+        log.info("worker %s ready (engine %s)", self.consumer, self.engine.session_id)
+        next_reclaim = next_beat = 0.0
+        while not self.stopping:
+            try:
+                if time.monotonic() >= next_beat:
+                    self.store.heartbeat(self.consumer)
+                    next_beat = time.monotonic() + 1.0
+                batch: list[Round] = []
+                if time.monotonic() >= next_reclaim:
+                    batch = self.reclaim()
+                    next_reclaim = time.monotonic() + self.settings.lease / 2
+                batch += self.store.read_rounds(self.consumer, count=16, block_ms=200)
+                for work in batch:
+                    self.process_safely(work)
+            except TRANSIENT as error:
+                log.warning("redis unavailable (%s); retrying", type(error).__name__)
+                time.sleep(0.5)
+            except Exception as error:  # e.g. NOGROUP after a Redis restart without AOF
+                if "NOGROUP" in str(error):
+                    self._redis(self.store.ensure_groups, "recreate consumer groups")
+                else:
+                    log.exception("worker loop error; continuing")
+                    time.sleep(0.5)
+
+    def process_safely(self, work: Round) -> None:
+        """One bad round must never take the worker (and every other room) down."""
+        try:
+            self.process(work)
+        except TRANSIENT:
+            raise  # leave the entry pending; it is redone once Redis is back
+        except Exception as error:
+            log.exception("room %s round %s: unexpected error", work.room, work.round)
+            self.fail(work, f"internal error in round {work.round}: {type(error).__name__}: {error}")
+
+
+def main(settings: Settings, index: int = 0) -> None:
+    logs.setup(f"worker{index}")
+    worker = Worker(settings, index)
+
+    def stop(*_):
+        worker.stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    worker.run()
