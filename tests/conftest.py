@@ -102,6 +102,6 @@ def start_node(redis_url: str, tmp_path_factory, **overrides) -> Node:
 @pytest.fixture(scope="module")
 def node(redis_url, tmp_path_factory):
     """A running node (2 workers) on the real Redis, shared by one test module."""
-    running = start_node(redis_url, tmp_path_factory)
+    running = start_node(redis_url, tmp_path_factory, pool_blocks=1024)
     yield running
     running.stop()

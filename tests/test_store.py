@@ -196,6 +196,18 @@ def test_blocks_wait_for_the_write_lease_before_release(store):
     assert store.release_due(shard, store.now_ms() + 1) == 1
 
 
+def test_a_worker_failing_its_own_round_releases_blocks_at_once(store):
+    store.init_pool(4, {"shm": "test"})
+    register(store)
+    room = 21
+    init(store, room, indices=[0], allocated=100)
+    store.publish_source(room, 100, store.alloc_blocks(room, 1))
+    work = take(store, room)
+    store.begin_round(work, "w1", 60_000)
+    assert store.fail_room(room, "write failed", entry_id=work.entry_id, consumer="w1").failed
+    assert store.release_due(store.keys.shard_of(room), store.now_ms() + 1) == 1
+
+
 def test_pool_allocation_is_all_or_nothing(store):
     store.init_pool(4, {"shm": "test"})
     assert store.alloc_blocks(1, 3) == [0, 1, 2]

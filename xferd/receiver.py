@@ -54,6 +54,7 @@ class Receiver:
         self._rounds: dict[int, int] = {}  # the round each room waits for
         self._required: dict[int, int] = {}
         self._since: dict[int, float] = {}  # when the current round began waiting
+        self.history: dict[int, list[Status]] = {}  # every status received, in order
         self.notifications = 0
         self.fallbacks = 0
         self._closing = False
@@ -73,6 +74,7 @@ class Receiver:
                 continue
             with self._cond:
                 self.notifications += 1
+                self.history.setdefault(room, []).append(status)
                 if room in self._status:
                     self._status[room] = merge(self._status[room], status)
                     self._cond.notify_all()
@@ -161,6 +163,7 @@ class Receiver:
             self._rounds.pop(room, None)
             self._required.pop(room, None)
             self._since.pop(room, None)
+            self.history.pop(room, None)
 
     def close(self) -> None:
         self._closing = True

@@ -136,10 +136,11 @@ class Store:
         return Outcome.parse(self._run("publish_source", [room_key, stream, timeouts, release], room,
                                        total_tokens, ",".join(map(str, src_indices))))
 
-    def fail_room(self, room: int, reason: str, entry_id: str = "", expired: bool = False) -> Outcome:
+    def fail_room(self, room: int, reason: str, entry_id: str = "", expired: bool = False,
+                  consumer: str = "") -> Outcome:
         room_key, stream, timeouts, release, _ = self._room_keys(room)
         return Outcome.parse(self._run("fail_room", [room_key, timeouts, release, stream], room,
-                                       reason, entry_id, GROUP, "expired" if expired else ""))
+                                       reason, entry_id, GROUP, "expired" if expired else "", consumer))
 
     def room(self, room: int) -> dict[str, str]:
         return _hash(self.client.hgetall(self.keys.room(room)))

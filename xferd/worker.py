@@ -138,7 +138,8 @@ class Worker:
 
     def fail(self, work: Round, reason: str) -> None:
         log.warning("room %s failed: %s", work.room, reason)
-        outcome = self._redis(lambda: self.store.fail_room(work.room, reason, entry_id=work.entry_id),
+        outcome = self._redis(lambda: self.store.fail_room(work.room, reason, entry_id=work.entry_id,
+                                                                 consumer=self.consumer),
                               "fail room")
         if outcome.failed:
             self.notifier.send(outcome.endpoints, work.room, Status.Failed)

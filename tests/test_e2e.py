@@ -1,0 +1,251 @@
+"""End to end on real parts: `xferd serve` (ingress + 2 worker processes) on the real Redis,
+Receivers with their own Mooncake engines in this process, every landed byte compared."""
+from __future__ import annotations
+
+import random
+import time
+
+import pytest
+import torch
+
+from xferd.receiver import Receiver
+from xferd.sender import Sender
+from xferd.status import Status
+from xferd.synthetic import room_data
+from xferd.wire import encode_init, encode_register
+
+pytestmark = pytest.mark.integration
+SENTINEL = 0xA5
+
+
+@pytest.fixture(scope="module")
+def sender(node):
+    return Sender(node.settings, node.store)
+
+
+@pytest.fixture(scope="module")
+def receivers(node):
+    made = [Receiver(node.settings.ingress, node.settings.layout, 512, store=node.store) for _ in range(4)]
+    for receiver in made:
+        receiver.register()
+    time.sleep(0.3)
+    yield made
+    for receiver in made:
+        receiver.close()
+
+
+def new_room() -> int:
+    return random.getrandbits(62)
+
+
+def fill(receiver, blocks, value=SENTINEL):
+    for buffer in receiver.pool.buffers:
+        for block in blocks:
+            buffer[block].fill_(value)
+
+
+def assert_rows(receiver, layout, blocks, data, start, count):
+    """The per-token rows [start, start+count) landed in ``blocks``; the rest of the last
+    block is untouched."""
+    for index, buffer in enumerate(layout.buffers):
+        if not buffer.per_token:
+            continue
+        got = receiver.pool.read_tokens(index, blocks, count)
+        assert torch.equal(got, data[index][start:start + count]), f"{buffer.name} differs"
+        width = layout.token_bytes(index)
+        last = blocks[layout.blocks_for(count) - 1]
+        tail = count - (layout.blocks_for(count) - 1) * layout.block_size
+        assert bool((receiver.pool.buffers[index][last, tail * width:] == SENTINEL).all())
+
+
+def test_resume_2000_tokens_block_128_allocated_1024(node, sender, receivers):
+    layout, rx, room = node.settings.layout, receivers[0], new_room()
+    data = room_data(room, 2000, layout)
+    sender.send(room, 2000, data)  # source first, destination second
+    first, second = list(range(0, 8)), [20, 21, 22, 26, 27, 28, 40, 41]
+    fill(rx, first + second)
+    rx.init(room, first, 1024)
+    assert rx.wait(room, 10) == Status.Transferring
+    assert_rows(rx, layout, first, data, 0, 1024)
+    assert torch.equal(rx.pool.buffers[3][first[0]], data[3]), "aux lands with the first block"
+    rx.pool.buffers[3].zero_()
+    rx.resume(room, second, 1024, 976)
+    assert rx.wait(room, 10) == Status.Success
+    assert_rows(rx, layout, second, data, 1024, 976)
+    assert not rx.pool.buffers[3].any(), "aux must not be sent again on resume"
+    assert rx.history[room] == [Status.Transferring, Status.Success]
+    record = node.store.room(room)
+    assert (record["status_name"], record["round"], record["sent_tokens"]) == ("Success", "2", "2000")
+
+
+def test_three_resume_rounds_of_50000_tokens(node, sender, receivers):
+    layout, rx, room = node.settings.layout, receivers[0], new_room()
+    total = 50_000
+    rx.init(room, list(range(64)), 8192)  # destination first, source second
+    data = room_data(room, total, layout)
+    sender.send(room, total, data)
+    sent, rounds, offset = 0, 0, 0
+    allocated = 8192
+    while True:
+        status = rx.wait(room, 20)
+        count = min(total - sent, allocated)
+        blocks = list(range(offset, offset + layout.blocks_for(allocated)))
+        for index, buffer in enumerate(layout.buffers):
+            if buffer.per_token:
+                got = rx.pool.read_tokens(index, blocks, count)
+                assert torch.equal(got, data[index][sent:sent + count])
+        sent += count
+        rounds += 1
+        if sent == total:
+            assert status == Status.Success
+            break
+        assert status == Status.Transferring, "a partial round reports Transferring, never Success"
+        allocated = min(16_384, total - sent)
+        offset = 128 if offset == 0 else 0  # alternate halves of the pool, reusing blocks
+        rx.resume(room, list(range(offset, offset + layout.blocks_for(allocated))), sent, allocated)
+    assert rounds == 4 and node.store.room(room)["round"] == "4"
+    history = rx.history[room]
+    assert history == [Status.Transferring] * 3 + [Status.Success]
+
+
+@pytest.mark.parametrize("ranks", [2, 4])
+def test_every_rank_gets_identical_bytes_and_rounds_wait_for_all(node, sender, receivers, ranks):
+    layout, room = node.settings.layout, new_room()
+    used = receivers[:ranks]
+    total = 3000
+    data = room_data(room, total, layout)
+    sender.send(room, total, data)
+    first = [[r * 50 + i for i in range(8)] for r in range(ranks)]  # different blocks per rank
+    second = [[r * 50 + 20 + i for i in range(16)] for r in range(ranks)]
+    for r, rx in enumerate(used):
+        fill(rx, first[r] + second[r])
+    for r, rx in enumerate(used[:-1]):
+        rx.init(room, first[r], 1024, ranks)
+    time.sleep(0.5)
+    assert node.store.room(room)["status_name"] == "Bootstrapping"
+    assert all((rx.pool.buffers[0][first[r]] == SENTINEL).all() for r, rx in enumerate(used[:-1]))
+    used[-1].init(room, first[-1], 1024, ranks)
+    assert [rx.wait(room, 10) for rx in used] == [Status.Transferring] * ranks
+    for r, rx in enumerate(used):
+        assert_rows(rx, layout, first[r], data, 0, 1024)
+    for r, rx in enumerate(used[:-1]):
+        rx.resume(room, second[r], 1024, 1976)
+    time.sleep(0.5)
+    record = node.store.room(room)
+    assert (record["round"], record["queued_round"]) == ("1", "1"), "round 2 waits for every rank"
+    assert all((rx.pool.buffers[0][second[r]] == SENTINEL).all() for r, rx in enumerate(used))
+    assert all(rx.poll(room) == Status.WaitingForInput for rx in used[:-1])
+    used[-1].resume(room, second[-1], 1024, 1976)
+    assert [rx.wait(room, 10) for rx in used] == [Status.Success] * ranks
+    landed = [rx.pool.read_tokens(0, second[r], 1976) for r, rx in enumerate(used)]
+    for r, rx in enumerate(used):
+        assert_rows(rx, layout, second[r], data, 1024, 1976)
+        assert torch.equal(landed[r], landed[0])
+        assert rx.history[room] == [Status.Transferring, Status.Success]
+
+
+def test_allocation_larger_than_needed_succeeds_in_one_round(node, sender, receivers):
+    layout, rx, room = node.settings.layout, receivers[1], new_room()
+    data = room_data(room, 300, layout)
+    blocks = list(range(100, 108))
+    fill(rx, blocks)
+    rx.init(room, blocks, 1024)
+    sender.send(room, 300, data)
+    assert rx.wait(room, 10) == Status.Success
+    assert_rows(rx, layout, blocks, data, 0, 300)
+    assert (rx.pool.buffers[0][blocks[3:]] == SENTINEL).all(), "blocks past the data are untouched"
+    assert rx.history[room] == [Status.Success]
+
+
+def test_duplicate_init_and_resume_never_transfer_twice(node, sender, receivers):
+    layout, rx, room = node.settings.layout, receivers[2], new_room()
+    data = room_data(room, 2000, layout)
+    first, second = list(range(0, 8)), list(range(8, 16))
+    rx.init(room, first, 1024)
+    rx._send(encode_init(room, rx.host, rx.status_port, rx.session_id, first, 1, 1024))  # duplicate
+    sender.send(room, 2000, data)
+    assert rx.wait(room, 10) == Status.Transferring
+    assert_rows(rx, layout, first, data, 0, 1024)
+    fill(rx, first)
+    rx._send(encode_init(room, rx.host, rx.status_port, rx.session_id, first, 1, 1024))  # late duplicate
+    rx.resume(room, second, 1024, 976)
+    rx.resume(room, second, 1024, 976)  # duplicate resume
+    rx._rounds[room] -= 1
+    assert rx.wait(room, 10) == Status.Success
+    fill(rx, second)
+    rx.resume(room, second, 1024, 976)  # late duplicate after Success
+    time.sleep(0.5)
+    assert (rx.pool.buffers[0][first + second] == SENTINEL).all(), "nothing was written twice"
+    record = node.store.room(room)
+    assert (record["status_name"], record["round"]) == ("Success", "2")
+    assert rx.history[room] == [Status.Transferring, Status.Success]
+
+
+def test_bad_input_fails_only_its_room_and_nothing_is_written(node, sender, receivers):
+    layout, rx, room = node.settings.layout, receivers[3], new_room()
+    blocks = list(range(200, 216))
+    fill(rx, blocks)
+    rx._send([b"garbage"])  # no room named: logged and counted
+    rx.init(room, blocks, 1024)  # 16 blocks for 1024 tokens: the language side's blocks are 64 tokens
+    assert rx.wait(room, 10) == Status.Failed
+    assert "block size mismatch" in node.store.room(room)["failure"]
+    sender.send(room, 1024, room_data(room, 1024, layout))
+    assert (rx.pool.buffers[0][blocks] == SENTINEL).all()
+    good = new_room()
+    data = room_data(good, 500, layout)
+    sender.send(good, 500, data)
+    rx.init(good, blocks[:4], 512)
+    assert rx.wait(good, 10) == Status.Success
+    assert_rows(rx, layout, blocks[:4], data, 0, 500)
+    assert int(node.store.client.hget(node.store.keys.stats, "rejected_messages")) >= 2
+
+
+def test_mooncake_write_failure_fails_the_room_and_marks_the_session(node, sender, receivers):
+    """A session whose registered pointers are not its engine's memory: the write is refused."""
+    layout, rx, room = node.settings.layout, receivers[3], new_room()
+    bogus = [1 << 44] * len(layout.buffers)
+    rx._send(encode_register(rx.host, rx.status_port, rx.session_id, bogus))
+    time.sleep(0.3)
+    try:
+        rx.init(room, [0], 128)
+        sender.send(room, 100, room_data(room, 100, layout))
+        assert rx.wait(room, 15) == Status.Failed
+        assert "failed" in node.store.room(room)["failure"]
+        later = new_room()
+        rx.init(later, [0], 128)
+        assert rx.wait(later, 10) == Status.Failed
+        assert "marked failed" in node.store.room(later)["failure"]
+    finally:
+        rx.register()  # registering again clears the mark
+        time.sleep(0.3)
+    again = new_room()
+    data = room_data(again, 100, layout)
+    sender.send(again, 100, data)
+    rx.init(again, [300], 128)
+    assert rx.wait(again, 10) == Status.Success
+
+
+def test_abort_from_the_language_side_releases_source_blocks(node, sender, receivers):
+    layout, rx, room = node.settings.layout, receivers[1], new_room()
+    rx.init(room, list(range(8)), 1024, required_dst_info_num=2)  # the second rank never comes
+    free_before = node.store.free_blocks()
+    blocks = sender.allocate(room, 2000)
+    sender.write(blocks, room_data(room, 2000, layout))
+    sender.publish(room, blocks, 2000)
+    assert node.store.free_blocks() == free_before - 16
+    rx.abort(room)
+    assert rx.wait(room, 10) == Status.Failed
+    assert "aborted by language session" in node.store.room(room)["failure"]
+    deadline = time.monotonic() + 5
+    while node.store.free_blocks() != free_before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert node.store.free_blocks() == free_before
+    assert sender.poll(room) == Status.Failed
+
+
+def test_no_source_block_is_leaked(node, sender, receivers):
+    """Runs last in this module: every room above has ended, every block is back."""
+    deadline = time.monotonic() + 5
+    while node.store.free_blocks() != node.settings.pool_blocks and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert node.store.free_blocks() == node.settings.pool_blocks
