@@ -243,6 +243,37 @@ def test_abort_from_the_language_side_releases_source_blocks(node, sender, recei
     assert sender.poll(room) == Status.Failed
 
 
+def test_a_lost_notification_never_hangs_a_request(node, sender, receivers):
+    """The init names a status port nobody listens on: the Receiver learns from Redis."""
+    layout, room = node.settings.layout, new_room()
+    rx = Receiver(node.settings.ingress, layout, 16, store=node.store, fallback_after=0.5)
+    try:
+        rx.register()
+        rx.status_port = 1  # statuses for this room go nowhere
+        data = room_data(room, 200, layout)
+        sender.send(room, 200, data)
+        rx.init(room, [0, 1], 256)
+        assert rx.wait(room, 10) == Status.Success
+        assert rx.fallbacks == 1 and room not in rx.history
+        assert torch.equal(rx.pool.read_tokens(0, [0, 1], 200), data[0])
+    finally:
+        rx.close()
+
+
+def test_encoder_abort_and_explicit_release(node, sender, receivers):
+    room = new_room()
+    blocks = sender.allocate(room, 500)
+    sender.publish(room, blocks, 500)
+    with pytest.raises(RuntimeError, match="abort it first"):
+        sender.release(room)
+    assert sender.abort(room).failed
+    assert sender.failure(room) == "aborted by the encoder"
+    deadline = time.monotonic() + 5
+    while node.store.client.llen(node.store.keys.pool_owned(room)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sender.release(room) == 0, "the janitor already gave them back"
+
+
 def test_no_source_block_is_leaked(node, sender, receivers):
     """Runs last in this module: every room above has ended, every block is back."""
     deadline = time.monotonic() + 5

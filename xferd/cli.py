@@ -21,7 +21,7 @@ def _settings(args: argparse.Namespace, **extra) -> Settings:
     return Settings.from_env(**fields, **extra)
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="xferd", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -42,8 +42,11 @@ def main(argv: list[str] | None = None) -> None:
     demo.add_argument("--requests", type=int, default=100)
     demo.add_argument("--workers", type=int, default=2)
     demo.add_argument("--seed", type=int, default=7)
+    return parser
 
-    args = parser.parse_args(argv)
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     if args.command == "serve":
         from .serve import serve as run_serve
         run_serve(_settings(args))

@@ -1,8 +1,10 @@
 """The Mooncake Transfer Engine, wrapped: one per process, writes raise on failure."""
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import os
+import tempfile
 
 MIN_VERSION = (0, 3, 12)  # earlier TCP builds reported writes complete before they landed
 DISTRIBUTIONS = ("mooncake-transfer-engine", "mooncake-transfer-engine-non-cuda")
@@ -32,9 +34,11 @@ class Engine:
         from mooncake.engine import TransferEngine
 
         self._engine = TransferEngine()
-        rc = self._engine.initialize(hostname, metadata, protocol, device)
+        with _captured_stderr() as captured:  # P2P start-up logs a harmless "descriptor not found"
+            rc = self._engine.initialize(hostname, metadata, protocol, device)
         if rc != 0:
-            raise RuntimeError(f"Mooncake initialize({hostname}, {metadata}, {protocol}) returned {rc}")
+            raise RuntimeError(f"Mooncake initialize({hostname}, {metadata}, {protocol}) returned {rc}: "
+                               f"{captured.read()[-2000:]}")
         self.session_id = f"{hostname}:{self._engine.get_rpc_port()}"
 
     def register(self, ptr: int, length: int) -> None:
@@ -49,3 +53,17 @@ class Engine:
         if rc != 0:
             raise WriteError(f"Mooncake write of {len(src)} entries ({sum(lengths)} bytes) "
                              f"to {session_id} failed (rc={rc})")
+
+
+@contextlib.contextmanager
+def _captured_stderr():
+    """Hold the process's fd 2 (where Mooncake's C++ logs go) in a file while it runs."""
+    with tempfile.TemporaryFile(mode="w+") as sink:
+        saved = os.dup(2)
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield sink
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)

@@ -6,6 +6,7 @@ where the Receiver falls back to reading it.
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 
 import zmq
 
@@ -14,15 +15,22 @@ from .wire import encode_status
 log = logging.getLogger("xferd.notify")
 
 
+MAX_SOCKETS = 512  # language endpoints come and go: keep the most recently used
+
+
 class Notifier:
     def __init__(self, sender_rank: int, context: zmq.Context | None = None):
         self.sender_rank = sender_rank
         self.context = context or zmq.Context.instance()
-        self._sockets: dict[str, zmq.Socket] = {}
+        self._sockets: OrderedDict[str, zmq.Socket] = OrderedDict()
 
     def _socket(self, endpoint: str) -> zmq.Socket:
         sock = self._sockets.get(endpoint)
-        if sock is None:
+        if sock is not None:
+            self._sockets.move_to_end(endpoint)
+        else:
+            if len(self._sockets) >= MAX_SOCKETS:
+                self._sockets.popitem(last=False)[1].close(linger=0)
             host, port = endpoint.rsplit(":", 1)
             sock = self.context.socket(zmq.PUSH)
             sock.setsockopt(zmq.LINGER, 1000)

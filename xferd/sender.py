@@ -91,4 +91,15 @@ class Sender:
         return reason.decode() if reason else None
 
     def abort(self, room: int, reason: str = "aborted by the encoder") -> Outcome:
+        """Fail the room; its blocks go back once no write from them can be in flight."""
         return self.store.fail_room(room, reason)
+
+    def release(self, room: int) -> int:
+        """Give an ended room's blocks back now (they also go back by themselves); returns
+        how many. Refuses while the room is live or a write from its blocks may be in flight."""
+        record = self.store.room(room)
+        if record and not Status(int(record["status"])).terminal:
+            raise RuntimeError(f"room {room} is {record['status_name']}: abort it first")
+        if "write_until" in record and int(record["write_until"]) > self.store.now_ms():
+            raise RuntimeError(f"room {room}: a write from its blocks may still be in flight")
+        return self.store.release_blocks(room)
