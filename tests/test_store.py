@@ -240,3 +240,20 @@ def test_reclaim_takes_over_a_dead_consumers_entries(store):
     assert [w.room for w in reclaimed] == [20]
     pending = store.client.xpending(store.keys.stream(store.keys.shard_of(20)), GROUP)
     assert pending["pending"] == 1
+
+
+def test_janitor_trims_acknowledged_entries_but_never_pending_ones(store):
+    from xferd.janitor import Janitor
+
+    register(store)
+    for room in (40, 42, 44, 46):  # one shard
+        init(store, room, indices=[0], allocated=100)
+        store.publish_source(room, 100, [0])
+    works = store.read_rounds("w1", count=10, block_ms=10)
+    for work in works[:3]:
+        run_round(store, work, [100])
+    stream = store.keys.stream(store.keys.shard_of(40))
+    assert store.client.xlen(stream) == 4
+    Janitor(store.settings, store).trim()
+    assert store.client.xlen(stream) == 1, "only the pending entry is kept"
+    assert [w.room for w in store.reclaim("w2", min_idle_ms=0)] == [works[3].room]

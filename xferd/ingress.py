@@ -7,14 +7,13 @@ the reason and counted; the ingress goes on serving every other room.
 from __future__ import annotations
 
 import logging
-import signal
 
 import zmq
 
-from . import logs
 from .connections import connect, with_retry
 from .notify import Notifier
 from .planning import PlanError, check_allocation
+from .processes import run_service
 from .settings import Settings
 from .status import Status
 from .store import Outcome, Store
@@ -97,6 +96,7 @@ class Ingress:
                 self.handle(frames)
             except Exception:  # never let one message take the ingress down
                 log.exception("message of %d frames could not be handled", len(frames))
+        self.close()
 
     def close(self) -> None:
         self.socket.close(0)
@@ -104,13 +104,4 @@ class Ingress:
 
 
 def main(settings: Settings) -> None:
-    logs.setup("ingress")
-    ingress = Ingress(settings)
-
-    def stop(*_):
-        ingress.stopping = True
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    ingress.run()
-    ingress.close()
+    run_service("ingress", lambda: Ingress(settings))

@@ -6,15 +6,14 @@ zset entry is harmless), return the blocks of ended rooms, trim acknowledged ent
 from __future__ import annotations
 
 import logging
-import signal
 import time
 
 import redis
 
-from . import logs
 from .connections import TRANSIENT, connect
 from .keys import GROUP
 from .notify import Notifier
+from .processes import run_service
 from .settings import Settings
 from .status import Status
 from .store import Store
@@ -24,9 +23,9 @@ TRIM_EVERY_S = 10.0
 
 
 class Janitor:
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, store: Store | None = None):
         self.settings = settings
-        self.store = Store(connect(settings.redis_url), settings)
+        self.store = store or Store(connect(settings.redis_url), settings)
         self.notifier = Notifier(settings.sender_rank)
         self.stopping = False
         self.next_trim = 0.0
@@ -65,7 +64,7 @@ class Janitor:
             pending = client.xpending(stream, GROUP)
             if pending and pending.get("pending"):
                 floor = min(floor, pending["min"], key=_id_key)
-            client.xtrim(stream, minid=floor)
+            client.xtrim(stream, minid=floor, approximate=False)
 
     def run(self) -> None:
         log.info("janitor running every %.2fs", self.settings.janitor_interval)
@@ -86,12 +85,4 @@ def _id_key(entry_id) -> tuple[int, int]:
 
 
 def main(settings: Settings) -> None:
-    logs.setup("janitor")
-    janitor = Janitor(settings)
-
-    def stop(*_):
-        janitor.stopping = True
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    janitor.run()
+    run_service("janitor", lambda: Janitor(settings))

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-import signal
 import time
 from dataclasses import dataclass, field
 
-from . import ingress, janitor, logs, worker
+from . import ingress, janitor, worker
 from .connections import connect, redact, with_retry
 from .pool import SourcePool
+from .processes import run_service
 from .settings import Settings
 from .store import Store
 
@@ -97,13 +97,8 @@ class Supervisor:
 
 
 def serve(settings: Settings) -> None:
-    logs.setup("serve")
-    prepare_node(settings)
-    supervisor = Supervisor(settings)
+    def start() -> Supervisor:
+        prepare_node(settings)
+        return Supervisor(settings)
 
-    def stop(*_):
-        supervisor.stopping = True
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    supervisor.run()
+    run_service("serve", start)

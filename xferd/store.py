@@ -115,20 +115,17 @@ class Store:
         pipe.execute()
 
     def dst_init(self, message: Init) -> Outcome:
-        room_key, stream, timeouts, release, shard = self._room_keys(message.room)
-        keys = [room_key, self.keys.session(shard, message.session_id), stream, timeouts, release]
-        return Outcome.parse(self._run(
-            "dst_init", keys, message.room, message.session_id,
-            f"{message.ip}:{message.status_port}", ",".join(map(str, message.dst_indices)),
-            message.required_dst_info_num, message.allocated_tokens))
+        return self._dst_change("dst_init", message, message.allocated_tokens)
 
     def dst_resume(self, message: Resume) -> Outcome:
+        return self._dst_change("dst_resume", message, message.sent_tokens, message.allocated_tokens)
+
+    def _dst_change(self, script: str, message: Init | Resume, *tokens: int) -> Outcome:
         room_key, stream, timeouts, release, shard = self._room_keys(message.room)
         keys = [room_key, self.keys.session(shard, message.session_id), stream, timeouts, release]
         return Outcome.parse(self._run(
-            "dst_resume", keys, message.room, message.session_id,
-            f"{message.ip}:{message.status_port}", ",".join(map(str, message.dst_indices)),
-            message.required_dst_info_num, message.sent_tokens, message.allocated_tokens))
+            script, keys, message.room, message.session_id, f"{message.ip}:{message.status_port}",
+            ",".join(map(str, message.dst_indices)), message.required_dst_info_num, *tokens))
 
     # ---- encoder side
     def publish_source(self, room: int, total_tokens: int, src_indices) -> Outcome:

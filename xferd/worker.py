@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import socket
 import time
 from dataclasses import dataclass
 
-from . import logs
 from .connections import TRANSIENT, connect, with_retry
 from .engine import Engine, WriteError
 from .keys import GROUP
@@ -23,6 +21,7 @@ from .layout import Layout
 from .notify import Notifier
 from .planning import PlanError, RoundPlan, check_allocation, plan_round
 from .pool import SourcePool
+from .processes import run_service
 from .settings import Settings
 from .status import Status
 from .store import Round, Store
@@ -210,12 +209,4 @@ class Worker:
 
 
 def main(settings: Settings, index: int = 0) -> None:
-    logs.setup(f"worker{index}")
-    worker = Worker(settings, index)
-
-    def stop(*_):
-        worker.stopping = True
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    worker.run()
+    run_service(f"worker{index}", lambda: Worker(settings, index))
