@@ -60,10 +60,11 @@ def store(request, redis_url):
 class Node:
     """`xferd serve` as a child process with its own prefix, ingress port and pool."""
 
-    def __init__(self, settings: Settings, log_path: str):
+    def __init__(self, settings: Settings, log_path: str, env_extra: dict | None = None):
         self.settings = settings
+        self.log_path = log_path
         self.store = Store(connect(settings.redis_url), settings)
-        env = dict(os.environ)
+        env = dict(os.environ, **(env_extra or {}))
         for name in ("redis_url", "prefix", "node", "shards", "workers", "ingress", "block_size",
                      "hidden_size", "pool_blocks", "pool_name", "bootstrap_timeout", "waiting_timeout",
                      "transfer_timeout", "lease", "janitor_interval"):
@@ -92,11 +93,11 @@ class Node:
             pass
 
 
-def start_node(redis_url: str, tmp_path_factory, **overrides) -> Node:
+def start_node(redis_url: str, tmp_path_factory, env: dict | None = None, **overrides) -> Node:
     settings = make_settings(redis_url=redis_url, ingress=f"tcp://127.0.0.1:{free_port()}", **overrides)
     settings = settings.replace(pool_name=f"xferd-{settings.prefix}")
     log_path = str(tmp_path_factory.mktemp("node") / "serve.log")
-    return Node(settings, log_path)
+    return Node(settings, log_path, env)
 
 
 @pytest.fixture(scope="module")

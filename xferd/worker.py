@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from .connections import TRANSIENT, connect, with_retry
 from .engine import Engine, WriteError
+from .faults import maybe_die
 from .keys import GROUP
 from .layout import Layout
 from .notify import Notifier
@@ -101,6 +102,7 @@ class Worker:
             log.debug("room %s round %s skipped: %s", work.room, work.round, note)
             return
         room, sessions = state
+        maybe_die("after_begin", self.store)
         try:
             targets = plan_targets(self.layout, self.pool.num_blocks, room, sessions, work.sessions)
         except (PlanError, KeyError, ValueError) as error:
@@ -115,6 +117,7 @@ class Worker:
                             "mark session failed")
                 self.fail(work, reason)
                 return
+        maybe_die("after_write", self.store)
         outcome = self._redis(
             lambda: self.store.commit_round(work, self.consumer, [t.plan.sent_after for t in targets]),
             "commit round")
@@ -122,6 +125,7 @@ class Worker:
             log.info("room %s round %s: commit was stale (room ended or round redone)", work.room, work.round)
             return
         self.rounds_done += 1
+        maybe_die("after_commit", self.store)
         self.notifier.send(outcome.endpoints, work.room, outcome.status)
         if outcome.status == Status.Success:
             self._release(work)
