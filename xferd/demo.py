@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import random
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 from .connections import connect, redact
@@ -37,6 +40,7 @@ def _env(settings: Settings) -> dict[str, str]:
     for name in ("redis_url", "prefix", "node", "shards", "workers", "ingress", "block_size",
                  "hidden_size", "pool_blocks", "pool_name"):
         env[f"XFERD_{name.upper()}"] = str(getattr(settings, name))
+    env["XFERD_LEASE"] = str(settings.lease)
     return env
 
 
@@ -75,15 +79,40 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
 
 
+class WorkerKiller(threading.Thread):
+    """SIGKILLs a random live worker every ``low``–``high`` seconds (chaos runs)."""
+
+    def __init__(self, store: Store, low: float, high: float, seed: int):
+        super().__init__(name="killer", daemon=True)
+        self.store, self.low, self.high = store, low, high
+        self.rng = random.Random(seed)
+        self.kills = 0
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(self.rng.uniform(self.low, self.high)):
+            live = self.store.live_workers(within_s=2.0)
+            if not live:
+                continue
+            pid = int(self.rng.choice(live).split("-")[-2])  # consumer name: host-pid-wN
+            try:
+                os.kill(pid, signal.SIGKILL)
+                self.kills += 1
+                self.store.client.hdel(self.store.keys.workers, *[w for w in live if f"-{pid}-" in w])
+            except ProcessLookupError:
+                pass
+
+
 def run_demo(redis_url: str | None = None, requests: int = 100, workers: int = 2, seed: int = 7,
-             hidden_size: int = 1024, out=sys.stdout) -> int:
+             hidden_size: int = 1024, kill_every: tuple[float, float] | None = None,
+             lease: float = 5.0, out=sys.stdout) -> int:
     embedded = None if redis_url else EmbeddedRedis().start()
     url = redis_url or embedded.url
     redis_kind = embedded.kind if embedded else f"configured: {redact(url)}"
     tag = f"demo{os.getpid()}"
     settings = Settings(redis_url=url, prefix="xferd-demo", node=tag, shards=4, workers=workers,
                         ingress=f"tcp://127.0.0.1:{free_port()}", hidden_size=hidden_size,
-                        pool_blocks=512, pool_name=f"xferd-{tag}", round_timeout=120)
+                        pool_blocks=512, pool_name=f"xferd-{tag}", round_timeout=120, lease=lease)
     store = Store(connect(url), settings)
     log_dir = tempfile.mkdtemp(prefix="xferd-demo-")
     serve_log = open(os.path.join(log_dir, "serve.log"), "w")
@@ -94,6 +123,7 @@ def run_demo(redis_url: str | None = None, requests: int = 100, workers: int = 2
                              stdout=serve_log, stderr=subprocess.STDOUT)
     encoder = None
     sim = None
+    killer = None
     try:
         deadline = time.monotonic() + 60
         while len(store.live_workers()) < workers:
@@ -106,19 +136,29 @@ def run_demo(redis_url: str | None = None, requests: int = 100, workers: int = 2
         encoder = multiprocessing.get_context("spawn").Process(target=encoder_main, args=(settings, plan),
                                                                name="encoder")
         encoder.start()
+        if kill_every:
+            killer = WorkerKiller(store, *kill_every, seed)
+            killer.start()
+            progress.note(f"chaos: SIGKILL a random worker every {kill_every[0]}–{kill_every[1]}s")
         started = time.monotonic()
         results = sim.run(plan, progress)
         elapsed = time.monotonic() - started
+        if killer is not None:
+            killer.done.set()
         encoder.join(30)
         time.sleep(2 * settings.janitor_interval + 0.2)  # let the last releases land
         free = store.free_blocks()
         summary = _summary(settings, plan, results, sim, elapsed, redis_kind, free)
         out.write(summary + "\n")
+        if killer is not None:
+            out.write(f"  chaos           {killer.kills} workers SIGKILLed during the run\n")
         ok = (sim.wrong_bytes == 0 and all(r.status == Status.Success for r in results)
               and free == settings.pool_blocks)
         out.write(f"RESULT: {'PASS' if ok else 'FAIL'}\n")
         return 0 if ok else 1
     finally:
+        if killer is not None:
+            killer.done.set()
         if encoder is not None and encoder.is_alive():
             encoder.terminate()
         if sim is not None:

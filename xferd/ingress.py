@@ -103,5 +103,5 @@ class Ingress:
         self.notifier.close()
 
 
-def main(settings: Settings) -> None:
-    run_service("ingress", lambda: Ingress(settings))
+def main(settings: Settings, ready=None) -> None:
+    run_service("ingress", lambda: Ingress(settings), ready)

@@ -6,8 +6,7 @@ import time
 from .connections import redact
 from .store import Store
 
-_TIMES = ("created_at", "updated_at", "source_at", "ready_at", "queued_at", "committed_at",
-          "failed_at", "deadline", "write_until")
+_TIMES = ("created_at", "updated_at", "source_at", "ready_at", "queued_at", "committed_at", "failed_at")
 
 
 def _when(ms: str, now_ms: int) -> str:
@@ -48,7 +47,7 @@ def render(store: Store, room: int, redis_url: str | None) -> str:
     if "write_owner" in record:
         lines.append(f"  writing       round {record.get('write_round')} by {record['write_owner']}, "
                      f"lease until {_when(record['write_until'], now)}")
-    for field in _TIMES[:7]:
+    for field in _TIMES:
         if field in record:
             lines.append(f"  {field:<13} {_when(record[field], now)}")
     if ttl and ttl > 0:

@@ -84,5 +84,5 @@ def _id_key(entry_id) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
-def main(settings: Settings) -> None:
-    run_service("janitor", lambda: Janitor(settings))
+def main(settings: Settings, ready=None) -> None:
+    run_service("janitor", lambda: Janitor(settings), ready)

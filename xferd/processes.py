@@ -13,9 +13,12 @@ class Service(Protocol):
     def run(self) -> None: ...
 
 
-def run_service(name: str, make: Callable[[], Service]) -> None:
+def run_service(name: str, make: Callable[[], Service], ready=None) -> None:
+    """Build the service, tell the supervisor it is ready (``ready``: an Event), run it."""
     logs.setup(name)
     service = make()
+    if ready is not None:
+        ready.set()
 
     def stop(*_):
         service.stopping = True  # the loop finishes its current step, then returns

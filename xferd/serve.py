@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from . import ingress, janitor, worker
 from .connections import connect, redact, with_retry
@@ -39,9 +39,9 @@ class Child:
     target: object
     args: tuple
     process: multiprocessing.Process | None = None
-    restarts: int = 0
+    ready: object = None  # Event the child sets once built; unset at death = start-up failure
+    failed_starts: int = 0
     not_before: float = 0.0
-    started_at: float = field(default=0.0)
 
 
 class Supervisor:
@@ -54,10 +54,10 @@ class Supervisor:
         self.stopping = False
 
     def _start(self, child: Child) -> None:
-        child.process = self.context.Process(target=child.target, args=child.args, name=child.name,
-                                             daemon=False)
+        child.ready = self.context.Event()
+        child.process = self.context.Process(target=child.target, args=(*child.args, child.ready),
+                                             name=child.name, daemon=False)
         child.process.start()
-        child.started_at = time.monotonic()
 
     def run(self) -> None:
         for child in self.children:
@@ -69,12 +69,17 @@ class Supervisor:
             for child in self.children:
                 process = child.process
                 if process is not None and not process.is_alive():
-                    if now - child.started_at > 60:
-                        child.restarts = 0  # it ran well for a while: start backoff afresh
-                    delay = min(MAX_BACKOFF_S, 0.5 * 2 ** child.restarts)
-                    log.error("%s (pid %s) exited with code %s; restarting in %.1fs", child.name,
-                              process.pid, process.exitcode, delay)
-                    child.restarts += 1
+                    # Died while serving (killed, crashed mid-round): its work is reclaimable,
+                    # restart at once. Died while starting: a crash loop, back off.
+                    if child.ready.is_set():
+                        child.failed_starts, delay = 0, 0.0
+                        why = "while serving"
+                    else:
+                        delay = min(MAX_BACKOFF_S, 0.5 * 2 ** child.failed_starts)
+                        child.failed_starts += 1
+                        why = f"before it was ready ({child.failed_starts} failed starts in a row)"
+                    log.error("%s (pid %s) exited with code %s %s; restarting in %.1fs", child.name,
+                              process.pid, process.exitcode, why, delay)
                     child.not_before = now + delay
                     child.process = None
                 if child.process is None and now >= child.not_before and not self.stopping:

@@ -38,7 +38,6 @@ class Settings:
     lease: float = 5.0  # idle time after which another worker reclaims an entry
     write_lease: float = 30.0  # source blocks stay held this long after a write starts
     max_deliveries: int = 5
-    stream_maxlen: int = 100_000
     janitor_interval: float = 0.2
 
     @property

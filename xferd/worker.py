@@ -89,7 +89,6 @@ class Worker:
         self.lease_ms = int(settings.lease * 1000)
         self.write_lease_ms = int(settings.write_lease * 1000)
         self.stopping = False
-        self.rounds_done = 0
 
     def _redis(self, action, what: str):
         return with_retry(action, what, stop=lambda: self.stopping)
@@ -124,7 +123,6 @@ class Worker:
         if outcome is None:
             log.info("room %s round %s: commit was stale (room ended or round redone)", work.room, work.round)
             return
-        self.rounds_done += 1
         maybe_die("after_commit", self.store)
         self.notifier.send(outcome.endpoints, work.room, outcome.status)
         if outcome.status == Status.Success:
@@ -188,7 +186,9 @@ class Worker:
                 if time.monotonic() >= next_reclaim:
                     batch = self.reclaim()
                     next_reclaim = time.monotonic() + self.settings.lease / 2
-                batch += self.store.read_rounds(self.consumer, count=16, block_ms=200)
+                # one at a time: an entry read is pending on this worker until committed, so
+                # taking more would hold back work that an idle worker could do now
+                batch += self.store.read_rounds(self.consumer, count=1, block_ms=200)
                 for work in batch:
                     self.process_safely(work)
             except TRANSIENT as error:
@@ -212,5 +212,5 @@ class Worker:
             self.fail(work, f"internal error in round {work.round}: {type(error).__name__}: {error}")
 
 
-def main(settings: Settings, index: int = 0) -> None:
-    run_service(f"worker{index}", lambda: Worker(settings, index))
+def main(settings: Settings, index: int = 0, ready=None) -> None:
+    run_service(f"worker{index}", lambda: Worker(settings, index), ready)
