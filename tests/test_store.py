@@ -236,10 +236,16 @@ def test_reclaim_takes_over_a_dead_consumers_entries(store):
     store.publish_source(20, 100, [0])
     take(store, 20, consumer="dead")
     time.sleep(0.05)
+    init(store, 22, indices=[0], allocated=100)
+    store.publish_source(22, 100, [0])
+    take(store, 22, consumer="dead")
+    time.sleep(0.05)
     reclaimed = store.reclaim("alive", min_idle_ms=10)
-    assert [w.room for w in reclaimed] == [20]
+    assert [w.room for w in reclaimed] == [20], "one at a time, oldest first"
+    assert [w.room for w in store.reclaim("alive", min_idle_ms=10)] == [22]
+    assert store.reclaim("alive", min_idle_ms=10) == []
     pending = store.client.xpending(store.keys.stream(store.keys.shard_of(20)), GROUP)
-    assert pending["pending"] == 1
+    assert pending["pending"] == 2
 
 
 def test_janitor_trims_acknowledged_entries_but_never_pending_ones(store):
@@ -256,4 +262,4 @@ def test_janitor_trims_acknowledged_entries_but_never_pending_ones(store):
     assert store.client.xlen(stream) == 4
     Janitor(store.settings, store).trim()
     assert store.client.xlen(stream) == 1, "only the pending entry is kept"
-    assert [w.room for w in store.reclaim("w2", min_idle_ms=0)] == [works[3].room]
+    assert [w.room for w in store.reclaim("w2", min_idle_ms=0, limit=5)] == [works[3].room]

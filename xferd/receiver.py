@@ -74,8 +74,8 @@ class Receiver:
                 continue
             with self._cond:
                 self.notifications += 1
-                self.history.setdefault(room, []).append(status)
-                if room in self._status:
+                if room in self._status:  # statuses of rooms we do not track are dropped
+                    self.history.setdefault(room, []).append(status)
                     self._status[room] = merge(self._status[room], status)
                     self._cond.notify_all()
 

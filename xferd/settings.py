@@ -37,7 +37,7 @@ class Settings:
     # work queue
     lease: float = 5.0  # idle time after which another worker reclaims an entry
     write_lease: float = 30.0  # source blocks stay held this long after a write starts
-    max_deliveries: int = 5
+    max_deliveries: int = 10  # poison-entry limit; chaos at 0.2-0.5 s kills reached 6
     janitor_interval: float = 0.2
 
     @property

@@ -172,18 +172,23 @@ class Store:
         return [name for name, seen in _hash(self.client.hgetall(self.keys.workers)).items()
                 if int(seen) >= cutoff]
 
-    def reclaim(self, consumer: str, min_idle_ms: int, count: int = 32, max_pages: int = 4) -> list[Round]:
-        """Take over entries idle longer than the lease (a dead worker's). Bounded: fakeredis'
-        XAUTOCLAIM cursor differs from Redis', so never loop on the cursor alone."""
+    def reclaim(self, consumer: str, min_idle_ms: int, limit: int = 1, max_pages: int = 4) -> list[Round]:
+        """Take over up to ``limit`` entries idle longer than the lease (a dead worker's).
+
+        Claim only what will be processed now: a claimed entry counts a delivery, and one
+        that waits behind others would be charged again if this worker died meanwhile.
+        Bounded: fakeredis' XAUTOCLAIM cursor differs from Redis', never loop on it alone."""
         out: list[Round] = []
         for shard in range(self.keys.shards):
             cursor = "0-0"
             for _ in range(max_pages):
-                reply = self.client.xautoclaim(self.keys.stream(shard), GROUP, consumer,
-                                               min_idle_ms, start_id=cursor, count=count)
+                if len(out) >= limit:
+                    return out
+                reply = self.client.xautoclaim(self.keys.stream(shard), GROUP, consumer, min_idle_ms,
+                                               start_id=cursor, count=limit - len(out))
                 cursor, entries = _text(reply[0]), reply[1]
                 for entry_id, fields in entries:
-                    if fields:
+                    if fields:  # None: the entry was trimmed while pending
                         out.append(self.round_from(shard, _text(entry_id), fields))
                 if cursor == "0-0" or not entries:
                     break

@@ -185,7 +185,8 @@ class Worker:
                 batch: list[Round] = []
                 if time.monotonic() >= next_reclaim:
                     batch = self.reclaim()
-                    next_reclaim = time.monotonic() + self.settings.lease / 2
+                    # found one: look again right after it; else not before half a lease
+                    next_reclaim = 0.0 if batch else time.monotonic() + self.settings.lease / 2
                 # one at a time: an entry read is pending on this worker until committed, so
                 # taking more would hold back work that an idle worker could do now
                 batch += self.store.read_rounds(self.consumer, count=1, block_ms=200)
