@@ -64,11 +64,7 @@ class Node:
         self.settings = settings
         self.log_path = log_path
         self.store = Store(connect(settings.redis_url), settings)
-        env = dict(os.environ, **(env_extra or {}))
-        for name in ("redis_url", "prefix", "node", "shards", "workers", "ingress", "block_size",
-                     "hidden_size", "pool_blocks", "pool_name", "bootstrap_timeout", "waiting_timeout",
-                     "transfer_timeout", "lease", "janitor_interval"):
-            env[f"XFERD_{name.upper()}"] = str(getattr(settings, name))
+        env = settings.to_env(dict(os.environ, **(env_extra or {})))
         self.log = open(log_path, "w")
         self.process = subprocess.Popen([sys.executable, "-m", "xferd", "serve"], env=env,
                                         stdout=self.log, stderr=subprocess.STDOUT)

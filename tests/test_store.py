@@ -181,15 +181,22 @@ def test_failed_room_ignores_later_commits_and_releases_blocks(store):
     assert store.release_blocks(room) == 0
 
 
-def test_blocks_wait_for_the_write_lease_before_release(store):
+def writing(store, room):
+    """A one-block room whose round worker "w1" has begun (holding a 60 s write lease)."""
     store.init_pool(4, {"shm": "test"})
     register(store)
-    room = 18
     init(store, room, indices=[0], allocated=100)
     store.publish_source(room, 100, store.alloc_blocks(room, 1))
     work = take(store, room)
-    store.begin_round(work, "w1", 60_000)
-    store.fail_room(room, "abort while writing")
+    assert store.begin_round(work, "w1", 60_000)[0] is not None
+    return work
+
+
+def test_blocks_wait_for_the_write_lease_before_release(store):
+    room = 18
+    work = writing(store, room)
+    outcome = store.fail_room(room, "abort while writing")
+    assert outcome.failed and not outcome.release_now
     shard = store.keys.shard_of(room)
     assert store.release_due(shard, store.now_ms()) == 0, "a write may still read these blocks"
     store.commit_round(work, "w1", [100])  # the write ended: the lease is over
@@ -197,15 +204,20 @@ def test_blocks_wait_for_the_write_lease_before_release(store):
 
 
 def test_a_worker_failing_its_own_round_releases_blocks_at_once(store):
-    store.init_pool(4, {"shm": "test"})
-    register(store)
     room = 21
-    init(store, room, indices=[0], allocated=100)
-    store.publish_source(room, 100, store.alloc_blocks(room, 1))
-    work = take(store, room)
-    store.begin_round(work, "w1", 60_000)
-    assert store.fail_room(room, "write failed", entry_id=work.entry_id, consumer="w1").failed
-    assert store.release_due(store.keys.shard_of(room), store.now_ms() + 1) == 1
+    work = writing(store, room)
+    outcome = store.fail_room(room, "write failed", entry_id=work.entry_id, consumer="w1")
+    assert outcome.failed and outcome.release_now
+    assert store.release_room(room) == 1
+    assert store.release_due(store.keys.shard_of(room), store.now_ms() + 1) == 0, "dequeued too"
+
+
+def test_success_lets_the_committing_worker_release_at_once(store):
+    room = 23
+    work = writing(store, room)
+    outcome = store.commit_round(work, "w1", [100])
+    assert outcome.status == Status.Success and outcome.release_now
+    assert store.release_room(room) == 1 and store.free_blocks() == 4
 
 
 def test_pool_allocation_is_all_or_nothing(store):

@@ -35,14 +35,6 @@ def encoder_main(settings: Settings, requests: list[Request]) -> None:
         sender.send(request.room, request.total_tokens, data, timeout=300)
 
 
-def _env(settings: Settings) -> dict[str, str]:
-    env = dict(os.environ)
-    for name in ("redis_url", "prefix", "node", "shards", "workers", "ingress", "block_size",
-                 "hidden_size", "pool_blocks", "pool_name"):
-        env[f"XFERD_{name.upper()}"] = str(getattr(settings, name))
-    env["XFERD_LEASE"] = str(settings.lease)
-    return env
-
 
 class Progress:
     def __init__(self, total: int, stream=sys.stderr):
@@ -119,7 +111,7 @@ def run_demo(redis_url: str | None = None, requests: int = 100, workers: int = 2
     progress = Progress(requests)
     progress.note(f"xferd demo: redis = {redis_kind}")
     progress.note(f"starting `xferd serve` ({workers} workers), logs in {serve_log.name}")
-    serve = subprocess.Popen([sys.executable, "-m", "xferd", "serve"], env=_env(settings),
+    serve = subprocess.Popen([sys.executable, "-m", "xferd", "serve"], env=settings.to_env(),
                              stdout=serve_log, stderr=subprocess.STDOUT)
     encoder = None
     sim = None
@@ -146,8 +138,10 @@ def run_demo(redis_url: str | None = None, requests: int = 100, workers: int = 2
         if killer is not None:
             killer.done.set()
         encoder.join(30)
-        time.sleep(2 * settings.janitor_interval + 0.2)  # let the last releases land
-        free = store.free_blocks()
+        # A leak is a block that never comes back; the last releases may take a janitor pass.
+        settle = time.monotonic() + 10
+        while (free := store.free_blocks()) != settings.pool_blocks and time.monotonic() < settle:
+            time.sleep(settings.janitor_interval)
         summary = _summary(settings, plan, results, sim, elapsed, redis_kind, free)
         out.write(summary + "\n")
         if killer is not None:

@@ -117,10 +117,7 @@ class Receiver:
                 self._status[room] = merge(self._status.get(room), status)
 
     def failure(self, room: int) -> str | None:
-        if self.store is None:
-            return None
-        reason = self.store.client.hget(self.store.keys.room(room), "failure")
-        return reason.decode() if reason else None
+        return self.store.failure(room) if self.store is not None else None
 
     # ---- messages
     def _send(self, frames: list[bytes]) -> None:

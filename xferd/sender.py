@@ -83,12 +83,11 @@ class Sender:
         return self.publish(room, blocks, total_tokens)
 
     def poll(self, room: int) -> Status:
-        status = self.store.client.hget(self.store.keys.room(room), "status")
-        return Status(int(status)) if status is not None else Status.Bootstrapping
+        status = self.store.status(room)  # Failed is 0: test for None, not truth
+        return Status.Bootstrapping if status is None else status
 
     def failure(self, room: int) -> str | None:
-        reason = self.store.client.hget(self.store.keys.room(room), "failure")
-        return reason.decode() if reason else None
+        return self.store.failure(room)
 
     def abort(self, room: int, reason: str = "aborted by the encoder") -> Outcome:
         """Fail the room; its blocks go back once no write from them can be in flight."""

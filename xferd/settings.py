@@ -61,6 +61,15 @@ class Settings:
     def replace(self, **changes) -> "Settings":
         return dataclasses.replace(self, **changes)
 
+    def to_env(self, base=os.environ) -> dict[str, str]:
+        """``base`` plus these settings as XFERD_* variables, for a child `xferd serve`."""
+        env = dict(base)
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value is not None:
+                env[f"XFERD_{f.name.upper()}"] = str(value)
+        return env
+
     @classmethod
     def from_env(cls, environ=os.environ, **overrides) -> "Settings":
         values = {}

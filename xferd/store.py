@@ -34,15 +34,19 @@ def _hash(reply) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What a state transition did: the room's status, a note, and whom to notify."""
+    """What a state transition did: the room's status, a note, whom to notify, and whether
+    the room ended with no write in flight, so its source blocks may go back now."""
 
     status: int
     note: str
     endpoints: tuple[str, ...] = ()
+    release_now: bool = False
 
     @classmethod
     def parse(cls, reply) -> "Outcome":
-        return cls(int(reply[0]), _text(reply[1]), tuple(_text(e) for e in reply[2:]))
+        """``{status, note}`` or ``{status, note, release_now, endpoints...}``."""
+        return cls(int(reply[0]), _text(reply[1]), tuple(_text(e) for e in reply[3:]),
+                   len(reply) > 2 and int(reply[2]) == 1)
 
     @property
     def failed(self) -> bool:
@@ -142,6 +146,15 @@ class Store:
     def room(self, room: int) -> dict[str, str]:
         return _hash(self.client.hgetall(self.keys.room(room)))
 
+    def status(self, room: int) -> Status | None:
+        """The room's recorded status; None when there is no record (unknown or expired)."""
+        value = self.client.hget(self.keys.room(room), "status")
+        return Status(int(value)) if value is not None else None
+
+    def failure(self, room: int) -> str | None:
+        reason = self.client.hget(self.keys.room(room), "failure")
+        return _text(reason) if reason else None
+
     # ---- workers
     def read_rounds(self, consumer: str, count: int, block_ms: int) -> list[Round]:
         streams = {self.keys.stream(shard): ">" for shard in range(self.keys.shards)}
@@ -210,7 +223,7 @@ class Store:
                           work.round, work.entry_id, GROUP, consumer, *sent_after)
         if _text(reply[0]) != "ok":
             return None
-        return Outcome(int(reply[1]), "committed", tuple(_text(e) for e in reply[2:]))
+        return Outcome(int(reply[1]), "committed", tuple(_text(e) for e in reply[3:]), int(reply[2]) == 1)
 
     # ---- source block pool
     def init_pool(self, num_blocks: int, description: dict[str, str]) -> bool:
@@ -251,10 +264,13 @@ class Store:
     def due(self, key: str, now_ms: int, limit: int = 100) -> list[int]:
         return [int(_text(m)) for m in self.client.zrangebyscore(key, "-inf", now_ms, start=0, num=limit)]
 
-    def release_due(self, shard: int, now_ms: int) -> int:
-        """Return the blocks of ended rooms whose last write is over; idempotent per room."""
-        released = 0
-        for room in self.due(self.keys.release(shard), now_ms):
-            released += self.release_blocks(room)
-            self.client.zrem(self.keys.release(shard), str(room))
+    def release_room(self, room: int) -> int:
+        """Return one ended room's blocks and drop it from the release queue; idempotent.
+        Only once its last write is over: ``Outcome.release_now`` or a due queue entry."""
+        released = self.release_blocks(room)
+        self.client.zrem(self.keys.release(self.keys.shard_of(room)), str(room))
         return released
+
+    def release_due(self, shard: int, now_ms: int) -> int:
+        """Return the blocks of every ended room whose last write is over (the janitor)."""
+        return sum(self.release_room(room) for room in self.due(self.keys.release(shard), now_ms))

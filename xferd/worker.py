@@ -125,8 +125,7 @@ class Worker:
             return
         maybe_die("after_commit", self.store)
         self.notifier.send(outcome.endpoints, work.room, outcome.status)
-        if outcome.status == Status.Success:
-            self._release(work)
+        self._release(work.room, outcome)
 
     def write(self, target: Target) -> None:
         base, offsets = self.pool.base_ptr, self.pool.offsets
@@ -144,13 +143,13 @@ class Worker:
                               "fail room")
         if outcome.failed:
             self.notifier.send(outcome.endpoints, work.room, Status.Failed)
-            self._release(work)
+            self._release(work.room, outcome)
 
-    def _release(self, work: Round) -> None:
-        """Give the room's source blocks back now rather than at the janitor's next pass."""
-        store = self.store
-        now = self._redis(store.now_ms, "release")
-        self._redis(lambda: store.release_due(work.shard, now), "release")
+    def _release(self, room: int, outcome) -> None:
+        """The room ended and no write reads its blocks: give them back now, not at the
+        janitor's next pass (which still does it if this worker dies first)."""
+        if outcome.release_now:
+            self._redis(lambda: self.store.release_room(room), "release")
 
     # ---- the loop
     def reclaim(self) -> list[Round]:

@@ -81,14 +81,25 @@ local function refresh_deadline(room_key, timeouts_key)
   redis.call('ZADD', timeouts_key, deadline, ROOM)
 end
 
--- Terminal bookkeeping: no deadline, source blocks queued for release once no write from
--- them can be in flight, record kept for the retention period.
+-- When an ended room's source blocks may go back: once no write from them can be in flight
+-- (the write lease, if one is held). nil when no source was published, so nothing is held.
+local function release_at(room_key)
+  if redis.call('HEXISTS', room_key, 'total_tokens') == 0 then return nil end
+  return math.max(NOW, num(room_key, 'write_until') or 0)
+end
+
+-- 1 when the caller may return the blocks itself right away, else 0 (the janitor will).
+local function release_now(room_key)
+  return release_at(room_key) == NOW and 1 or 0
+end
+
+-- Terminal bookkeeping: no deadline, source blocks queued for release, record kept for the
+-- retention period.
 local function finish(room_key, timeouts_key, release_key)
   redis.call('HDEL', room_key, 'deadline', 'deadline_reason')
   redis.call('ZREM', timeouts_key, ROOM)
-  if redis.call('HEXISTS', room_key, 'total_tokens') == 1 then
-    redis.call('ZADD', release_key, math.max(NOW, num(room_key, 'write_until') or 0), ROOM)
-  end
+  local at = release_at(room_key)
+  if at then redis.call('ZADD', release_key, at, ROOM) end
   redis.call('PEXPIRE', room_key, RETENTION_MS)
 end
 
@@ -102,8 +113,10 @@ local function fail(room_key, timeouts_key, release_key, reason)
   return true
 end
 
+-- {0, reason, release_now, endpoints...}
 local function failed_reply(room_key)
-  return {0, redis.call('HGET', room_key, 'failure') or 'failed', unpack(endpoints(room_key))}
+  return {0, redis.call('HGET', room_key, 'failure') or 'failed', release_now(room_key),
+    unpack(endpoints(room_key))}
 end
 
 -- Queue the next round once the source is known and every destination is ready for it.

@@ -1,7 +1,8 @@
 -- Commit a written round by compare-and-set, acknowledging its entry in the same step:
 -- KEYS room, stream, timeouts, release; ARGV policy, room, round, entry_id, group, consumer,
 -- then each destination's sent_tokens after the round (dst0, dst1, ...).
--- A redelivered or stale entry changes nothing: {'stale', status}. Else {'ok', status, endpoints...}.
+-- A redelivered or stale entry changes nothing: {'stale', status}.
+-- Else {'ok', status, release_now, endpoints...} (release_now: see the prelude).
 local room_key, stream_key, timeouts_key, release_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local entry_round = tonumber(ARGV[3])
 redis.call('XACK', stream_key, ARGV[5], ARGV[4])
@@ -39,4 +40,4 @@ else
   set_status(room_key, 3)
   refresh_deadline(room_key, timeouts_key)
 end
-return {'ok', done and 4 or 3, unpack(endpoints(room_key))}
+return {'ok', done and 4 or 3, done and release_now(room_key) or 0, unpack(endpoints(room_key))}
