@@ -1,6 +1,7 @@
 """Shared fixtures: Redis back-ends (fakeredis and the real local Redis), a running node."""
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -28,6 +29,16 @@ def redis_url():
     except redis.ConnectionError:
         with EmbeddedRedis() as embedded:
             yield embedded.url
+
+
+def wait_for(predicate, timeout=10.0) -> bool:
+    """Poll ``predicate`` until true or ``timeout`` s pass; returns whether it came true."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def _cleanup(client, settings: Settings) -> None:
@@ -102,3 +113,31 @@ def node(redis_url, tmp_path_factory):
     running = start_node(redis_url, tmp_path_factory, pool_blocks=1024)
     yield running
     running.stop()
+
+
+@contextlib.contextmanager
+def clients(node: Node, dest_blocks: int = 64, **receiver_options):
+    """An encoder-side Sender and a registered language-side Receiver for ``node``."""
+    from xferd.receiver import Receiver
+    from xferd.sender import Sender
+
+    receiver = Receiver(node.settings.ingress, node.settings.layout, dest_blocks, store=node.store,
+                        **receiver_options)
+    try:
+        receiver.register()
+        yield Sender(node.settings, node.store), receiver
+    finally:
+        receiver.close()
+
+
+def receiver_process(ingress: str, settings: Settings, inits: list[tuple[int, list[int], int]], queue) -> None:
+    """A language-side process (run with multiprocessing 'spawn'): registers, sends each
+    (room, blocks, allocated_tokens) init, reports its session id, then waits to be killed."""
+    from xferd.receiver import Receiver
+
+    receiver = Receiver(ingress, settings.layout, 64)
+    receiver.register()
+    for room, blocks, allocated in inits:
+        receiver.init(room, blocks, allocated)
+    queue.put(receiver.session_id)
+    time.sleep(3600)

@@ -18,6 +18,7 @@ def test_compose_runs_redis_with_aof_and_xferd_serve():
     redis_service, xferd_service = compose["services"]["redis"], compose["services"]["xferd"]
     command = redis_service["command"]
     assert command[0] == "redis-server" and command[command.index("--appendonly") + 1] == "yes"
+    assert command[command.index("--appendfsync") + 1] == "always", "a crash must not roll back a commit"
     assert xferd_service["command"][:2] == ["xferd", "serve"]
     build_parser().parse_args(xferd_service["command"][1:])  # every flag exists (exits otherwise)
     fields = {f.name.upper() for f in dataclasses.fields(Settings)}

@@ -9,7 +9,8 @@ import time
 import pytest
 import torch
 
-from conftest import start_node
+from conftest import clients, start_node, wait_for
+from xferd import faults
 from xferd.receiver import Receiver
 from xferd.sender import Sender
 from xferd.status import Status
@@ -25,30 +26,17 @@ def faulty_node(request, redis_url, tmp_path_factory):
     node.stop()
 
 
-def wait_for(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
-
-
 def test_worker_killed_mid_round_loses_nothing(faulty_node):
     node, point = faulty_node
     layout = node.settings.layout
-    sender = Sender(node.settings, node.store)
-    rx = Receiver(node.settings.ingress, layout, 64, store=node.store, fallback_after=0.5)
-    try:
-        rx.register()
+    with clients(node, fallback_after=0.5) as (sender, rx):
         time.sleep(0.2)
         room = random.getrandbits(62)
         data = room_data(room, 2000, layout)
         sender.send(room, 2000, data)
         rx.init(room, list(range(8)), 1024)
         assert rx.wait(room, 20) == Status.Transferring
-        died = node.store.client.get(f"{node.store.keys.stats}:fault:{point}")
-        assert died is not None, "the fault point was reached and a worker killed itself"
+        assert faults.reached(node.store, point), "a worker reached the point and killed itself"
         assert torch.equal(rx.pool.read_tokens(0, list(range(8)), 1024), data[0][:1024])
         rx.pool.buffers[3].zero_()
         rx.resume(room, list(range(8, 16)), 1024, 976)
@@ -63,8 +51,6 @@ def test_worker_killed_mid_round_loses_nothing(faulty_node):
             assert rx.fallbacks >= 1, "the killed worker never pushed the status: Redis told"
         assert wait_for(lambda: node.store.free_blocks() == node.settings.pool_blocks)
         assert "restarting" in open(node.log_path).read(), "serve restarted the killed worker"
-    finally:
-        rx.close()
 
 
 @pytest.fixture(scope="module")
@@ -83,10 +69,7 @@ def impatient_node(redis_url, tmp_path_factory):
 def test_each_timeout_fails_the_room_and_releases_blocks(impatient_node, phase, needle):
     node = impatient_node
     layout, room = node.settings.layout, random.getrandbits(62)
-    sender = Sender(node.settings, node.store)
-    rx = Receiver(node.settings.ingress, layout, 64, store=node.store)
-    try:
-        rx.register()
+    with clients(node) as (sender, rx):
         time.sleep(0.2)
         if phase != "waiting":
             sender.send(room, 2000, room_data(room, 2000, layout))
@@ -102,5 +85,59 @@ def test_each_timeout_fails_the_room_and_releases_blocks(impatient_node, phase, 
         if phase == "waiting":  # the encoder publishes after the room died: blocks come back
             sender.send(room, 2000, room_data(room, 2000, layout))
         assert wait_for(lambda: node.store.free_blocks() == node.settings.pool_blocks)
+
+
+@pytest.fixture(scope="module")
+def short_transfer_node(redis_url, tmp_path_factory):
+    node = start_node(redis_url, tmp_path_factory, transfer_timeout=2.0)
+    yield node
+    node.stop()
+
+
+def test_a_killed_destination_fails_its_rooms_and_no_other(short_transfer_node):
+    import multiprocessing
+
+    from conftest import receiver_process
+    from xferd.wire import Init
+
+    node = short_transfer_node
+    layout, store = node.settings.layout, node.store
+    sender = Sender(node.settings, store)
+    partial, unsent, elsewhere = (random.getrandbits(62) for _ in range(3))
+    context = multiprocessing.get_context("spawn")
+    sessions = context.Queue()
+    doomed = context.Process(target=receiver_process, args=(
+        node.settings.ingress, node.settings, [(partial, list(range(8)), 1024), (unsent, list(range(8, 24)), 2000)],
+        sessions))
+    doomed.start()
+    rx = Receiver(node.settings.ingress, layout, 64, store=store)
+    try:
+        doomed_session = sessions.get(timeout=60)
+        rx.register()
+        sender.send(partial, 2000, room_data(partial, 2000, layout))
+        assert wait_for(lambda: store.status(partial) == Status.Transferring), "round 1 landed"
+        doomed.kill()
+        doomed.join()
+        # a round for the dead process: the write fails, the room fails with the reason
+        sender.send(unsent, 2000, room_data(unsent, 2000, layout))
+        assert wait_for(lambda: store.status(unsent) == Status.Failed)
+        assert "Mooncake write" in store.failure(unsent) and doomed_session in store.failure(unsent)
+        # a room waiting on the dead process for a resume: the transferring timeout
+        assert wait_for(lambda: store.status(partial) == Status.Failed)
+        assert "transferring timeout" in store.failure(partial)
+        # the session stays failed until it registers again
+        session_record = store.client.hget(store.keys.session(0, doomed_session), "failed")
+        assert session_record and b"Mooncake write" in session_record
+        late = store.dst_init(Init(random.getrandbits(62), "127.0.0.1", 1, doomed_session, (0,), 1, 100))
+        assert late.failed and "marked failed" in late.note
+        # every other session carries on
+        data = room_data(elsewhere, 2000, layout)
+        sender.send(elsewhere, 2000, data)
+        rx.init(elsewhere, list(range(16)), 2000)
+        assert rx.wait(elsewhere, 20) == Status.Success
+        assert torch.equal(rx.pool.read_tokens(0, list(range(16)), 2000), data[0])
+        assert wait_for(lambda: store.free_blocks() == node.settings.pool_blocks)
     finally:
+        if doomed.is_alive():
+            doomed.kill()
         rx.close()

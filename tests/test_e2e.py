@@ -274,6 +274,71 @@ def test_encoder_abort_and_explicit_release(node, sender, receivers):
     assert sender.release(room) == 0, "the janitor already gave them back"
 
 
+class DroppingForwarder:
+    """Stands between a Receiver and the ingress and loses the message numbered ``drop``:
+    what an ingress SIGKILLed with a message in its queue does."""
+
+    def __init__(self, ingress: str, drop: int):
+        import threading
+
+        import zmq
+
+        context = zmq.Context.instance()
+        self.pull = context.socket(zmq.PULL)
+        self.port = self.pull.bind_to_random_port("tcp://127.0.0.1")
+        self.push = context.socket(zmq.PUSH)
+        self.push.connect(ingress)
+        self.drop, self.seen, self.closing = drop, 0, False
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while not self.closing:
+            if self.pull.poll(50):
+                frames = self.pull.recv_multipart()
+                self.seen += 1
+                if self.seen != self.drop:
+                    self.push.send_multipart(frames)
+
+    def close(self):
+        self.closing = True
+        self.thread.join()
+        self.pull.close(0)
+        self.push.close(0)
+
+
+def test_a_message_lost_on_the_way_in_is_sent_again(node, sender, receivers):
+    layout, room = node.settings.layout, new_room()
+    forwarder = DroppingForwarder(node.settings.ingress, drop=2)  # 1: register, 2: the init
+    rx = Receiver(f"tcp://127.0.0.1:{forwarder.port}", layout, 16, store=node.store,
+                  fallback_after=0.3, resend_after=1.0)
+    try:
+        rx.register()
+        data = room_data(room, 200, layout)
+        sender.send(room, 200, data)
+        rx.init(room, [0, 1], 256)
+        assert rx.wait(room, 10) == Status.Success
+        assert forwarder.seen >= 3 and rx.resent >= 1, "the init was dropped once and sent again"
+        assert torch.equal(rx.pool.read_tokens(0, [0, 1], 200), data[0])
+        assert node.store.room(room)["round"] == "1"
+    finally:
+        rx.close()
+        forwarder.close()
+
+
+def test_the_first_write_after_an_idle_gap_succeeds(node, sender, receivers):
+    """Mooncake's connection to a destination sits unused for seconds between rooms."""
+    layout, rx = node.settings.layout, receivers[0]
+    for gap in (0.0, 6.0):
+        time.sleep(gap)
+        room = new_room()
+        data = room_data(room, 300, layout)
+        sender.send(room, 300, data)
+        rx.init(room, [40, 41, 42], 300)
+        assert rx.wait(room, 10) == Status.Success, f"after {gap}s idle"
+        assert torch.equal(rx.pool.read_tokens(0, [40, 41, 42], 300), data[0])
+
+
 def test_no_source_block_is_leaked(node, sender, receivers):
     """Runs last in this module: every room above has ended, every block is back."""
     deadline = time.monotonic() + 5

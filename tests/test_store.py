@@ -6,6 +6,7 @@ import time
 import pytest
 
 from xferd.keys import GROUP
+from xferd.store import _text
 from xferd.status import Status
 from xferd.wire import Init, Register, Resume
 
@@ -165,7 +166,7 @@ def test_failed_room_ignores_later_commits_and_releases_blocks(store):
     store.init_pool(8, {"shm": "test"})
     register(store)
     room = 17
-    blocks = store.alloc_blocks(room, 3)
+    blocks = store.alloc_blocks(room, 3).blocks
     assert blocks == [0, 1, 2] and store.free_blocks() == 5
     init(store, room, indices=[0, 1, 2], allocated=300)
     store.publish_source(room, 300, blocks)
@@ -186,7 +187,7 @@ def writing(store, room):
     store.init_pool(4, {"shm": "test"})
     register(store)
     init(store, room, indices=[0], allocated=100)
-    store.publish_source(room, 100, store.alloc_blocks(room, 1))
+    store.publish_source(room, 100, store.alloc_blocks(room, 1).blocks)
     work = take(store, room)
     assert store.begin_round(work, "w1", 60_000)[0] is not None
     return work
@@ -222,7 +223,7 @@ def test_success_lets_the_committing_worker_release_at_once(store):
 
 def test_pool_allocation_is_all_or_nothing(store):
     store.init_pool(4, {"shm": "test"})
-    assert store.alloc_blocks(1, 3) == [0, 1, 2]
+    assert store.alloc_blocks(1, 3).blocks == [0, 1, 2]
     assert store.alloc_blocks(2, 2) is None
     assert store.free_blocks() == 1
     assert store.init_pool(4, {"shm": "test"}) is False, "same shape: kept, not reset"
@@ -275,3 +276,105 @@ def test_janitor_trims_acknowledged_entries_but_never_pending_ones(store):
     Janitor(store.settings, store).trim()
     assert store.client.xlen(stream) == 1, "only the pending entry is kept"
     assert [w.room for w in store.reclaim("w2", min_idle_ms=0, limit=5)] == [works[3].room]
+
+
+# ---- lease keep-alive, redone rounds
+def pending_entry(store, work):
+    stream = store.keys.stream(work.shard)
+    return store.client.xpending_range(stream, GROUP, min=work.entry_id, max=work.entry_id, count=1)[0]
+
+
+def test_keep_lease_resets_idle_without_counting_a_delivery(store):
+    room = 30
+    work = writing(store, room)
+    time.sleep(0.05)
+    before = pending_entry(store, work)
+    assert store.keep_lease(work, "w1", 90_000) == "ok"
+    after = pending_entry(store, work)
+    assert after["time_since_delivered"] < before["time_since_delivered"]
+    assert after["times_delivered"] == before["times_delivered"] == 1
+    assert int(store.room(room)["write_until"]) >= store.now_ms() + 80_000
+    assert store.reclaim("w2", min_idle_ms=40) == [], "a renewed entry is not reclaimable"
+
+
+def test_keep_lease_reports_a_lost_claim(store):
+    room = 32
+    work = writing(store, room)
+    time.sleep(0.02)
+    [taken] = store.reclaim("w2", min_idle_ms=1)  # w1 stalled past the lease
+    assert "no longer pending on this worker" in store.keep_lease(work, "w1", 1000)
+    state, verdict = store.begin_round(taken, "w2", 30_000)
+    assert state is not None and verdict == "redo"
+    assert store.room(room)["rewrites"] == "1"
+    assert "taken over by w2" in store.keep_lease(work, "w1", 1000)
+    assert store.keep_lease(taken, "w2", 1000) == "ok"
+    store.fail_room(room, "aborted")
+    assert store.keep_lease(taken, "w2", 1000) == "room is Failed"
+
+
+# ---- lost consumer group
+def test_a_lost_group_is_recreated_at_the_end_and_live_rounds_queued_again(store):
+    register(store)
+    for room in (50, 52):  # one shard: 50 committed, 52 queued and never done
+        init(store, room, indices=[0], allocated=100)
+        store.publish_source(room, 100, [0])
+    done = take(store, 50)
+    run_round(store, done, [100])
+    stream = store.keys.stream(store.keys.shard_of(50))
+    store.client.xgroup_destroy(stream, GROUP)
+    with pytest.raises(Exception, match="NOGROUP"):
+        store.read_rounds("w1", count=10, block_ms=10)
+    assert store.recover_groups() == 1
+    assert store.recover_groups() == 0, "a second recovery finds the group and does nothing"
+    works = store.read_rounds("w1", count=10, block_ms=10)
+    assert [(w.room, w.round) for w in works] == [(52, 1)], "old entries are not replayed"
+    assert run_round(store, works[0], [100]).status == Status.Success
+
+
+# ---- dead consumers
+def test_dead_consumers_are_removed_once_nothing_is_pending(store):
+    register(store)
+    init(store, 60, indices=[0], allocated=100)
+    store.publish_source(60, 100, [0])
+    store.heartbeat("dead")
+    take(store, 60, consumer="dead")
+    store.heartbeat("alive")
+    store.read_rounds("alive", count=1, block_ms=10)
+    store.client.hset(store.keys.workers, "dead", 0)  # its last heartbeat: long ago
+    time.sleep(0.05)
+    store.heartbeat("alive")
+    stream = store.keys.stream(store.keys.shard_of(60))
+
+    def consumers():
+        return sorted(_text(c["name"]) for c in store.client.xinfo_consumers(stream, GROUP))
+
+    store.remove_dead_consumers(silent_ms=20)
+    assert "dead" in consumers(), "kept while it holds a pending entry"
+    [work] = store.reclaim("alive", min_idle_ms=10)
+    store.heartbeat("alive")
+    assert "dead" in store.remove_dead_consumers(silent_ms=20)
+    assert consumers() == ["alive"], "the reclaimer is a consumer now; the dead one is gone"
+    assert store.live_workers() == ["alive"]
+    assert pending_entry(store, work)["consumer"] in ("alive", b"alive")
+
+
+# ---- allocation leases (encoder died between allocate and publish)
+def test_an_unpublished_allocation_expires_and_its_blocks_go_back(store):
+    store.settings.alloc_timeout = 0.05
+    store.policy = store.settings.policy()
+    store.init_pool(8, {"shm": "test"})
+    orphan = store.alloc_blocks(70, 3)
+    published = store.alloc_blocks(72, 2)
+    late = store.alloc_blocks(74, 1)
+    store.publish_source(72, 200, published.blocks, published.expires_at)
+    assert store.expire_allocations(store.now_ms()) == 0, "not expired yet"
+    time.sleep(0.08)
+    outcome = store.publish_source(74, 100, late.blocks, late.expires_at)
+    assert outcome.failed and "allocation expired" in outcome.note
+    assert "src_indices" not in store.room(74), "blocks it no longer owns are never named"
+    assert store.expire_allocations(store.now_ms()) == 4, "orphan (3) and late (1) go back"
+    assert store.free_blocks() == 6, "the published room keeps its 2 until it ends"
+    assert store.client.zcard(store.keys.pool_leases) == 0
+    assert orphan.expires_at <= store.now_ms()
+    store.fail_room(72, "ended")
+    assert store.release_room(72) == 2 and store.free_blocks() == 8

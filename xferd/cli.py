@@ -43,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--workers", type=int, default=2)
     demo.add_argument("--seed", type=int, default=7)
     demo.add_argument("--chaos", action="store_true",
-                      help="SIGKILL a random worker every 0.2-0.5 s (lease 1 s); all must still succeed")
+                      help="SIGKILL a random worker every 0.2-0.5 s (lease 1 s) and crash-restart the "
+                           "embedded Redis (AOF) half-way; all must still succeed")
     return parser
 
 
@@ -60,6 +61,7 @@ def main(argv: list[str] | None = None) -> None:
         print(render(Store(connect(settings.redis_url), settings), args.room, settings.redis_url))
     elif args.command == "demo":
         from .demo import run_demo
-        chaos = {"kill_every": (0.2, 0.5), "lease": 1.0} if args.chaos else {}
+        from .chaos import Chaos
+        chaos = Chaos(redis_crashes=((0.5, 0.0),) if not args.redis_url else ()) if args.chaos else None
         sys.exit(run_demo(redis_url=args.redis_url, requests=args.requests, workers=args.workers,
-                          seed=args.seed, **chaos))
+                          seed=args.seed, chaos=chaos))

@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import logging
-import time
 from typing import Callable, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
+import tenacity
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
@@ -30,31 +30,39 @@ def connect(url: str | None) -> redis.Redis:
     """A client for redis://, rediss:// (TLS) or unix:// URLs; retries transient errors."""
     client = redis.Redis.from_url(
         url or DEFAULT_REDIS_URL,
-        socket_timeout=30,
+        socket_timeout=10,  # a frozen Redis surfaces as an error, not a hang
         socket_connect_timeout=5,
         health_check_interval=30,
-        retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=5),
+        # a short in-call retry rides over a dropped connection; outages are with_retry's job
+        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=3),
         retry_on_error=[redis.ConnectionError, redis.TimeoutError],
     )
     return client
 
 
 def with_retry(action: Callable[[], T], what: str, stop: Callable[[], bool] = lambda: False,
-               max_delay: float = 5.0) -> T:
-    """Run ``action`` until Redis answers: back off exponentially, log once per outage."""
-    delay = 0.05
-    logged = False
-    while True:
-        try:
-            result = action()
-            if logged:
-                log.warning("redis is back (%s)", what)
-            return result
-        except TRANSIENT as error:
-            if stop():
-                raise
-            if not logged:
-                log.warning("redis unavailable during %s (%s); retrying", what, type(error).__name__)
-                logged = True
-            time.sleep(delay)
-            delay = min(delay * 2, max_delay)
+               max_delay: float = 5.0, give_up_after: float | None = None) -> T:
+    """Run ``action`` until Redis answers: exponential backoff with jitter, one log line
+    when an outage starts and one when it ends. Gives up (re-raising) when ``stop()`` says
+    the process is stopping, or after ``give_up_after`` seconds if given."""
+    outage = {"logged": False}
+
+    def stop_now(state: tenacity.RetryCallState) -> bool:
+        if stop():
+            return True
+        return give_up_after is not None and (state.seconds_since_start or 0) >= give_up_after
+
+    def before_sleep(state: tenacity.RetryCallState) -> None:
+        if not outage["logged"]:
+            error = state.outcome.exception()
+            log.warning("redis unavailable during %s (%s); retrying", what, type(error).__name__)
+            outage["logged"] = True
+
+    retrying = tenacity.Retrying(
+        retry=tenacity.retry_if_exception_type(TRANSIENT),
+        wait=tenacity.wait_exponential(multiplier=0.05, max=max_delay) + tenacity.wait_random(0, 0.05),
+        stop=stop_now, before_sleep=before_sleep, reraise=True)
+    result = retrying(action)
+    if outage["logged"]:
+        log.warning("redis is back (%s)", what)
+    return result

@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import random
-import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
-from .connections import connect, redact
+from .chaos import Chaos, RedisCrasher, WorkerKiller
+from .connections import connect, redact, with_retry
 from .embedded import EmbeddedRedis, free_port
 from .langsim import LanguageSim
 from .sender import Sender
@@ -41,6 +39,7 @@ class Progress:
         self.total, self.stream = total, stream
         self.tty = stream.isatty()
         self.last = 0.0
+        self.printed = -1  # rooms done at the last line (non-tty: one line per 10%)
         self.started = time.monotonic()
 
     def __call__(self, sim: LanguageSim) -> None:
@@ -48,9 +47,9 @@ class Progress:
         now = time.monotonic()
         if self.tty and now - self.last < 0.1 and done < self.total:
             return
-        if not self.tty and done % max(1, self.total // 10) and done < self.total:
+        if not self.tty and (done == self.printed or (done % max(1, self.total // 10) and done < self.total)):
             return
-        self.last = now
+        self.last, self.printed = now, done
         width = 30
         filled = width * done // self.total
         failed = sum(r.status != Status.Success for r in sim.results)
@@ -71,40 +70,23 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
 
 
-class WorkerKiller(threading.Thread):
-    """SIGKILLs a random live worker every ``low``–``high`` seconds (chaos runs)."""
-
-    def __init__(self, store: Store, low: float, high: float, seed: int):
-        super().__init__(name="killer", daemon=True)
-        self.store, self.low, self.high = store, low, high
-        self.rng = random.Random(seed)
-        self.kills = 0
-        self.done = threading.Event()
-
-    def run(self) -> None:
-        while not self.done.wait(self.rng.uniform(self.low, self.high)):
-            live = self.store.live_workers(within_s=2.0)
-            if not live:
-                continue
-            pid = int(self.rng.choice(live).split("-")[-2])  # consumer name: host-pid-wN
-            try:
-                os.kill(pid, signal.SIGKILL)
-                self.kills += 1
-                self.store.client.hdel(self.store.keys.workers, *[w for w in live if f"-{pid}-" in w])
-            except ProcessLookupError:
-                pass
-
-
 def run_demo(redis_url: str | None = None, requests: int = 100, workers: int = 2, seed: int = 7,
-             hidden_size: int = 1024, kill_every: tuple[float, float] | None = None,
-             lease: float = 5.0, out=sys.stdout) -> int:
-    embedded = None if redis_url else EmbeddedRedis().start()
+             hidden_size: int = 1024, chaos: Chaos | None = None, json_path: str | None = None,
+             out=sys.stdout) -> int:
+    """Run the demo (under ``chaos`` if given); prints the summary (and writes it as JSON to
+    ``json_path``), returns the exit code: 0 when every request succeeded with every byte
+    right and no source block leaked."""
+    crashes = chaos.redis_crashes if chaos else ()
+    if crashes and redis_url:
+        raise ValueError("Redis crash-restarts need the embedded redis-server, not --redis")
+    embedded = None if redis_url else EmbeddedRedis(aof=bool(crashes)).start()
     url = redis_url or embedded.url
     redis_kind = embedded.kind if embedded else f"configured: {redact(url)}"
     tag = f"demo{os.getpid()}"
     settings = Settings(redis_url=url, prefix="xferd-demo", node=tag, shards=4, workers=workers,
                         ingress=f"tcp://127.0.0.1:{free_port()}", hidden_size=hidden_size,
-                        pool_blocks=512, pool_name=f"xferd-{tag}", round_timeout=120, lease=lease)
+                        pool_blocks=512, pool_name=f"xferd-{tag}", round_timeout=120,
+                        lease=chaos.lease if chaos else 5.0, consumer_ttl=10.0 if chaos else 60.0)
     store = Store(connect(url), settings)
     log_dir = tempfile.mkdtemp(prefix="xferd-demo-")
     serve_log = open(os.path.join(log_dir, "serve.log"), "w")
@@ -113,9 +95,8 @@ def run_demo(redis_url: str | None = None, requests: int = 100, workers: int = 2
     progress.note(f"starting `xferd serve` ({workers} workers), logs in {serve_log.name}")
     serve = subprocess.Popen([sys.executable, "-m", "xferd", "serve"], env=settings.to_env(),
                              stdout=serve_log, stderr=subprocess.STDOUT)
-    encoder = None
-    sim = None
-    killer = None
+    encoder = sim = None
+    faults: list = []
     try:
         deadline = time.monotonic() + 60
         while len(store.live_workers()) < workers:
@@ -128,31 +109,38 @@ def run_demo(redis_url: str | None = None, requests: int = 100, workers: int = 2
         encoder = multiprocessing.get_context("spawn").Process(target=encoder_main, args=(settings, plan),
                                                                name="encoder")
         encoder.start()
-        if kill_every:
-            killer = WorkerKiller(store, *kill_every, seed)
-            killer.start()
-            progress.note(f"chaos: SIGKILL a random worker every {kill_every[0]}–{kill_every[1]}s")
+        if chaos is not None:
+            progress.note(f"chaos: {chaos.describe()}")
+            if chaos.kill_every:
+                faults.append(WorkerKiller(store, *chaos.kill_every, seed))
+            if crashes:
+                faults.append(RedisCrasher(embedded, crashes, lambda: len(sim.results) / requests))
+            for fault in faults:
+                fault.start()
         started = time.monotonic()
         results = sim.run(plan, progress)
         elapsed = time.monotonic() - started
-        if killer is not None:
-            killer.done.set()
+        for fault in faults:
+            fault.done.set()
         encoder.join(30)
         # A leak is a block that never comes back; the last releases may take a janitor pass.
         settle = time.monotonic() + 10
-        while (free := store.free_blocks()) != settings.pool_blocks and time.monotonic() < settle:
+        while (free := with_retry(store.free_blocks, "count free blocks")) != settings.pool_blocks \
+                and time.monotonic() < settle:
             time.sleep(settings.janitor_interval)
         summary = _summary(settings, plan, results, sim, elapsed, redis_kind, free)
         out.write(summary + "\n")
-        if killer is not None:
-            out.write(f"  chaos           {killer.kills} workers SIGKILLed during the run\n")
+        if chaos is not None:
+            out.write(_chaos_summary(faults, store.stats()) + "\n")
         ok = (sim.wrong_bytes == 0 and all(r.status == Status.Success for r in results)
               and free == settings.pool_blocks)
+        if json_path:
+            _write_json(json_path, ok, results, sim, elapsed, free, settings, faults, store.stats())
         out.write(f"RESULT: {'PASS' if ok else 'FAIL'}\n")
         return 0 if ok else 1
     finally:
-        if killer is not None:
-            killer.done.set()
+        for fault in faults:
+            fault.done.set()
         if encoder is not None and encoder.is_alive():
             encoder.terminate()
         if sim is not None:
@@ -206,3 +194,36 @@ def _summary(settings, plan, results, sim, elapsed, redis_kind, free) -> str:
     else:
         lines.append("  failures        none")
     return "\n".join(lines)
+
+
+def _chaos_summary(faults, stats: dict[str, int]) -> str:
+    lines = []
+    for fault in faults:
+        if isinstance(fault, WorkerKiller):
+            lines.append(f"  chaos           {fault.kills} workers SIGKILLed during the run")
+        elif isinstance(fault, RedisCrasher):
+            outages = ", ".join(f"{s:.1f}s" for s in fault.outages) or "none reached"
+            lines.append(f"  redis crashes   {len(fault.outages)} SIGKILL + restart from AOF (down {outages})")
+    lines.append(f"  recovery        {stats.get('reclaimed', 0)} entries reclaimed, "
+                 f"{stats.get('redone_rounds', 0)} rounds written twice (same bytes, redone after a kill), "
+                 f"{stats.get('stale_commits', 0)} stale commits refused, "
+                 f"{stats.get('dead_letters', 0)} dead letters")
+    return "\n".join(lines)
+
+
+def _write_json(path, ok, results, sim, elapsed, free, settings, faults, stats) -> None:
+    import json
+
+    failed = [r for r in results if r.status != Status.Success]
+    report = {
+        "ok": ok, "requests": len(results), "success": len(results) - len(failed),
+        "failed": [{"room": r.room, "reason": r.reason} for r in failed],
+        "bytes_verified": sim.bytes_landed, "wrong_bytes": sim.wrong_bytes,
+        "elapsed_s": round(elapsed, 2), "leaked_blocks": settings.pool_blocks - free,
+        "worker_kills": sum(getattr(f, "kills", 0) for f in faults),
+        "redis_outages_s": [round(s, 2) for f in faults for s in getattr(f, "outages", [])],
+        "reclaimed": stats.get("reclaimed", 0), "rounds_written_twice": stats.get("redone_rounds", 0),
+        "stale_commits": stats.get("stale_commits", 0), "dead_letters": stats.get("dead_letters", 0),
+    }
+    with open(path, "w") as handle:
+        json.dump(report, handle, indent=2)

@@ -1,7 +1,8 @@
 """An embedded Redis for `xferd demo` when none is configured (SPEC §7).
 
 A private ``redis-server`` child on a free loopback port when the binary is installed,
-else an in-process fakeredis TCP server. ``describe()`` says which.
+else an in-process fakeredis TCP server; ``kind`` says which. Crash tests and
+``scripts/chaos.py`` use the server with ``aof=True`` and ``crash_restart()``.
 """
 from __future__ import annotations
 
@@ -22,24 +23,34 @@ def free_port() -> int:
 
 
 class EmbeddedRedis:
-    def __init__(self, prefer_server: bool = True):
+    def __init__(self, prefer_server: bool = True, aof: bool = False):
         self.prefer_server = prefer_server
+        self.aof = aof  # append-only file, fsynced before every reply: a crash loses nothing
+        self.port = 0
+        self.restarts = 0
         self.url = ""
         self.kind = ""
         self._process: subprocess.Popen | None = None
         self._server = None
         self._dir: tempfile.TemporaryDirectory | None = None
 
+    def _spawn(self, binary: str) -> None:
+        persistence = ["--appendonly", "yes", "--appendfsync", "always"] if self.aof else ["--appendonly", "no"]
+        self._process = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", *persistence,
+             "--dir", self._dir.name], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
     def start(self) -> "EmbeddedRedis":
-        port = free_port()
+        port = self.port = free_port()
         binary = shutil.which("redis-server") if self.prefer_server else None
         if binary:
             self._dir = tempfile.TemporaryDirectory(prefix="xferd-redis-")
-            self._process = subprocess.Popen(
-                [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                 "--dir", self._dir.name], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            self.kind = f"private redis-server child (pid {self._process.pid}, port {port})"
+            self._spawn(binary)
+            self.kind = (f"private redis-server child (pid {self._process.pid}, port {port}"
+                         f"{', AOF fsync always' if self.aof else ''})")
         else:
+            if self.aof:
+                raise RuntimeError("an AOF Redis needs redis-server installed")
             from fakeredis import TcpFakeServer
 
             self._server = TcpFakeServer(("127.0.0.1", port), server_type="redis")
@@ -47,19 +58,35 @@ class EmbeddedRedis:
             threading.Thread(target=self._server.serve_forever, daemon=True).start()
             self.kind = f"in-process fakeredis TCP server (port {port}; redis-server not installed)"
         self.url = f"redis://127.0.0.1:{port}/0"
+        self._wait_ready()
+        return self
+
+    def crash_restart(self, down_for: float = 0.0) -> None:
+        """SIGKILL the server (no shutdown, no final fsync), stay down ``down_for`` seconds,
+        start it again on the same port and data directory (with AOF: every acknowledged
+        write comes back)."""
+        if self._process is None:
+            raise RuntimeError("crash_restart needs the redis-server kind")
+        self._process.kill()
+        self._process.wait()
+        time.sleep(down_for)
+        self._spawn(shutil.which("redis-server"))
+        self.restarts += 1
+        self._wait_ready()
+
+    def _wait_ready(self) -> None:
         client = redis.Redis.from_url(self.url)
         deadline = time.monotonic() + 10
         while True:
             try:
                 client.ping()
                 break
-            except redis.ConnectionError:
+            except (redis.ConnectionError, redis.BusyLoadingError):
                 if time.monotonic() > deadline:
                     self.stop()
                     raise RuntimeError(f"embedded Redis did not start: {self.kind}")
                 time.sleep(0.05)
         client.close()
-        return self
 
     def stop(self) -> None:
         if self._process is not None:

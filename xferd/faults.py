@@ -5,17 +5,40 @@ itself there (a Redis SET NX marker makes it exactly one death per point, across
 restarts). Points, in a round's order: ``after_begin`` (lease taken, nothing written),
 ``after_write`` (bytes landed, not committed), ``after_commit`` (committed and acknowledged
 in one step, status not yet pushed).
+
+``XFERD_FAULT=stall_write`` instead makes the first worker that wrote a destination's
+share stall there for ``XFERD_FAULT_STALL`` seconds (default 3), alive: a write slower
+than the lease, which the lease keep-alive must cover.
 """
 from __future__ import annotations
 
 import os
 import signal
+import time
 
-POINTS = ("after_begin", "after_write", "after_commit")
+POINTS = ("after_begin", "after_write", "after_commit", "stall_write")
+
+
+def _marker(store, point: str) -> str:
+    return f"{store.keys.stats}:fault:{point}"
+
+
+def reached(store, point: str) -> bool:
+    """Whether a worker of this node has reached (and acted on) fault ``point``."""
+    return bool(store.client.exists(_marker(store, point)))
+
+
+def _first(point: str, store) -> bool:
+    """True for the one worker (of the node, ever) that reaches ``point`` first."""
+    return (os.environ.get("XFERD_FAULT") == point
+            and bool(store.client.set(_marker(store, point), os.getpid(), nx=True)))
 
 
 def maybe_die(point: str, store) -> None:
-    if os.environ.get("XFERD_FAULT") != point:
-        return
-    if store.client.set(f"{store.keys.stats}:fault:{point}", os.getpid(), nx=True):
+    if _first(point, store):
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def maybe_stall(store) -> None:
+    if _first("stall_write", store):
+        time.sleep(float(os.environ.get("XFERD_FAULT_STALL", "3")))

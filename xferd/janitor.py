@@ -42,9 +42,17 @@ class Janitor:
                     log.warning("room %s failed: %s", room, outcome.note)
                     self.notifier.send(outcome.endpoints, room, Status.Failed)
             counts["released"] += store.release_due(shard, now)
+        orphaned = store.expire_allocations(now)
+        if orphaned:
+            log.warning("returned %d source blocks allocated but never published within %.0fs",
+                        orphaned, self.settings.alloc_timeout)
+            counts["released"] += orphaned
         if time.monotonic() >= self.next_trim:
             self.trim()
-            self.next_trim = time.monotonic() + TRIM_EVERY_S
+            removed = store.remove_dead_consumers(int(self.settings.consumer_ttl * 1000))
+            if removed:
+                log.info("removed consumers of dead workers: %s", ", ".join(sorted(set(removed))))
+            self.next_trim = time.monotonic() + min(TRIM_EVERY_S, self.settings.consumer_ttl / 2)
         return counts
 
     def trim(self) -> None:

@@ -13,6 +13,7 @@ block pool lives under ``{node}``.
   {prefix}:{node}:pool                 hash   source pool description (blocks, shm name, layout)
   {prefix}:{node}:pool:free            zset   free source blocks (score = index: lowest first)
   {prefix}:{node}:pool:owned:{room}    list   source blocks held by a room
+  {prefix}:{node}:pool:leases          zset   room -> when its unpublished allocation expires
   {prefix}:{node}:stats                hash   counters (bad messages, ...)
   {prefix}:{node}:workers              hash   worker consumer name -> last heartbeat (ms)
 """
@@ -63,6 +64,10 @@ class Keys:
     @property
     def pool_free(self) -> str:
         return self._node("pool:free")
+
+    @property
+    def pool_leases(self) -> str:
+        return self._node("pool:leases")
 
     def pool_owned(self, room: int) -> str:
         return self._node(f"pool:owned:{room}")

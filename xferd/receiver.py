@@ -8,6 +8,9 @@
 
 Statuses arrive over ZMQ; when none arrives for ``fallback_after`` seconds the Receiver
 reads the room from Redis (if given a Store), so a lost notification never hangs a request.
+A message lost on the way in (the ingress killed with it queued) is sent again after
+``resend_after`` quiet seconds: init and resume are idempotent, and a register is
+repeated only when Redis has no record of the session.
 """
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ from typing import Sequence
 
 import zmq
 
+from .connections import TRANSIENT
 from .engine import Engine
 from .layout import Layout
 from .pool import DestPool
@@ -30,12 +34,13 @@ ROUND_OVER = (Status.Transferring, Status.Success, Status.Failed)
 class Receiver:
     def __init__(self, ingress: str, layout: Layout, num_blocks: int, host: str = "127.0.0.1",
                  store: Store | None = None, send_lens: bool = True, fallback_after: float = 1.0,
-                 context: zmq.Context | None = None):
+                 resend_after: float = 5.0, context: zmq.Context | None = None):
         self.layout = layout
         self.host = host
         self.store = store
         self.send_lens = send_lens
         self.fallback_after = fallback_after
+        self.resend_after = resend_after
         self.pool = DestPool(layout, num_blocks)
         self.engine = Engine(host)
         for tensor in self.pool.buffers:
@@ -54,6 +59,8 @@ class Receiver:
         self._rounds: dict[int, int] = {}  # the round each room waits for
         self._required: dict[int, int] = {}
         self._since: dict[int, float] = {}  # when the current round began waiting
+        self._last: dict[int, tuple[float, list[bytes]]] = {}  # room -> (sent at, message)
+        self.resent = 0
         self.history: dict[int, list[Status]] = {}  # every status received, in order
         self.notifications = 0
         self.fallbacks = 0
@@ -106,7 +113,11 @@ class Receiver:
                     self._cond.wait(min(left, self.fallback_after / 4))
 
     def _fallback(self, room: int) -> None:
-        record = self.store.client.hmget(self.store.keys.room(room), "status", "round")
+        try:
+            record = self.store.client.hmget(self.store.keys.room(room), "status", "round")
+            self._maybe_resend(room, record[0])
+        except TRANSIENT:
+            return  # Redis is down: keep waiting on ZMQ, try again at the next poll
         if record[0] is None:
             return
         status, committed = Status(int(record[0])), int(record[1] or 0)
@@ -116,8 +127,26 @@ class Receiver:
                 self.fallbacks += 1
                 self._status[room] = merge(self._status.get(room), status)
 
+    def _maybe_resend(self, room: int, recorded_status) -> None:
+        with self._cond:
+            sent_at, frames = self._last.get(room, (None, None))
+            if frames is None or time.monotonic() - sent_at < self.resend_after:
+                return
+            self._last[room] = (time.monotonic(), frames)
+        if recorded_status is not None and Status(int(recorded_status)).terminal:
+            return
+        if not self.store.client.exists(self.store.keys.session(0, self.session_id)):
+            self.register()
+        self.resent += 1
+        self._send(frames)
+
     def failure(self, room: int) -> str | None:
-        return self.store.failure(room) if self.store is not None else None
+        if self.store is None:
+            return None
+        try:
+            return self.store.failure(room)
+        except TRANSIENT:
+            return None
 
     # ---- messages
     def _send(self, frames: list[bytes]) -> None:
@@ -138,8 +167,8 @@ class Receiver:
             self._rounds[room] = 1
             self._since[room] = time.monotonic()
             self._required[room] = required_dst_info_num
-        self._send(encode_init(room, self.host, self.status_port, self.session_id, dst_indices,
-                               required_dst_info_num, allocated_tokens))
+        self._send_for(room, encode_init(room, self.host, self.status_port, self.session_id,
+                                         dst_indices, required_dst_info_num, allocated_tokens))
 
     def resume(self, room: int, dst_indices: Sequence[int], sent_tokens: int, allocated_tokens: int) -> None:
         with self._cond:
@@ -148,8 +177,13 @@ class Receiver:
             self._rounds[room] = self._rounds.get(room, 1) + 1
             self._since[room] = time.monotonic()
             required = self._required.get(room, 1)
-        self._send(encode_resume(room, self.host, self.status_port, self.session_id, dst_indices,
-                                 required, sent_tokens, allocated_tokens))
+        self._send_for(room, encode_resume(room, self.host, self.status_port, self.session_id,
+                                           dst_indices, required, sent_tokens, allocated_tokens))
+
+    def _send_for(self, room: int, frames: list[bytes]) -> None:
+        with self._cond:
+            self._last[room] = (time.monotonic(), frames)
+        self._send(frames)
 
     def abort(self, room: int) -> None:
         self._send(encode_abort(room, self.session_id))
@@ -160,6 +194,7 @@ class Receiver:
             self._rounds.pop(room, None)
             self._required.pop(room, None)
             self._since.pop(room, None)
+            self._last.pop(room, None)
             self.history.pop(room, None)
 
     def close(self) -> None:

@@ -16,7 +16,7 @@ from typing import Sequence
 
 import torch
 
-from .connections import connect
+from .connections import connect, with_retry
 from .pool import SourcePool
 from .settings import Settings
 from .status import Status
@@ -28,23 +28,31 @@ class PoolExhausted(TimeoutError):
 
 
 class Sender:
-    def __init__(self, settings: Settings, store: Store | None = None):
+    def __init__(self, settings: Settings, store: Store | None = None, redis_patience: float = 60.0):
         self.settings = settings
         self.layout = settings.layout
         self.store = store or Store(connect(settings.redis_url), settings)
         self.pool = SourcePool(self.layout, settings.pool_blocks, settings.shm_name)
+        self._leases: dict[int, int] = {}  # room -> when its unpublished allocation expires
+        self.redis_patience = redis_patience
+
+    def _redis(self, action, what: str):
+        """Ride out a Redis restart or short outage; give up after ``redis_patience`` s."""
+        return with_retry(action, what, give_up_after=self.redis_patience)
 
     def allocate(self, room: int, total_tokens: int, timeout: float = 30.0) -> list[int]:
-        """Source blocks for ``total_tokens``; waits up to ``timeout`` s for enough to be free."""
+        """Source blocks for ``total_tokens``; waits up to ``timeout`` s for enough to be free.
+        Publish within ``settings.alloc_timeout``: past it the blocks go back to the pool."""
         count = self.layout.blocks_for(total_tokens)
         if count > self.pool.num_blocks:
             raise ValueError(f"{total_tokens} tokens need {count} blocks; the pool has {self.pool.num_blocks}")
         deadline = time.monotonic() + timeout
         delay = 0.002
         while True:
-            blocks = self.store.alloc_blocks(room, count)
-            if blocks is not None:
-                return blocks
+            allocation = self._redis(lambda: self.store.alloc_blocks(room, count), "allocate")
+            if allocation is not None:
+                self._leases[room] = allocation.expires_at
+                return allocation.blocks
             if time.monotonic() >= deadline:
                 raise PoolExhausted(f"no {count} free source blocks within {timeout}s")
             time.sleep(delay)
@@ -75,7 +83,9 @@ class Sender:
         if self.layout.blocks_for(total_tokens) > len(blocks):
             raise ValueError(f"{total_tokens} tokens need {self.layout.blocks_for(total_tokens)} blocks, "
                              f"{len(blocks)} given")
-        return self.store.publish_source(room, total_tokens, blocks)
+        expires_at = self._leases.pop(room, None)
+        return self._redis(lambda: self.store.publish_source(room, total_tokens, blocks, expires_at),
+                           "publish")
 
     def send(self, room: int, total_tokens: int, data, timeout: float = 30.0) -> Outcome:
         blocks = self.allocate(room, total_tokens, timeout)
@@ -83,7 +93,7 @@ class Sender:
         return self.publish(room, blocks, total_tokens)
 
     def poll(self, room: int) -> Status:
-        status = self.store.status(room)  # Failed is 0: test for None, not truth
+        status = self._redis(lambda: self.store.status(room), "poll")  # Failed is 0: test for None
         return Status.Bootstrapping if status is None else status
 
     def failure(self, room: int) -> str | None:
@@ -91,7 +101,7 @@ class Sender:
 
     def abort(self, room: int, reason: str = "aborted by the encoder") -> Outcome:
         """Fail the room; its blocks go back once no write from them can be in flight."""
-        return self.store.fail_room(room, reason)
+        return self._redis(lambda: self.store.fail_room(room, reason), "abort")
 
     def release(self, room: int) -> int:
         """Give an ended room's blocks back now (they also go back by themselves); returns

@@ -10,6 +10,8 @@ import multiprocessing
 import time
 from dataclasses import dataclass
 
+import redis
+
 from . import ingress, janitor, worker
 from .connections import connect, redact, with_retry
 from .pool import SourcePool
@@ -21,10 +23,30 @@ log = logging.getLogger("xferd.serve")
 MAX_BACKOFF_S = 30.0
 
 
+def check_durability(client) -> str | None:
+    """A warning when Redis would lose or roll back state in a crash (SPEC §7: AOF)."""
+    try:
+        config = client.config_get("append*")
+    except redis.ResponseError:
+        return None  # CONFIG disabled (managed Redis): cannot tell
+    config = {k.decode() if isinstance(k, bytes) else k: v.decode() if isinstance(v, bytes) else v
+              for k, v in config.items()}
+    if config.get("appendonly") != "yes":
+        return "Redis runs without AOF (appendonly no): a Redis restart loses every room in flight"
+    if config.get("appendfsync") != "always":
+        return (f"Redis AOF uses appendfsync {config.get('appendfsync')}: a Redis crash can roll back "
+                "the last second, and a rolled-back round is written again into destination blocks "
+                "the language side may have reused; use appendfsync always")
+    return None
+
+
 def prepare_node(settings: Settings) -> SourcePool:
     """Create the source pool file and its free list (kept as is if the shape matches)."""
     store = Store(connect(settings.redis_url), settings)
     with_retry(store.ensure_groups, "create consumer groups")
+    warning = with_retry(lambda: check_durability(store.client), "check durability")
+    if warning:
+        log.warning("%s", warning)
     pool = SourcePool(settings.layout, settings.pool_blocks, settings.shm_name, create=True)
     description = {"shm": pool.path, "layout": settings.layout.describe(), "size": pool.size}
     created = with_retry(lambda: store.init_pool(settings.pool_blocks, description), "init pool")

@@ -33,12 +33,14 @@ class Settings:
     waiting_timeout: float = 300.0
     transfer_timeout: float = 300.0
     round_timeout: float = 120.0
+    alloc_timeout: float = 300.0  # an encoder must publish within this of allocating blocks
     retention: float = 3600.0
     # work queue
     lease: float = 5.0  # idle time after which another worker reclaims an entry
     write_lease: float = 30.0  # source blocks stay held this long after a write starts
     max_deliveries: int = 10  # poison-entry limit; chaos at 0.2-0.5 s kills reached 6
     janitor_interval: float = 0.2
+    consumer_ttl: float = 60.0  # a worker silent this long, with nothing pending, is forgotten
 
     @property
     def keys(self) -> Keys:
@@ -53,9 +55,9 @@ class Settings:
         return self.pool_name or f"xferd-{self.prefix}-{self.node}"
 
     def policy(self) -> str:
-        """Timeouts in ms as one Lua argument: bootstrap,waiting,transfer,round,retention."""
+        """Timeouts in ms as one Lua argument: bootstrap,waiting,transfer,round,retention,alloc."""
         values = (self.bootstrap_timeout, self.waiting_timeout, self.transfer_timeout,
-                  self.round_timeout, self.retention)
+                  self.round_timeout, self.retention, self.alloc_timeout)
         return ",".join(str(int(v * 1000)) for v in values)
 
     def replace(self, **changes) -> "Settings":

@@ -16,8 +16,8 @@ from .settings import Settings
 from .status import Status
 from .wire import Init, Register, Resume
 
-SCRIPTS = ("publish_source", "dst_init", "dst_resume", "begin_round", "commit_round",
-           "fail_room", "pool_alloc", "pool_release")
+SCRIPTS = ("publish_source", "dst_init", "dst_resume", "begin_round", "keep_lease", "commit_round",
+           "fail_room", "requeue", "pool_alloc", "pool_release", "pool_expire")
 
 
 def _text(value) -> str:
@@ -54,6 +54,14 @@ class Outcome:
 
 
 @dataclass(frozen=True)
+class Allocation:
+    """Source blocks taken for a room, leased until ``expires_at`` (Redis ms) unless published."""
+
+    blocks: list[int]
+    expires_at: int
+
+
+@dataclass(frozen=True)
 class Round:
     """A work entry read from a shard stream."""
 
@@ -86,13 +94,34 @@ class Store:
         k = self.keys
         return k.room(room), k.stream(shard), k.timeouts(shard), k.release(shard), shard
 
+    def _create_group(self, shard: int, start: str) -> bool:
+        try:
+            self.client.xgroup_create(self.keys.stream(shard), GROUP, id=start, mkstream=True)
+            return True
+        except redis.ResponseError as error:
+            if "BUSYGROUP" not in str(error):
+                raise
+            return False
+
     def ensure_groups(self) -> None:
+        """Create each shard's consumer group at first start (from the stream's beginning)."""
         for shard in range(self.keys.shards):
-            try:
-                self.client.xgroup_create(self.keys.stream(shard), GROUP, id="0", mkstream=True)
-            except redis.ResponseError as error:
-                if "BUSYGROUP" not in str(error):
-                    raise
+            self._create_group(shard, "0")
+
+    def recover_groups(self) -> int:
+        """Recreate consumer groups that were lost (NOGROUP): at the stream's end, so old
+        entries are not replayed as new, then queue again the pending round of every live
+        room of that shard (its entry went with the group). Returns rounds queued again."""
+        requeued = 0
+        for shard in range(self.keys.shards):
+            if not self._create_group(shard, "$"):
+                continue  # the group exists: another process recovered it, or it was never lost
+            keys = self.keys
+            for member in self.client.zrange(keys.timeouts(shard), 0, -1):
+                room = int(_text(member))
+                requeued += int(self._run("requeue", [keys.room(room), keys.stream(shard),
+                                                      keys.timeouts(shard)], room))
+        return requeued
 
     # ---- language side
     def register_session(self, message: Register) -> None:
@@ -132,10 +161,13 @@ class Store:
             ",".join(map(str, message.dst_indices)), message.required_dst_info_num, *tokens))
 
     # ---- encoder side
-    def publish_source(self, room: int, total_tokens: int, src_indices) -> Outcome:
+    def publish_source(self, room: int, total_tokens: int, src_indices,
+                       expires_at: int | None = None) -> Outcome:
+        """``expires_at``: the block allocation's lease (``Allocation``); past it the room fails."""
         room_key, stream, timeouts, release, _ = self._room_keys(room)
         return Outcome.parse(self._run("publish_source", [room_key, stream, timeouts, release], room,
-                                       total_tokens, ",".join(map(str, src_indices))))
+                                       total_tokens, ",".join(map(str, src_indices)),
+                                       "" if expires_at is None else expires_at))
 
     def fail_room(self, room: int, reason: str, entry_id: str = "", expired: bool = False,
                   consumer: str = "") -> Outcome:
@@ -177,6 +209,14 @@ class Store:
         sessions = tuple(s for s in f.get("sessions", "").split(",") if s)
         return Round(shard, entry_id, int(f["room"]), int(f["round"]), sessions)
 
+    def count(self, counter: str, amount: int = 1) -> None:
+        """Bump a node counter (``stats`` hash: reclaimed, redone_rounds, dead_letters, ...)."""
+        self.client.hincrby(self.keys.stats, counter, amount)
+
+    def stats(self) -> dict[str, int]:
+        return {k: int(v) for k, v in _hash(self.client.hgetall(self.keys.stats)).items()
+                if v.lstrip("-").isdigit()}
+
     def heartbeat(self, consumer: str) -> None:
         self.client.hset(self.keys.workers, consumer, int(time.time() * 1000))
 
@@ -184,6 +224,29 @@ class Store:
         cutoff = (time.time() - within_s) * 1000
         return [name for name, seen in _hash(self.client.hgetall(self.keys.workers)).items()
                 if int(seen) >= cutoff]
+
+    def remove_dead_consumers(self, silent_ms: int) -> list[str]:
+        """Forget workers silent for ``silent_ms``: their heartbeat, and their consumer in each
+        group once nothing is pending on it (reclaimed first: DELCONSUMER drops pending)."""
+        cutoff = int(time.time() * 1000) - silent_ms
+        beats = {name: int(seen) for name, seen in _hash(self.client.hgetall(self.keys.workers)).items()}
+        removed = []
+        for shard in range(self.keys.shards):
+            stream = self.keys.stream(shard)
+            try:
+                consumers = self.client.xinfo_consumers(stream, GROUP)
+            except redis.ResponseError:
+                continue  # no stream or group yet
+            for consumer in consumers:
+                name = _text(consumer["name"])
+                if beats.get(name, 0) >= cutoff or consumer["pending"] or consumer["idle"] < silent_ms:
+                    continue
+                self.client.xgroup_delconsumer(stream, GROUP, name)
+                removed.append(name)
+        gone = [name for name, seen in beats.items() if seen < cutoff]
+        if gone:
+            self.client.hdel(self.keys.workers, *gone)
+        return removed
 
     def reclaim(self, consumer: str, min_idle_ms: int, limit: int = 1, max_pages: int = 4) -> list[Round]:
         """Take over up to ``limit`` entries idle longer than the lease (a dead worker's).
@@ -208,14 +271,21 @@ class Store:
         return out
 
     def begin_round(self, work: Round, consumer: str, lease_ms: int):
-        """Take the write lease; returns (room, sessions) or None when the entry is stale."""
+        """Take the write lease: ((room, sessions), 'ok' | 'redo') or (None, why stale)."""
         keys = [self.keys.room(work.room), self.keys.stream(work.shard)]
         keys += [self.keys.session(work.shard, s) for s in work.sessions]
         reply = self._run("begin_round", keys, work.room, work.round, work.entry_id, GROUP,
                           consumer, lease_ms)
-        if _text(reply[0]) != "ok":
+        verdict = _text(reply[0])
+        if verdict == "stale":
             return None, _text(reply[1])
-        return (_hash(reply[1]), [_hash(s) for s in reply[2:]]), "ok"
+        return (_hash(reply[1]), [_hash(s) for s in reply[2:]]), verdict
+
+    def keep_lease(self, work: Round, consumer: str, write_lease_ms: int) -> str:
+        """Renew this worker's claim on a round it is still writing: 'ok' or why it is lost."""
+        reply = self._run("keep_lease", [self.keys.room(work.room), self.keys.stream(work.shard)],
+                          work.room, work.round, work.entry_id, GROUP, consumer, write_lease_ms)
+        return _text(reply)
 
     def commit_round(self, work: Round, consumer: str, sent_after: list[int]) -> Outcome | None:
         room_key, stream, timeouts, release, _ = self._room_keys(work.room)
@@ -245,12 +315,27 @@ class Store:
     def pool_info(self) -> dict[str, str]:
         return _hash(self.client.hgetall(self.keys.pool))
 
-    def alloc_blocks(self, room: int, count: int) -> list[int] | None:
-        reply = self._run("pool_alloc", [self.keys.pool_free, self.keys.pool_owned(room)], room, count)
-        return None if reply is None else [int(b) for b in reply]
+    def _pool_keys(self, room: int) -> list[str]:
+        return [self.keys.pool_free, self.keys.pool_owned(room), self.keys.pool_leases]
+
+    def alloc_blocks(self, room: int, count: int) -> Allocation | None:
+        """The lowest ``count`` free blocks, leased to ``room`` until published; None if too few."""
+        reply = self._run("pool_alloc", self._pool_keys(room), room, count)
+        if reply is None:
+            return None
+        return Allocation([int(b) for b in reply[1:]], int(reply[0]))
 
     def release_blocks(self, room: int) -> int:
-        return int(self._run("pool_release", [self.keys.pool_free, self.keys.pool_owned(room)], room))
+        return int(self._run("pool_release", self._pool_keys(room), room))
+
+    def expire_allocations(self, now_ms: int) -> int:
+        """Return the blocks of allocations never published before their lease ran out (the
+        encoder died between allocating and publishing); published ones are forgotten."""
+        released = 0
+        for room in self.due(self.keys.pool_leases, now_ms):
+            published = self.client.hexists(self.keys.room(room), "total_tokens")
+            released += int(self._run("pool_expire", self._pool_keys(room), room, int(published)))
+        return released
 
     def free_blocks(self) -> int:
         return int(self.client.zcard(self.keys.pool_free))

@@ -1,10 +1,11 @@
 """Worker process: consume round entries, write with Mooncake, commit, notify.
 
 A round is: begin (Lua: checks the entry is current, takes the write lease, returns the
-room and its sessions) → plan (pure) → Mooncake writes → commit (Lua: compare-and-set
-plus XACK). A worker killed anywhere before the commit leaves the entry pending; another
-worker reclaims it after the lease and redoes it, rewriting the same bytes. After the
-commit a redelivered entry is stale and changes nothing.
+room and its sessions) → plan (pure) → Mooncake writes, the claim kept alive meanwhile
+(``lease.py``) → commit (Lua: compare-and-set plus XACK). A worker killed anywhere before
+the commit leaves the entry pending; another worker reclaims it after the lease and
+redoes it, rewriting the same bytes. After the commit a redelivered entry is stale and
+changes nothing.
 """
 from __future__ import annotations
 
@@ -16,9 +17,10 @@ from dataclasses import dataclass
 
 from .connections import TRANSIENT, connect, with_retry
 from .engine import Engine, WriteError
-from .faults import maybe_die
+from .faults import maybe_die, maybe_stall
 from .keys import GROUP
 from .layout import Layout
+from .lease import LeaseKeeper
 from .notify import Notifier
 from .planning import PlanError, RoundPlan, check_allocation, plan_round
 from .pool import SourcePool
@@ -88,6 +90,7 @@ class Worker:
         self.notifier = Notifier(settings.sender_rank)
         self.lease_ms = int(settings.lease * 1000)
         self.write_lease_ms = int(settings.write_lease * 1000)
+        self.keeper = LeaseKeeper(self.store, self.consumer, self.lease_ms, self.write_lease_ms)
         self.stopping = False
 
     def _redis(self, action, what: str):
@@ -101,20 +104,31 @@ class Worker:
             log.debug("room %s round %s skipped: %s", work.room, work.round, note)
             return
         room, sessions = state
+        if note == "redo":
+            log.info("room %s round %s: redoing a round another worker began", work.room, work.round)
+            self._redis(lambda: self.store.count("redone_rounds"), "count")
         maybe_die("after_begin", self.store)
         try:
             targets = plan_targets(self.layout, self.pool.num_blocks, room, sessions, work.sessions)
         except (PlanError, KeyError, ValueError) as error:
             self.fail(work, f"round {work.round} cannot be planned: {error}")
             return
-        for target in targets:
-            try:
-                self.write(target)
-            except WriteError as error:
-                reason = f"round {work.round}: {error}"
-                self._redis(lambda: self.store.mark_session_failed(target.session_id, reason),
-                            "mark session failed")
-                self.fail(work, reason)
+        with self.keeper.hold(work):
+            for target in targets:
+                if self.keeper.lost:  # ended or taken over: write no more, commit nothing
+                    log.warning("room %s round %s abandoned: %s", work.room, work.round, self.keeper.lost)
+                    return
+                try:
+                    self.write(target)
+                except WriteError as error:
+                    reason = f"round {work.round}: {error}"
+                    self._redis(lambda: self.store.mark_session_failed(target.session_id, reason),
+                                "mark session failed")
+                    self.fail(work, reason)
+                    return
+                maybe_stall(self.store)
+            if self.keeper.lost:
+                log.warning("room %s round %s not committed: %s", work.room, work.round, self.keeper.lost)
                 return
         maybe_die("after_write", self.store)
         outcome = self._redis(
@@ -122,6 +136,7 @@ class Worker:
             "commit round")
         if outcome is None:
             log.info("room %s round %s: commit was stale (room ended or round redone)", work.room, work.round)
+            self._redis(lambda: self.store.count("stale_commits"), "count")
             return
         maybe_die("after_commit", self.store)
         self.notifier.send(outcome.endpoints, work.room, outcome.status)
@@ -164,11 +179,13 @@ class Worker:
             if deliveries > self.settings.max_deliveries:
                 self.store.client.xadd(self.store.keys.dead(work.shard), {
                     "room": work.room, "round": work.round, "entry": work.entry_id,
-                    "deliveries": deliveries})
+                    "deliveries": deliveries}, maxlen=10_000, approximate=True)
+                self.store.count("dead_letters")
                 self.fail(work, f"round {work.round} was delivered {deliveries} times without "
                                 f"completing (limit {self.settings.max_deliveries})")
             else:
                 log.info("reclaimed room %s round %s (delivery %s)", work.room, work.round, deliveries)
+                self.store.count("reclaimed")
                 live.append(work)
         return live
 
@@ -194,9 +211,10 @@ class Worker:
             except TRANSIENT as error:
                 log.warning("redis unavailable (%s); retrying", type(error).__name__)
                 time.sleep(0.5)
-            except Exception as error:  # e.g. NOGROUP after a Redis restart without AOF
-                if "NOGROUP" in str(error):
-                    self._redis(self.store.ensure_groups, "recreate consumer groups")
+            except Exception as error:
+                if "NOGROUP" in str(error):  # the group or stream was deleted, or Redis lost it
+                    requeued = self._redis(self.store.recover_groups, "recreate consumer groups")
+                    log.warning("consumer group was lost: recreated, %d live rounds queued again", requeued)
                 else:
                     log.exception("worker loop error; continuing")
                     time.sleep(0.5)

@@ -1,9 +1,10 @@
 -- Prepended to every xferd script (Redis scripts cannot import).
--- ARGV[1] = policy "bootstrap_ms,waiting_ms,transfer_ms,round_ms,retention_ms", ARGV[2] = room.
+-- ARGV[1] = policy "bootstrap_ms,waiting_ms,transfer_ms,round_ms,retention_ms,alloc_ms",
+-- ARGV[2] = room.
 local unpack = unpack or table.unpack
 local POLICY = {}
 for value in string.gmatch(ARGV[1], '[^,]+') do POLICY[#POLICY + 1] = tonumber(value) end
-local BOOTSTRAP_MS, WAITING_MS, TRANSFER_MS, ROUND_MS, RETENTION_MS = unpack(POLICY)
+local BOOTSTRAP_MS, WAITING_MS, TRANSFER_MS, ROUND_MS, RETENTION_MS, ALLOC_MS = unpack(POLICY)
 local ROOM = ARGV[2]
 local NOW
 do

@@ -1,6 +1,7 @@
 -- A worker starts a round: KEYS room, stream, session keys (one per destination, in order);
 -- ARGV policy, room, round, entry_id, group, consumer, lease_ms.
--- Returns {'ok', room fields, session fields...} with a write lease taken, or {'stale', why}
+-- Returns {'ok' | 'redo', room fields, session fields...} with a write lease taken ('redo':
+-- another worker began this round and never committed it), or {'stale', why}
 -- with the entry acknowledged (committed already, superseded, or the room ended).
 local room_key, stream_key = KEYS[1], KEYS[2]
 local entry_round = tonumber(ARGV[3])
@@ -14,8 +15,14 @@ local status, round, queued = tonumber(h[1]), tonumber(h[2]), tonumber(h[3])
 if status == 0 or status == 4 then return stale('room is ' .. NAMES[status]) end
 if round >= entry_round then return stale('round ' .. entry_round .. ' is already committed') end
 if queued ~= entry_round then return stale('round ' .. entry_round .. ' is not the queued one') end
+local before = redis.call('HMGET', room_key, 'write_round', 'write_owner')
+local verdict = 'ok'
+if tonumber(before[1]) == entry_round and before[2] and before[2] ~= ARGV[6] then
+  verdict = 'redo'
+  redis.call('HINCRBY', room_key, 'rewrites', 1)
+end
 redis.call('HSET', room_key, 'write_round', entry_round, 'write_owner', ARGV[6],
   'write_until', NOW + tonumber(ARGV[7]))
-local out = {'ok', redis.call('HGETALL', room_key)}
+local out = {verdict, redis.call('HGETALL', room_key)}
 for i = 3, #KEYS do out[#out + 1] = redis.call('HGETALL', KEYS[i]) end
 return out

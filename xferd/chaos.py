@@ -1,0 +1,85 @@
+"""Faults injected into a running demo: worker SIGKILLs and Redis crash-restarts.
+
+Used by `xferd demo --chaos` and ``scripts/chaos.py``; each fault runs in its own thread
+beside the simulated encoder and language side, and counts what it did.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import random
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from .connections import TRANSIENT
+from .embedded import EmbeddedRedis
+from .store import Store
+
+log = logging.getLogger("xferd.chaos")
+
+
+@dataclass(frozen=True)
+class Chaos:
+    kill_every: tuple[float, float] | None = (0.2, 0.5)  # seconds between worker SIGKILLs
+    redis_crashes: tuple[tuple[float, float], ...] = ()  # (fraction of requests done, seconds down)
+    lease: float = 1.0  # short, so killed workers' rounds are reclaimed quickly
+
+    def describe(self) -> str:
+        parts = []
+        if self.kill_every:
+            parts.append(f"SIGKILL a random worker every {self.kill_every[0]}–{self.kill_every[1]}s")
+        for fraction, down in self.redis_crashes:
+            parts.append(f"SIGKILL Redis (AOF) at {fraction:.0%} of requests, down {down:g}s, restart")
+        return "; ".join(parts) or "none"
+
+
+class WorkerKiller(threading.Thread):
+    """SIGKILLs a random live worker every ``low``–``high`` seconds."""
+
+    def __init__(self, store: Store, low: float, high: float, seed: int):
+        super().__init__(name="killer", daemon=True)
+        self.store, self.low, self.high = store, low, high
+        self.rng = random.Random(seed)
+        self.kills = 0
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(self.rng.uniform(self.low, self.high)):
+            try:
+                live = self.store.live_workers(within_s=2.0)
+            except TRANSIENT:
+                continue  # Redis is down (a crash test): no way to find workers now
+            if not live:
+                continue
+            pid = int(self.rng.choice(live).split("-")[-2])  # consumer name: host-pid-wN
+            try:
+                os.kill(pid, signal.SIGKILL)
+                self.kills += 1
+                self.store.client.hdel(self.store.keys.workers, *[w for w in live if f"-{pid}-" in w])
+            except ProcessLookupError:
+                pass
+            except TRANSIENT:
+                pass
+
+
+class RedisCrasher(threading.Thread):
+    """Crash-restarts an AOF ``redis-server`` once progress passes each given fraction."""
+
+    def __init__(self, redis: EmbeddedRedis, crashes: tuple[tuple[float, float], ...],
+                 progress: Callable[[], float]):
+        super().__init__(name="redis-crasher", daemon=True)
+        self.redis, self.crashes, self.progress = redis, sorted(crashes), progress
+        self.done = threading.Event()
+        self.outages: list[float] = []  # seconds from kill to answering again
+
+    def run(self) -> None:
+        for fraction, down_for in self.crashes:
+            while self.progress() < fraction:
+                if self.done.wait(0.05):
+                    return
+            started = time.monotonic()
+            self.redis.crash_restart(down_for)
+            self.outages.append(time.monotonic() - started)

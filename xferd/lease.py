@@ -1,0 +1,66 @@
+"""Lease keep-alive for a worker on a long write.
+
+An entry idle longer than the lease is presumed dead and reclaimed by another worker. A
+live worker whose Mooncake write outlasts the lease renews its claim from a background
+thread (Mooncake releases the GIL while it writes): every third of a lease it re-claims
+the entry and extends the write lease on the source blocks. When the claim is lost (the
+room ended, or the worker stalled past the lease and another took the round over) the
+worker is told, so it writes no further and does not commit.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+
+from .connections import TRANSIENT
+from .store import Round, Store
+
+log = logging.getLogger("xferd.lease")
+
+
+class LeaseKeeper:
+    def __init__(self, store: Store, consumer: str, lease_ms: int, write_lease_ms: int):
+        self.store, self.consumer = store, consumer
+        self.lease_ms, self.write_lease_ms = lease_ms, write_lease_ms
+        self.lost: str | None = None  # why the current round's claim was lost
+        self._work: Round | None = None
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="lease-keeper", daemon=True)
+        self._thread.start()
+
+    @contextlib.contextmanager
+    def hold(self, work: Round):
+        """Keep ``work`` claimed for the duration of the block."""
+        with self._lock:
+            self._work, self.lost = work, None
+        try:
+            yield self
+        finally:
+            with self._lock:
+                self._work = None
+
+    def renew(self) -> None:
+        with self._lock:
+            work = self._work
+        if work is None:
+            return
+        try:
+            answer = self.store.keep_lease(work, self.consumer, self.write_lease_ms)
+        except TRANSIENT:
+            return  # cannot renew now; the next tick tries again
+        with self._lock:
+            if self._work is work and answer != "ok":
+                self.lost = answer
+                log.warning("room %s round %s: claim lost (%s)", work.room, work.round, answer)
+
+    def _run(self) -> None:
+        while not self._wake.wait(self.lease_ms / 3000):
+            try:
+                self.renew()
+            except Exception:  # the keeper must outlive any one failed renewal
+                log.exception("lease renewal failed")
+
+    def close(self) -> None:
+        self._wake.set()
