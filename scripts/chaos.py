@@ -24,6 +24,8 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=500)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--kill-every", type=float, nargs=2, default=(0.2, 0.5), metavar=("MIN", "MAX"))
+    parser.add_argument("--kill-any", action="store_true",
+                        help="kill any child of serve (ingress, janitor, workers), not workers only")
     parser.add_argument("--redis-crash-at", type=float, nargs="*", default=[0.5],
                         help="fractions of requests done at which Redis is SIGKILLed and restarted")
     parser.add_argument("--redis-down", type=float, default=0.0, help="seconds Redis stays down each time")
@@ -40,7 +42,7 @@ def main() -> int:
     from xferd.chaos import Chaos
     from xferd.demo import run_demo
 
-    chaos = Chaos(kill_every=tuple(args.kill_every), lease=args.lease,
+    chaos = Chaos(kill_every=tuple(args.kill_every), kill_any=args.kill_any, lease=args.lease,
                   redis_crashes=tuple((at, args.redis_down) for at in args.redis_crash_at))
     code = run_demo(requests=args.requests, workers=args.workers, seed=args.seed, chaos=chaos,
                     json_path=args.json)

@@ -130,6 +130,20 @@ def clients(node: Node, dest_blocks: int = 64, **receiver_options):
         receiver.close()
 
 
+def start_room(sender, receiver, total_tokens: int, blocks: list[int], allocated_tokens: int):
+    """A new room: the encoder publishes ``total_tokens`` of deterministic data, the receiver
+    sends init for ``blocks``. Returns (room, data)."""
+    import random
+
+    from xferd.synthetic import room_data
+
+    room = random.getrandbits(62)
+    data = room_data(room, total_tokens, sender.layout)
+    sender.send(room, total_tokens, data)
+    receiver.init(room, blocks, allocated_tokens)
+    return room, data
+
+
 def receiver_process(ingress: str, settings: Settings, inits: list[tuple[int, list[int], int]], queue) -> None:
     """A language-side process (run with multiprocessing 'spawn'): registers, sends each
     (room, blocks, allocated_tokens) init, reports its session id, then waits to be killed."""

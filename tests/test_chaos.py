@@ -27,7 +27,7 @@ def chaos_run(tmp_path, requests: int, chaos: Chaos) -> dict:
 
 def test_short_chaos_run_kills_workers_and_crashes_redis(tmp_path):
     report = chaos_run(tmp_path, 100, Chaos(kill_every=(0.3, 0.3), redis_crashes=((0.5, 0.0),)))
-    assert report["worker_kills"] >= 10, report
+    assert report["process_kills"] >= 10, report
     assert len(report["redis_outages_s"]) == 1, "Redis was SIGKILLed and restarted from its AOF"
     assert report["reclaimed"] >= 1, "killed workers' rounds were taken over"
     assert report["dead_letters"] == 0

@@ -9,7 +9,7 @@ import time
 import pytest
 import torch
 
-from conftest import clients, start_node, wait_for
+from conftest import clients, start_node, start_room, wait_for
 from xferd import faults
 from xferd.receiver import Receiver
 from xferd.sender import Sender
@@ -28,13 +28,9 @@ def faulty_node(request, redis_url, tmp_path_factory):
 
 def test_worker_killed_mid_round_loses_nothing(faulty_node):
     node, point = faulty_node
-    layout = node.settings.layout
     with clients(node, fallback_after=0.5) as (sender, rx):
         time.sleep(0.2)
-        room = random.getrandbits(62)
-        data = room_data(room, 2000, layout)
-        sender.send(room, 2000, data)
-        rx.init(room, list(range(8)), 1024)
+        room, data = start_room(sender, rx, 2000, list(range(8)), 1024)
         assert rx.wait(room, 20) == Status.Transferring
         assert faults.reached(node.store, point), "a worker reached the point and killed itself"
         assert torch.equal(rx.pool.read_tokens(0, list(range(8)), 1024), data[0][:1024])
@@ -141,3 +137,19 @@ def test_a_killed_destination_fails_its_rooms_and_no_other(short_transfer_node):
         if doomed.is_alive():
             doomed.kill()
         rx.close()
+
+
+def test_a_lost_consumer_group_is_recreated_and_rooms_go_on(short_transfer_node):
+    from xferd.keys import GROUP
+
+    node, store = short_transfer_node, short_transfer_node.store
+    with clients(node) as (sender, rx):
+        room, data = start_room(sender, rx, 2000, list(range(8)), 1024)
+        assert rx.wait(room, 20) == Status.Transferring
+        for shard in range(node.settings.shards):  # an operator's mistake, or a failover
+            store.client.xgroup_destroy(store.keys.stream(shard), GROUP)
+        rx.resume(room, list(range(8, 16)), 1024, 976)
+        assert rx.wait(room, 20) == Status.Success
+        assert torch.equal(rx.pool.read_tokens(0, list(range(8, 16)), 976), data[0][1024:])
+        assert store.room(room)["round"] == "2"
+        assert "consumer group was lost" in open(node.log_path).read()

@@ -2,15 +2,13 @@
 reclaimed, not written twice, and completes once. Real processes, Redis and Mooncake."""
 from __future__ import annotations
 
-import random
 
 import pytest
 import torch
 
-from conftest import clients, start_node, wait_for
+from conftest import clients, start_node, start_room, wait_for
 from xferd import faults
 from xferd.status import Status
-from xferd.synthetic import room_data
 
 pytestmark = pytest.mark.integration
 
@@ -25,11 +23,8 @@ def slow_node(redis_url, tmp_path_factory):
 
 def test_a_write_longer_than_the_lease_keeps_its_claim(slow_node):
     node = slow_node
-    layout, room = node.settings.layout, random.getrandbits(62)
     with clients(node) as (sender, rx):
-        data = room_data(room, 2000, layout)
-        sender.send(room, 2000, data)
-        rx.init(room, list(range(16)), 2000)
+        room, data = start_room(sender, rx, 2000, list(range(16)), 2000)
         assert rx.wait(room, 20) == Status.Success
         assert faults.reached(node.store, "stall_write"), "a worker stalled 3.5 leases mid-write"
         assert torch.equal(rx.pool.read_tokens(0, list(range(16)), 2000), data[0])

@@ -1,8 +1,15 @@
-"""`xferd serve` start-up: it tells the operator when Redis would lose or roll back state."""
+"""`xferd serve`: it tells the operator when Redis would lose or roll back state; its
+children never outlive it."""
 from __future__ import annotations
 
+import os
+import signal
+
+import pytest
 import redis
 
+from conftest import start_node, wait_for
+from xferd.chaos import children_of, running
 from xferd.embedded import EmbeddedRedis
 from xferd.serve import check_durability
 
@@ -19,3 +26,22 @@ def test_warnings_for_no_aof_and_for_everysec():
         client.config_set("appendonly", "yes")
         client.config_set("appendfsync", "everysec")
         assert "appendfsync everysec" in check_durability(client)
+
+
+@pytest.mark.integration
+def test_no_child_outlives_a_killed_serve(redis_url, tmp_path_factory):
+    """kill -9 of `serve` itself: its ingress, workers and janitor stop too, so a restarted
+    `serve` does not find an orphaned ingress on its port."""
+    node = start_node(redis_url, tmp_path_factory)
+    children: list[int] = []
+    try:
+        children = children_of(node.process.pid)
+        assert len(children) >= 2 + node.settings.workers  # ingress, janitor, workers
+        node.process.send_signal(signal.SIGKILL)
+        node.process.wait()
+        assert wait_for(lambda: not any(running(pid) for pid in children), timeout=15)
+    finally:
+        for pid in children:  # orphans, if the test failed
+            if running(pid):
+                os.kill(pid, signal.SIGKILL)
+        node.stop()

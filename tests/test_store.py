@@ -378,3 +378,15 @@ def test_an_unpublished_allocation_expires_and_its_blocks_go_back(store):
     assert orphan.expires_at <= store.now_ms()
     store.fail_room(72, "ended")
     assert store.release_room(72) == 2 and store.free_blocks() == 8
+
+
+def test_a_lost_pool_is_rebuilt_around_blocks_still_held(store):
+    store.init_pool(6, {"shm": "test"})
+    held = store.alloc_blocks(80, 2).blocks
+    assert store.rebuild_pool(6, {"shm": "test"}) is None, "nothing was lost"
+    store.client.delete(store.keys.pool, store.keys.pool_free)  # Redis lost them
+    assert store.rebuild_pool(6, {"shm": "test"}) == 4
+    assert store.free_blocks() == 4 and store.pool_info()["num_blocks"] == "6"
+    taken = store.alloc_blocks(81, 4).blocks
+    assert not set(taken) & set(held), "a block still held is never handed out twice"
+    assert store.rebuild_pool(6, {"shm": "test"}) is None, "an empty free list is not a loss"

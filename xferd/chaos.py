@@ -23,45 +23,74 @@ log = logging.getLogger("xferd.chaos")
 
 @dataclass(frozen=True)
 class Chaos:
-    kill_every: tuple[float, float] | None = (0.2, 0.5)  # seconds between worker SIGKILLs
+    kill_every: tuple[float, float] | None = (0.2, 0.5)  # seconds between SIGKILLs
+    kill_any: bool = False  # pick among all of serve's children (ingress, janitor too), not workers only
     redis_crashes: tuple[tuple[float, float], ...] = ()  # (fraction of requests done, seconds down)
     lease: float = 1.0  # short, so killed workers' rounds are reclaimed quickly
 
     def describe(self) -> str:
         parts = []
         if self.kill_every:
-            parts.append(f"SIGKILL a random worker every {self.kill_every[0]}–{self.kill_every[1]}s")
+            whom = "child of serve (ingress, janitor or worker)" if self.kill_any else "worker"
+            parts.append(f"SIGKILL a random {whom} every {self.kill_every[0]}–{self.kill_every[1]}s")
         for fraction, down in self.redis_crashes:
             parts.append(f"SIGKILL Redis (AOF) at {fraction:.0%} of requests, down {down:g}s, restart")
         return "; ".join(parts) or "none"
 
 
-class WorkerKiller(threading.Thread):
-    """SIGKILLs a random live worker every ``low``–``high`` seconds."""
+def _stat(pid: int | str) -> list[str] | None:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()  # state, ppid, ...
+    except OSError:
+        return None
 
-    def __init__(self, store: Store, low: float, high: float, seed: int):
+
+def running(pid: int) -> bool:
+    stat = _stat(pid)
+    return stat is not None and stat[0] != "Z"
+
+
+def children_of(pid: int) -> list[int]:
+    """Running child processes of ``pid`` (Linux /proc)."""
+    return [int(entry) for entry in os.listdir("/proc") if entry.isdigit()
+            and (stat := _stat(entry)) is not None and int(stat[1]) == pid and stat[0] != "Z"]
+
+
+class WorkerKiller(threading.Thread):
+    """SIGKILLs a random live worker (or, given ``serve_pid``, any child of serve) every
+    ``low``–``high`` seconds."""
+
+    def __init__(self, store: Store, low: float, high: float, seed: int, serve_pid: int | None = None):
         super().__init__(name="killer", daemon=True)
-        self.store, self.low, self.high = store, low, high
+        self.store, self.low, self.high, self.serve_pid = store, low, high, serve_pid
         self.rng = random.Random(seed)
         self.kills = 0
         self.done = threading.Event()
 
+    def _candidates(self) -> list[int]:
+        if self.serve_pid is not None:
+            return children_of(self.serve_pid)
+        # workers that are up and serving: a fresh heartbeat, not already killed
+        live = self.store.live_workers(within_s=2.0)
+        return [int(name.split("-")[-2]) for name in live]  # consumer name: host-pid-wN
+
     def run(self) -> None:
         while not self.done.wait(self.rng.uniform(self.low, self.high)):
             try:
-                live = self.store.live_workers(within_s=2.0)
+                candidates = self._candidates()
             except TRANSIENT:
                 continue  # Redis is down (a crash test): no way to find workers now
-            if not live:
+            if not candidates:
                 continue
-            pid = int(self.rng.choice(live).split("-")[-2])  # consumer name: host-pid-wN
+            pid = self.rng.choice(candidates)
             try:
                 os.kill(pid, signal.SIGKILL)
                 self.kills += 1
-                self.store.client.hdel(self.store.keys.workers, *[w for w in live if f"-{pid}-" in w])
-            except ProcessLookupError:
-                pass
-            except TRANSIENT:
+                if self.serve_pid is None:
+                    live = self.store.live_workers(within_s=2.0)
+                    self.store.client.hdel(self.store.keys.workers, *[w for w in live if f"-{pid}-" in w])
+            except (ProcessLookupError, TRANSIENT):
                 pass
 
 

@@ -40,6 +40,15 @@ def connect(url: str | None) -> redis.Redis:
     return client
 
 
+def wait_for_redis(client: redis.Redis, what: str, stop: Callable[[], bool]) -> bool:
+    """Block until Redis answers (True), or the process is stopping (False)."""
+    try:
+        with_retry(client.ping, what, stop=stop)
+        return True
+    except TRANSIENT:
+        return False
+
+
 def with_retry(action: Callable[[], T], what: str, stop: Callable[[], bool] = lambda: False,
                max_delay: float = 5.0, give_up_after: float | None = None) -> T:
     """Run ``action`` until Redis answers: exponential backoff with jitter, one log line

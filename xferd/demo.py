@@ -112,7 +112,8 @@ def run_demo(redis_url: str | None = None, requests: int = 100, workers: int = 2
         if chaos is not None:
             progress.note(f"chaos: {chaos.describe()}")
             if chaos.kill_every:
-                faults.append(WorkerKiller(store, *chaos.kill_every, seed))
+                faults.append(WorkerKiller(store, *chaos.kill_every, seed,
+                                           serve.pid if chaos.kill_any else None))
             if crashes:
                 faults.append(RedisCrasher(embedded, crashes, lambda: len(sim.results) / requests))
             for fault in faults:
@@ -184,7 +185,8 @@ def _summary(settings, plan, results, sim, elapsed, redis_kind, free) -> str:
         f"  latency         p50 {_percentile(latencies, 0.5):.0f} ms, p99 {_percentile(latencies, 0.99):.0f} ms "
         f"(init → Success, incl. resumes)",
         f"  status delivery {sum(r.notifications for r in sim.receivers)} ZMQ notifications, "
-        f"{sum(r.fallbacks for r in sim.receivers)} Redis fallbacks",
+        f"{sum(r.fallbacks for r in sim.receivers)} Redis fallbacks, "
+        f"{sum(r.resent for r in sim.receivers)} messages sent again",
         f"  source blocks   {free} of {settings.pool_blocks} free after the run"
         f"{' (no leak)' if free == settings.pool_blocks else ' (LEAK)'}",
     ]
@@ -200,7 +202,8 @@ def _chaos_summary(faults, stats: dict[str, int]) -> str:
     lines = []
     for fault in faults:
         if isinstance(fault, WorkerKiller):
-            lines.append(f"  chaos           {fault.kills} workers SIGKILLed during the run")
+            whom = "children of serve" if fault.serve_pid else "workers"
+            lines.append(f"  chaos           {fault.kills} {whom} SIGKILLed during the run")
         elif isinstance(fault, RedisCrasher):
             outages = ", ".join(f"{s:.1f}s" for s in fault.outages) or "none reached"
             lines.append(f"  redis crashes   {len(fault.outages)} SIGKILL + restart from AOF (down {outages})")
@@ -220,10 +223,11 @@ def _write_json(path, ok, results, sim, elapsed, free, settings, faults, stats) 
         "failed": [{"room": r.room, "reason": r.reason} for r in failed],
         "bytes_verified": sim.bytes_landed, "wrong_bytes": sim.wrong_bytes,
         "elapsed_s": round(elapsed, 2), "leaked_blocks": settings.pool_blocks - free,
-        "worker_kills": sum(getattr(f, "kills", 0) for f in faults),
+        "process_kills": sum(getattr(f, "kills", 0) for f in faults),
         "redis_outages_s": [round(s, 2) for f in faults for s in getattr(f, "outages", [])],
         "reclaimed": stats.get("reclaimed", 0), "rounds_written_twice": stats.get("redone_rounds", 0),
         "stale_commits": stats.get("stale_commits", 0), "dead_letters": stats.get("dead_letters", 0),
+        "messages_sent_again": sum(r.resent for r in sim.receivers),
     }
     with open(path, "w") as handle:
         json.dump(report, handle, indent=2)

@@ -10,9 +10,10 @@ import time
 
 import redis
 
-from .connections import TRANSIENT, connect
+from .connections import TRANSIENT, connect, wait_for_redis
 from .keys import GROUP
 from .notify import Notifier
+from .pool import describe_pool
 from .processes import run_service
 from .settings import Settings
 from .status import Status
@@ -29,11 +30,16 @@ class Janitor:
         self.notifier = Notifier(settings.sender_rank)
         self.stopping = False
         self.next_trim = 0.0
+        self.pool_description = describe_pool(settings.layout, settings.pool_blocks, settings.shm_name)
 
     def pass_once(self) -> dict[str, int]:
         store, keys = self.store, self.store.keys
         now = store.now_ms()
         counts = {"timed_out": 0, "released": 0}
+        rebuilt = store.rebuild_pool(self.settings.pool_blocks, self.pool_description)
+        if rebuilt is not None:
+            log.error("Redis lost this node's state (restarted without AOF, or flushed): rooms in "
+                      "flight are gone; source pool free list rebuilt with %d free blocks", rebuilt)
         for shard in range(keys.shards):
             for room in store.due(keys.timeouts(shard), now):
                 outcome = store.fail_room(room, "", expired=True)
@@ -79,8 +85,8 @@ class Janitor:
         while not self.stopping:
             try:
                 self.pass_once()
-            except TRANSIENT as error:
-                log.warning("redis unavailable (%s); retrying", type(error).__name__)
+            except TRANSIENT:
+                wait_for_redis(self.store.client, "janitor pass", lambda: self.stopping)
             except Exception:
                 log.exception("janitor pass failed; continuing")
             time.sleep(self.settings.janitor_interval)

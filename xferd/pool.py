@@ -82,6 +82,12 @@ def _offsets(layout: Layout, num_blocks: int) -> tuple[list[int], int]:
     return offsets, size
 
 
+def describe_pool(layout: Layout, num_blocks: int, name: str) -> dict[str, str]:
+    """What the node's pool record in Redis says of the shared-memory file."""
+    return {"shm": os.path.join(SHM_DIR, name), "layout": layout.describe(),
+            "size": str(_offsets(layout, num_blocks)[1])}
+
+
 class SourcePool(BlockBuffers):
     """The node's source blocks in ``/dev/shm/<name>``; ``create`` makes or resizes the file."""
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import signal
 import time
 from dataclasses import dataclass
 
@@ -14,7 +15,7 @@ import redis
 
 from . import ingress, janitor, worker
 from .connections import connect, redact, with_retry
-from .pool import SourcePool
+from .pool import SourcePool, describe_pool
 from .processes import run_service
 from .settings import Settings
 from .store import Store
@@ -48,7 +49,7 @@ def prepare_node(settings: Settings) -> SourcePool:
     if warning:
         log.warning("%s", warning)
     pool = SourcePool(settings.layout, settings.pool_blocks, settings.shm_name, create=True)
-    description = {"shm": pool.path, "layout": settings.layout.describe(), "size": pool.size}
+    description = describe_pool(settings.layout, settings.pool_blocks, settings.shm_name)
     created = with_retry(lambda: store.init_pool(settings.pool_blocks, description), "init pool")
     log.info("source pool %s: %d blocks, %.1f MiB (%s)", pool.path, settings.pool_blocks,
              pool.size / 2**20, "new" if created else "kept")
@@ -100,8 +101,8 @@ class Supervisor:
                         delay = min(MAX_BACKOFF_S, 0.5 * 2 ** child.failed_starts)
                         child.failed_starts += 1
                         why = f"before it was ready ({child.failed_starts} failed starts in a row)"
-                    log.error("%s (pid %s) exited with code %s %s; restarting in %.1fs", child.name,
-                              process.pid, process.exitcode, why, delay)
+                    log.error("%s (pid %s) %s %s; restarting in %.1fs", child.name, process.pid,
+                              _exit_text(process.exitcode), why, delay)
                     child.not_before = now + delay
                     child.process = None
                 if child.process is None and now >= child.not_before and not self.stopping:
@@ -121,6 +122,15 @@ class Supervisor:
                     child.process.kill()
                     child.process.join()
         log.info("node %s stopped", self.settings.node)
+
+
+def _exit_text(code: int | None) -> str:
+    if code is not None and code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            pass
+    return f"exited with code {code}"
 
 
 def serve(settings: Settings) -> None:

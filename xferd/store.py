@@ -302,15 +302,30 @@ class Store:
         wanted = {"num_blocks": str(num_blocks), **{k: str(v) for k, v in description.items()}}
         if current and all(current.get(k) == v for k, v in wanted.items()):
             return False
-        pipe = self.client.pipeline(transaction=True)
-        pipe.delete(self.keys.pool_free)
-        for start in range(0, num_blocks, 10_000):
-            block_range = range(start, min(start + 10_000, num_blocks))
-            pipe.zadd(self.keys.pool_free, {str(b): b for b in block_range})
-        pipe.delete(self.keys.pool)
-        pipe.hset(self.keys.pool, mapping=wanted)
-        pipe.execute()
+        self._write_pool(range(num_blocks), wanted)
         return True
+
+    def rebuild_pool(self, num_blocks: int, description: dict[str, str]) -> int | None:
+        """If Redis lost the pool record and free list (a restart without AOF, a flush), make
+        them again: every block free except those a surviving ``pool:owned`` list holds.
+        Returns the free count when it rebuilt, None when nothing was lost."""
+        if self.client.exists(self.keys.pool, self.keys.pool_free):
+            return None
+        held = set()
+        for key in self.client.scan_iter(self.keys.pool_owned("*"), count=1000):
+            held.update(int(b) for b in self.client.lrange(key, 0, -1))
+        free = [b for b in range(num_blocks) if b not in held]
+        self._write_pool(free, {"num_blocks": str(num_blocks), **description})
+        return len(free)
+
+    def _write_pool(self, free_blocks, record: dict[str, str]) -> None:
+        pipe = self.client.pipeline(transaction=True)
+        pipe.delete(self.keys.pool_free, self.keys.pool)
+        free_blocks = list(free_blocks)
+        for start in range(0, len(free_blocks), 10_000):
+            pipe.zadd(self.keys.pool_free, {str(b): b for b in free_blocks[start:start + 10_000]})
+        pipe.hset(self.keys.pool, mapping=record)
+        pipe.execute()
 
     def pool_info(self) -> dict[str, str]:
         return _hash(self.client.hgetall(self.keys.pool))

@@ -15,7 +15,7 @@ import socket
 import time
 from dataclasses import dataclass
 
-from .connections import TRANSIENT, connect, with_retry
+from .connections import TRANSIENT, connect, wait_for_redis, with_retry
 from .engine import Engine, WriteError
 from .faults import maybe_die, maybe_stall
 from .keys import GROUP
@@ -208,9 +208,10 @@ class Worker:
                 batch += self.store.read_rounds(self.consumer, count=1, block_ms=200)
                 for work in batch:
                     self.process_safely(work)
-            except TRANSIENT as error:
-                log.warning("redis unavailable (%s); retrying", type(error).__name__)
-                time.sleep(0.5)
+            except TRANSIENT:
+                # wait it out with backoff (one log line per outage), then carry on: entries
+                # this worker left pending are still its own, or reclaimed by another
+                wait_for_redis(self.store.client, "worker loop", lambda: self.stopping)
             except Exception as error:
                 if "NOGROUP" in str(error):  # the group or stream was deleted, or Redis lost it
                     requeued = self._redis(self.store.recover_groups, "recreate consumer groups")
