@@ -1,7 +1,7 @@
-"""A worker whose write outlasts the lease keeps its claim (lease.py): the round is not
-reclaimed, not written twice, and completes once. Real processes, Redis and Mooncake."""
+"""Lease keep-alive (lease.py): a worker whose write outlasts the lease keeps its claim —
+the round is not reclaimed, not written twice, and completes once (real processes, Redis
+and Mooncake); a worker that was frozen asks Redis before it writes again."""
 from __future__ import annotations
-
 
 import pytest
 import torch
@@ -10,7 +10,26 @@ from conftest import clients, start_node, start_room, wait_for
 from xferd import faults
 from xferd.status import Status
 
-pytestmark = pytest.mark.integration
+
+
+def test_a_frozen_worker_asks_redis_before_writing_again(store):
+    from test_store import writing
+    from xferd.lease import LeaseKeeper
+
+    work = writing(store, 90)
+    keeper = LeaseKeeper(store, "w1", lease_ms=10_000, write_lease_ms=60_000)  # thread idle here
+    try:
+        with keeper.hold(work):
+            assert keeper.still_held()
+            [taken] = store.reclaim("w2", min_idle_ms=0)  # w1 looked dead to the others
+            assert keeper.still_held(), "within half a lease of the last renewal: no Redis call"
+            keeper._renewed -= 6.0  # as if the process had been frozen for 6 s
+            assert not keeper.still_held()
+            assert "no longer pending on this worker" in keeper.lost
+        with keeper.hold(taken):
+            assert keeper.lost is None, "each round starts with a clean slate"
+    finally:
+        keeper.close()
 
 
 @pytest.fixture
@@ -21,6 +40,7 @@ def slow_node(redis_url, tmp_path_factory):
     node.stop()
 
 
+@pytest.mark.integration
 def test_a_write_longer_than_the_lease_keeps_its_claim(slow_node):
     node = slow_node
     with clients(node) as (sender, rx):

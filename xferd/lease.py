@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 
 from .connections import TRANSIENT
 from .store import Round, Store
@@ -25,6 +26,7 @@ class LeaseKeeper:
         self.lease_ms, self.write_lease_ms = lease_ms, write_lease_ms
         self.lost: str | None = None  # why the current round's claim was lost
         self._work: Round | None = None
+        self._renewed = 0.0  # monotonic time of the last confirmed claim
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._thread = threading.Thread(target=self._run, name="lease-keeper", daemon=True)
@@ -34,7 +36,7 @@ class LeaseKeeper:
     def hold(self, work: Round):
         """Keep ``work`` claimed for the duration of the block."""
         with self._lock:
-            self._work, self.lost = work, None
+            self._work, self.lost, self._renewed = work, None, time.monotonic()
         try:
             yield self
         finally:
@@ -51,9 +53,21 @@ class LeaseKeeper:
         except TRANSIENT:
             return  # cannot renew now; the next tick tries again
         with self._lock:
-            if self._work is work and answer != "ok":
+            if self._work is not work:
+                return
+            if answer == "ok":
+                self._renewed = time.monotonic()
+            elif not self.lost:
                 self.lost = answer
                 log.warning("room %s round %s: claim lost (%s)", work.room, work.round, answer)
+
+    def still_held(self) -> bool:
+        """Before the next write: True if the claim holds. Asks Redis itself when the last
+        confirmation is older than half a lease (the process may have been frozen, with the
+        keeper thread frozen alongside)."""
+        if not self.lost and time.monotonic() - self._renewed > self.lease_ms / 2000:
+            self.renew()
+        return not self.lost
 
     def _run(self) -> None:
         while not self._wake.wait(self.lease_ms / 3000):

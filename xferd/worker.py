@@ -115,7 +115,7 @@ class Worker:
             return
         with self.keeper.hold(work):
             for target in targets:
-                if self.keeper.lost:  # ended or taken over: write no more, commit nothing
+                if not self.keeper.still_held():  # ended or taken over: write no more, commit nothing
                     log.warning("room %s round %s abandoned: %s", work.room, work.round, self.keeper.lost)
                     return
                 try:
