@@ -25,9 +25,12 @@ def test_a_frozen_worker_asks_redis_before_writing_again(store):
             assert keeper.still_held(), "within half a lease of the last renewal: no Redis call"
             keeper._renewed -= 6.0  # as if the process had been frozen for 6 s
             assert not keeper.still_held()
-            assert "no longer pending on this worker" in keeper.lost
+            assert "no longer pending on this worker" in keeper.lost and not keeper.room_ended
         with keeper.hold(taken):
             assert keeper.lost is None, "each round starts with a clean slate"
+            store.fail_room(90, "aborted by the language side")
+            keeper.renew()
+            assert not keeper.still_held() and keeper.room_ended
     finally:
         keeper.close()
 

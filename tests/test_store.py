@@ -289,7 +289,7 @@ def test_keep_lease_resets_idle_without_counting_a_delivery(store):
     work = writing(store, room)
     time.sleep(0.05)
     before = pending_entry(store, work)
-    assert store.keep_lease(work, "w1", 90_000) == "ok"
+    assert store.keep_lease(work, "w1", 90_000) == ("ok", "")
     after = pending_entry(store, work)
     assert after["time_since_delivered"] < before["time_since_delivered"]
     assert after["times_delivered"] == before["times_delivered"] == 1
@@ -302,14 +302,16 @@ def test_keep_lease_reports_a_lost_claim(store):
     work = writing(store, room)
     time.sleep(0.02)
     [taken] = store.reclaim("w2", min_idle_ms=1)  # w1 stalled past the lease
-    assert "no longer pending on this worker" in store.keep_lease(work, "w1", 1000)
-    state, verdict = store.begin_round(taken, "w2", 30_000)
-    assert state is not None and verdict == "redo"
+    verdict, why = store.keep_lease(work, "w1", 1000)
+    assert verdict == "taken" and "no longer pending on this worker" in why
+    state, begun = store.begin_round(taken, "w2", 30_000)
+    assert state is not None and begun == "redo"
     assert store.room(room)["rewrites"] == "1"
-    assert "taken over by w2" in store.keep_lease(work, "w1", 1000)
-    assert store.keep_lease(taken, "w2", 1000) == "ok"
+    verdict, why = store.keep_lease(work, "w1", 1000)
+    assert verdict == "taken" and "taken over by w2" in why
+    assert store.keep_lease(taken, "w2", 1000) == ("ok", "")
     store.fail_room(room, "aborted")
-    assert store.keep_lease(taken, "w2", 1000) == "room is Failed"
+    assert store.keep_lease(taken, "w2", 1000) == ("ended", "room is Failed")
 
 
 # ---- lost consumer group

@@ -25,6 +25,7 @@ class LeaseKeeper:
         self.store, self.consumer = store, consumer
         self.lease_ms, self.write_lease_ms = lease_ms, write_lease_ms
         self.lost: str | None = None  # why the current round's claim was lost
+        self.room_ended = False  # lost because the room is over (not to another worker)
         self._work: Round | None = None
         self._renewed = 0.0  # monotonic time of the last confirmed claim
         self._lock = threading.Lock()
@@ -36,7 +37,8 @@ class LeaseKeeper:
     def hold(self, work: Round):
         """Keep ``work`` claimed for the duration of the block."""
         with self._lock:
-            self._work, self.lost, self._renewed = work, None, time.monotonic()
+            self._work, self.lost, self.room_ended = work, None, False
+            self._renewed = time.monotonic()
         try:
             yield self
         finally:
@@ -49,17 +51,17 @@ class LeaseKeeper:
         if work is None:
             return
         try:
-            answer = self.store.keep_lease(work, self.consumer, self.write_lease_ms)
+            verdict, why = self.store.keep_lease(work, self.consumer, self.write_lease_ms)
         except TRANSIENT:
             return  # cannot renew now; the next tick tries again
         with self._lock:
             if self._work is not work:
                 return
-            if answer == "ok":
+            if verdict == "ok":
                 self._renewed = time.monotonic()
             elif not self.lost:
-                self.lost = answer
-                log.warning("room %s round %s: claim lost (%s)", work.room, work.round, answer)
+                self.lost, self.room_ended = why, verdict == "ended"
+                log.warning("room %s round %s: claim lost (%s)", work.room, work.round, why)
 
     def still_held(self) -> bool:
         """Before the next write: True if the claim holds. Asks Redis itself when the last

@@ -281,11 +281,12 @@ class Store:
             return None, _text(reply[1])
         return (_hash(reply[1]), [_hash(s) for s in reply[2:]]), verdict
 
-    def keep_lease(self, work: Round, consumer: str, write_lease_ms: int) -> str:
-        """Renew this worker's claim on a round it is still writing: 'ok' or why it is lost."""
+    def keep_lease(self, work: Round, consumer: str, write_lease_ms: int) -> tuple[str, str]:
+        """Renew this worker's claim on a round it is still writing: ('ok', ''), or
+        ('ended' | 'taken', why the claim is lost)."""
         reply = self._run("keep_lease", [self.keys.room(work.room), self.keys.stream(work.shard)],
                           work.room, work.round, work.entry_id, GROUP, consumer, write_lease_ms)
-        return _text(reply)
+        return _text(reply[0]), _text(reply[1]) if len(reply) > 1 else ""
 
     def commit_round(self, work: Round, consumer: str, sent_after: list[int]) -> Outcome | None:
         room_key, stream, timeouts, release, _ = self._room_keys(work.room)

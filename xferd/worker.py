@@ -115,8 +115,8 @@ class Worker:
             return
         with self.keeper.hold(work):
             for target in targets:
-                if not self.keeper.still_held():  # ended or taken over: write no more, commit nothing
-                    log.warning("room %s round %s abandoned: %s", work.room, work.round, self.keeper.lost)
+                if not self.keeper.still_held():  # ended or taken over: write no more
+                    self._abandon(work, targets)
                     return
                 try:
                     self.write(target)
@@ -128,7 +128,7 @@ class Worker:
                     return
                 maybe_stall(self.store)
             if self.keeper.lost:
-                log.warning("room %s round %s not committed: %s", work.room, work.round, self.keeper.lost)
+                self._abandon(work, targets)
                 return
         maybe_die("after_write", self.store)
         outcome = self._redis(
@@ -141,6 +141,16 @@ class Worker:
         maybe_die("after_commit", self.store)
         self.notifier.send(outcome.endpoints, work.room, outcome.status)
         self._release(work.room, outcome)
+
+    def _abandon(self, work: Round, targets: list[Target]) -> None:
+        """Stop a round whose claim is lost. Taken over: leave the entry to its new owner.
+        Room over: the stale commit acknowledges the entry and drops this worker's write
+        lease, so the room's source blocks go back now rather than when the lease runs out."""
+        log.warning("room %s round %s abandoned: %s", work.room, work.round, self.keeper.lost)
+        if self.keeper.room_ended:
+            self._redis(lambda: self.store.commit_round(work, self.consumer,
+                                                        [t.plan.sent_after for t in targets]),
+                        "drop claim")
 
     def write(self, target: Target) -> None:
         base, offsets = self.pool.base_ptr, self.pool.offsets
