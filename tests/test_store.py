@@ -392,3 +392,19 @@ def test_a_lost_pool_is_rebuilt_around_blocks_still_held(store):
     taken = store.alloc_blocks(81, 4).blocks
     assert not set(taken) & set(held), "a block still held is never handed out twice"
     assert store.rebuild_pool(6, {"shm": "test"}) is None, "an empty free list is not a loss"
+
+
+def test_the_last_writer_of_a_redone_round_lets_the_blocks_go(store):
+    """w1 stalls, w2 redoes the round; w1 commits first. The blocks wait for w2's write,
+    and go back as soon as w2's stale commit says it is over (not when its lease ends)."""
+    room = 34
+    slow = writing(store, room)
+    time.sleep(0.02)
+    [redo] = store.reclaim("w2", min_idle_ms=1)
+    assert store.begin_round(redo, "w2", 60_000)[1] == "redo"
+    outcome = store.commit_round(slow, "w1", [100])
+    assert outcome.status == Status.Success and not outcome.release_now, "w2 may still be reading"
+    shard = store.keys.shard_of(room)
+    assert store.release_due(shard, store.now_ms()) == 0
+    assert store.commit_round(redo, "w2", [100]) is None, "stale: the round is committed"
+    assert store.release_due(shard, store.now_ms() + 1) == 1

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Callable, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -11,6 +12,12 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 log = logging.getLogger("xferd")
+_recovered_at = 0.0  # monotonic time this process last saw Redis come back after an outage
+
+
+def last_recovery() -> float:
+    """When (time.monotonic) this process last saw Redis answer again after an outage."""
+    return _recovered_at
 T = TypeVar("T")
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 TRANSIENT = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError, ConnectionError, OSError)
@@ -73,5 +80,7 @@ def with_retry(action: Callable[[], T], what: str, stop: Callable[[], bool] = la
         stop=stop_now, before_sleep=before_sleep, reraise=True)
     result = retrying(action)
     if outage["logged"]:
+        global _recovered_at
+        _recovered_at = time.monotonic()
         log.warning("redis is back (%s)", what)
     return result

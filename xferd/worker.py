@@ -15,7 +15,7 @@ import socket
 import time
 from dataclasses import dataclass
 
-from .connections import TRANSIENT, connect, wait_for_redis, with_retry
+from .connections import TRANSIENT, connect, last_recovery, wait_for_redis, with_retry
 from .engine import Engine, WriteError
 from .faults import maybe_die, maybe_stall
 from .keys import GROUP
@@ -113,7 +113,7 @@ class Worker:
         except (PlanError, KeyError, ValueError) as error:
             self.fail(work, f"round {work.round} cannot be planned: {error}")
             return
-        with self.keeper.hold(work):
+        with self.keeper.hold(work):  # until the commit: its retries may outlast a lease too
             for target in targets:
                 if not self.keeper.still_held():  # ended or taken over: write no more
                     self._abandon(work, targets)
@@ -130,10 +130,10 @@ class Worker:
             if self.keeper.lost:
                 self._abandon(work, targets)
                 return
-        maybe_die("after_write", self.store)
-        outcome = self._redis(
-            lambda: self.store.commit_round(work, self.consumer, [t.plan.sent_after for t in targets]),
-            "commit round")
+            maybe_die("after_write", self.store)
+            outcome = self._redis(
+                lambda: self.store.commit_round(work, self.consumer, [t.plan.sent_after for t in targets]),
+                "commit round")
         if outcome is None:
             log.info("room %s round %s: commit was stale (room ended or round redone)", work.room, work.round)
             self._redis(lambda: self.store.count("stale_commits"), "count")
@@ -209,7 +209,9 @@ class Worker:
                     self.store.heartbeat(self.consumer)
                     next_beat = time.monotonic() + 1.0
                 batch: list[Round] = []
-                if time.monotonic() >= next_reclaim:
+                # After an outage every pending entry looks idle: give live workers a lease
+                # to renew their claims before taking any over.
+                if time.monotonic() >= max(next_reclaim, last_recovery() + self.settings.lease):
                     batch = self.reclaim()
                     # found one: look again right after it; else not before half a lease
                     next_reclaim = 0.0 if batch else time.monotonic() + self.settings.lease / 2

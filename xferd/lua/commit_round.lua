@@ -12,8 +12,11 @@ local h = redis.call('HMGET', room_key, 'status', 'round', 'queued_round', 'writ
 local status, round, queued = tonumber(h[1]), tonumber(h[2]), tonumber(h[3])
 if h[4] == ARGV[6] then redis.call('HDEL', room_key, 'write_round', 'write_owner', 'write_until') end
 if status == 0 or status == 4 then
-  -- the room ended while we wrote: the write is over, its blocks may go back now
-  if status == 0 and h[5] then redis.call('ZADD', release_key, NOW, ROOM) end
+  -- the room ended while we wrote (or another worker committed it): once no write lease
+  -- is left, no write reads its blocks any more and they may go back now
+  if h[5] and redis.call('HEXISTS', room_key, 'write_owner') == 0 then
+    redis.call('ZADD', release_key, NOW, ROOM)
+  end
   return {'stale', status}
 end
 if round ~= entry_round - 1 or queued ~= entry_round then return {'stale', status} end
