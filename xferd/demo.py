@@ -132,11 +132,12 @@ def run_demo(redis_url: str | None = None, requests: int = 100, workers: int = 2
         summary = _summary(settings, plan, results, sim, elapsed, redis_kind, free)
         out.write(summary + "\n")
         if chaos is not None:
-            out.write(_chaos_summary(faults, store.stats()) + "\n")
+            out.write(_chaos_summary(faults, store.stats(), store.consumers()) + "\n")
         ok = (sim.wrong_bytes == 0 and all(r.status == Status.Success for r in results)
               and free == settings.pool_blocks)
         if json_path:
-            _write_json(json_path, ok, results, sim, elapsed, free, settings, faults, store.stats())
+            _write_json(json_path, ok, results, sim, elapsed, free, settings, faults, store.stats(),
+                        len(store.consumers()))
         out.write(f"RESULT: {'PASS' if ok else 'FAIL'}\n")
         return 0 if ok else 1
     finally:
@@ -198,7 +199,7 @@ def _summary(settings, plan, results, sim, elapsed, redis_kind, free) -> str:
     return "\n".join(lines)
 
 
-def _chaos_summary(faults, stats: dict[str, int]) -> str:
+def _chaos_summary(faults, stats: dict[str, int], consumers: dict[str, int]) -> str:
     lines = []
     for fault in faults:
         if isinstance(fault, WorkerKiller):
@@ -211,10 +212,12 @@ def _chaos_summary(faults, stats: dict[str, int]) -> str:
                  f"{stats.get('redone_rounds', 0)} rounds written twice (same bytes, redone after a kill), "
                  f"{stats.get('stale_commits', 0)} stale commits refused, "
                  f"{stats.get('dead_letters', 0)} dead letters")
+    lines.append(f"  consumers       {len(consumers)} names left in the groups (dead workers' are "
+                 f"removed once idle and with nothing pending)")
     return "\n".join(lines)
 
 
-def _write_json(path, ok, results, sim, elapsed, free, settings, faults, stats) -> None:
+def _write_json(path, ok, results, sim, elapsed, free, settings, faults, stats, consumers: int) -> None:
     import json
 
     failed = [r for r in results if r.status != Status.Success]
@@ -227,7 +230,7 @@ def _write_json(path, ok, results, sim, elapsed, free, settings, faults, stats) 
         "redis_outages_s": [round(s, 2) for f in faults for s in getattr(f, "outages", [])],
         "reclaimed": stats.get("reclaimed", 0), "rounds_written_twice": stats.get("redone_rounds", 0),
         "stale_commits": stats.get("stale_commits", 0), "dead_letters": stats.get("dead_letters", 0),
-        "messages_sent_again": sum(r.resent for r in sim.receivers),
+        "messages_sent_again": sum(r.resent for r in sim.receivers), "consumers_left": consumers,
     }
     with open(path, "w") as handle:
         json.dump(report, handle, indent=2)

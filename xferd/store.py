@@ -225,6 +225,19 @@ class Store:
         return [name for name, seen in _hash(self.client.hgetall(self.keys.workers)).items()
                 if int(seen) >= cutoff]
 
+    def consumers(self) -> dict[str, int]:
+        """Every consumer name in the node's groups -> entries pending on it."""
+        names: dict[str, int] = {}
+        for shard in range(self.keys.shards):
+            try:
+                found = self.client.xinfo_consumers(self.keys.stream(shard), GROUP)
+            except redis.ResponseError:
+                continue
+            for consumer in found:
+                name = _text(consumer["name"])
+                names[name] = names.get(name, 0) + int(consumer["pending"])
+        return names
+
     def remove_dead_consumers(self, silent_ms: int) -> list[str]:
         """Forget workers silent for ``silent_ms``: their heartbeat, and their consumer in each
         group once nothing is pending on it (reclaimed first: DELCONSUMER drops pending)."""
