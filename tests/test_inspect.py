@@ -22,3 +22,5 @@ def test_redact_hides_passwords_in_every_url_form():
     assert redact("rediss://user:pw@h:6380") == "rediss://user:***@h:6380"
     assert redact("unix:///tmp/redis.sock") == "unix:///tmp/redis.sock"
     assert "pw" not in redact("redis://user:pw@h")
+    assert redact("redis://h:6379/0?password=pw&db=2") == "redis://h:6379/0?password=***&db=2"
+    assert redact("unix:///tmp/r.sock?password=pw") == "unix:///tmp/r.sock?password=***"

@@ -5,6 +5,8 @@ import base64
 import json
 import pathlib
 
+import struct
+
 import pytest
 
 from xferd import wire
@@ -87,6 +89,12 @@ def test_register_with_lengths_round_trips():
     ([b"7", b"h", b"1", b"h:1", b"\xff", b"1"], "ASCII", 7),
     ([b"None", b"h", b"1", b"h:1", b"\x01\x02\x03"], "multiple of 8", None),
     ([b"ABORT", b"7"], "abort", None),
+    ([b"7"] * 9, "no message has more than", None),
+    ([b"7", b"h", b"1", b"h:1", b"1" * (wire.MAX_MESSAGE_BYTES + 1), b"1"], "exceeds the limit", 7),
+    ([b"None", b"h", b"1", b"h:1", struct.pack("2Q", 4096, 0)], "null", None),
+    ([b"None", b"h", b"1", b"h:1", struct.pack("Q", 2**64 - 8), struct.pack("Q", 16)], "overflows", None),
+    ([b"None", b"h", b"1", b"h:1", struct.pack("65Q", *([4096] * 65))], "exceed the limit", None),
+    ([b"7", b"h", b"1", b"h:1", ",".join(["1"] * (wire.MAX_INDICES + 1)).encode(), b"1"], "exceed the limit", 7),
 ])
 def test_bad_messages_raise_with_reason_and_room(frames, needle, room):
     with pytest.raises(wire.WireError) as caught:

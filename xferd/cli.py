@@ -17,7 +17,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 def _settings(args: argparse.Namespace, **extra) -> Settings:
     fields = {k: getattr(args, k, None) for k in ("redis_url", "prefix", "node", "shards", "workers",
-                                                   "ingress", "block_size", "hidden_size", "pool_blocks")}
+                                                   "ingress", "block_size", "hidden_size", "pool_blocks",
+                                                   "strict_bounds", "curve_secret_file", "curve_clients_dir")}
     return Settings.from_env(**fields, **extra)
 
 
@@ -32,6 +33,17 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--block-size", type=int, dest="block_size")
     serve.add_argument("--hidden-size", type=int, dest="hidden_size")
     serve.add_argument("--pool-blocks", type=int, dest="pool_blocks")
+
+    serve.add_argument("--strict-bounds", action="store_const", const=True, dest="strict_bounds",
+                       help="refuse registrations without destination buffer lengths")
+    serve.add_argument("--curve-secret-file", dest="curve_secret_file",
+                       help="CurveZMQ: the ingress's key pair (from `xferd keygen`)")
+    serve.add_argument("--curve-clients-dir", dest="curve_clients_dir",
+                       help="CurveZMQ: directory of the public keys of allowed language peers")
+
+    keygen = sub.add_parser("keygen", help="write a CurveZMQ key pair: DIR/NAME.key and DIR/NAME.key_secret")
+    keygen.add_argument("directory")
+    keygen.add_argument("name")
 
     inspect = sub.add_parser("inspect", help="show a room's records, decoded")
     _common(inspect)
@@ -49,10 +61,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    import redis
+
+    try:
+        _run(build_parser().parse_args(argv))
+    except (redis.exceptions.AuthenticationError, redis.exceptions.AuthorizationError) as error:
+        sys.exit(f"xferd: Redis refused the credentials: {error}")
+
+
+def _run(args: argparse.Namespace) -> None:
     if args.command == "serve":
         from .serve import serve as run_serve
         run_serve(_settings(args))
+    elif args.command == "keygen":
+        from .auth import keygen
+        public, secret = keygen(args.directory, args.name)
+        print(f"public key {public}\nsecret key {secret} (keep it private)")
     elif args.command == "inspect":
         from .connections import connect
         from .inspect import render

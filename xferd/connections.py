@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 from typing import Callable, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -21,10 +22,17 @@ def last_recovery() -> float:
 T = TypeVar("T")
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 TRANSIENT = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError, ConnectionError, OSError)
+# a refused password is a ConnectionError to redis-py, but no wait will fix it
+PERMANENT = (redis.exceptions.AuthenticationError, redis.exceptions.AuthorizationError)
+
+
+def _transient(error: BaseException) -> bool:
+    return isinstance(error, TRANSIENT) and not isinstance(error, PERMANENT)
 
 
 def redact(url: str) -> str:
-    """The URL with any password replaced, fit for logs and `inspect` output."""
+    """The URL with any password (user-info or ``?password=``) replaced, fit for logs."""
+    url = re.sub(r"([?&]password=)[^&#]*", r"\1***", url, flags=re.IGNORECASE)
     parts = urlsplit(url)
     if parts.password is None and "@" not in parts.netloc:
         return url
@@ -75,7 +83,7 @@ def with_retry(action: Callable[[], T], what: str, stop: Callable[[], bool] = la
             outage["logged"] = True
 
     retrying = tenacity.Retrying(
-        retry=tenacity.retry_if_exception_type(TRANSIENT),
+        retry=tenacity.retry_if_exception(_transient),
         wait=tenacity.wait_exponential(multiplier=0.05, max=max_delay) + tenacity.wait_random(0, 0.05),
         stop=stop_now, before_sleep=before_sleep, reraise=True)
     result = retrying(action)

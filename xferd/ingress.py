@@ -2,7 +2,10 @@
 
 Stateless: each message becomes one Redis state change (a Lua script, which also queues
 the round when it becomes ready). A bad message fails the room it names, is logged with
-the reason and counted; the ingress goes on serving every other room.
+the reason and counted; the ingress goes on serving every other room. A message that is
+well-formed but not the sender's to send (an abort from a session that is not one of the
+room's destinations; with CurveZMQ, any message for a session another peer registered) is
+refused without touching the room, so that nobody can fail someone else's request.
 """
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ import logging
 
 import zmq
 
+from .auth import peer_of, secure_server
 from .connections import connect, with_retry
 from .notify import Notifier
 from .planning import PlanError, check_allocation
@@ -17,7 +21,7 @@ from .processes import run_service
 from .settings import Settings
 from .status import Status
 from .store import Outcome, Store
-from .wire import Abort, Init, Register, Resume, WireError, decode_request
+from .wire import MAX_FRAMES, MAX_MESSAGE_BYTES, Abort, Init, Register, Resume, WireError, decode_request
 
 log = logging.getLogger("xferd.ingress")
 
@@ -30,6 +34,10 @@ class Ingress:
         self.context = context or zmq.Context.instance()
         self.socket = self.context.socket(zmq.PULL)
         self.socket.setsockopt(zmq.LINGER, 0)
+        # a peer sending a frame larger than any valid message is disconnected by libzmq
+        self.socket.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
+        self.socket.setsockopt(zmq.RCVHWM, 10_000)
+        self.authenticator = secure_server(self.socket, self.context, settings)
         self.socket.bind(settings.ingress)
         self.notifier = Notifier(settings.sender_rank, self.context)
         self.stopping = False
@@ -38,17 +46,18 @@ class Ingress:
     def _redis(self, action, what: str):
         return with_retry(action, what, stop=lambda: self.stopping)
 
-    def handle(self, frames: list[bytes]) -> None:
+    def handle(self, frames: list[bytes], peer: str = "") -> None:
+        """One message; ``peer`` is the sender's CurveZMQ public key ('' without CURVE)."""
         self.counts["messages"] += 1
         try:
             message = decode_request(frames)
             if isinstance(message, Register):
-                if len(message.ptrs) != len(self.layout.buffers):
-                    raise WireError(f"register from {message.session_id} has {len(message.ptrs)} "
-                                    f"buffer pointers, the layout has {len(self.layout.buffers)}")
-                self._redis(lambda: self.store.register_session(message), "register")
-                log.info("registered session %s", message.session_id)
+                self._check_register(message, peer)
+                self._redis(lambda: self.store.register_session(message, owner=peer), "register")
+                log.info("registered session %s%s", message.session_id, f" (peer {peer})" if peer else "")
                 return
+            if self.settings.curve:
+                self._check_owner(message, peer)
             if isinstance(message, (Init, Resume)):
                 try:
                     check_allocation(self.layout, message.allocated_tokens, len(message.dst_indices))
@@ -59,11 +68,37 @@ class Ingress:
                 self._report(message.room, outcome, f"{message.ip}:{message.status_port}")
                 return
             if isinstance(message, Abort):
+                self._check_abort(message)
                 reason = f"aborted by language session {message.session_id}"
                 outcome = self._redis(lambda: self.store.fail_room(message.room, reason), "abort")
                 self._report(message.room, outcome)
         except WireError as error:
             self.reject(error)
+
+    def _check_register(self, message: Register, peer: str) -> None:
+        if len(message.ptrs) != len(self.layout.buffers):
+            raise WireError(f"register from {message.session_id} has {len(message.ptrs)} "
+                            f"buffer pointers, the layout has {len(self.layout.buffers)}")
+        if self.settings.strict_bounds and message.lens is None:
+            raise WireError(f"register from {message.session_id} has no buffer lengths; strict mode "
+                            "refuses destinations that cannot be bounds-checked")
+        if self.settings.curve:
+            owner = self._redis(lambda: self.store.session_owner(message.session_id), "session owner")
+            if owner and owner != peer:
+                raise WireError(f"register for session {message.session_id}, which another peer registered")
+
+    def _check_owner(self, message: Init | Resume | Abort, peer: str) -> None:
+        owner = self._redis(lambda: self.store.session_owner(message.session_id), "session owner")
+        if owner is not None and owner != peer:
+            # not the room's fault: refuse the message, leave the room alone
+            raise WireError(f"{type(message).__name__.lower()} for room {message.room} names session "
+                            f"{message.session_id}, which another peer registered")
+
+    def _check_abort(self, message: Abort) -> None:
+        sessions = self._redis(lambda: self.store.destinations(message.room), "abort check")
+        if sessions and message.session_id not in sessions:
+            raise WireError(f"abort of room {message.room} from session {message.session_id}, "
+                            "which is not one of its destinations")
 
     def _report(self, room: int, outcome: Outcome, sender: str | None = None) -> None:
         if outcome.failed:
@@ -91,16 +126,22 @@ class Ingress:
         while not self.stopping:
             if not poller.poll(200):
                 continue
-            frames = self.socket.recv_multipart()
+            parts = self.socket.recv_multipart(copy=False)
             try:
-                self.handle(frames)
+                if len(parts) > MAX_FRAMES:  # do not even copy what cannot be valid
+                    self.reject(WireError(f"message has {len(parts)} frames; no message has more "
+                                          f"than {MAX_FRAMES}"))
+                    continue
+                self.handle([part.bytes for part in parts], peer_of(parts[0]))
             except Exception:  # never let one message take the ingress down
-                log.exception("message of %d frames could not be handled", len(frames))
+                log.exception("message of %d frames could not be handled", len(parts))
         self.close()
 
     def close(self) -> None:
         self.socket.close(0)
         self.notifier.close()
+        if self.authenticator is not None:
+            self.authenticator.stop()
 
 
 def main(settings: Settings, ready=None) -> None:

@@ -129,14 +129,35 @@ class SourcePool(BlockBuffers):
 
 
 class DestPool(BlockBuffers):
-    """The language side's blocks: one contiguous torch tensor per buffer type."""
+    """The language side's blocks: one contiguous torch tensor per buffer type.
 
-    def __init__(self, layout: Layout, num_blocks: int):
+    ``guard_bytes`` > 0 surrounds each buffer with guard regions of a known pattern, all
+    registered with Mooncake but not announced to xferd: a write that strays outside the
+    announced buffer lands there instead of in unrelated memory, and ``guards_intact``
+    tells (fuzz and bounds tests)."""
+
+    GUARD = 0x5A
+
+    def __init__(self, layout: Layout, num_blocks: int, guard_bytes: int = 0):
         import torch
 
-        self.layout, self.num_blocks = layout, num_blocks
-        self.buffers = [torch.zeros((num_blocks, b.item_len), dtype=torch.uint8)
-                        for b in layout.buffers]
+        self.layout, self.num_blocks, self.guard_bytes = layout, num_blocks, guard_bytes
+        self._backing = [torch.full((2 * guard_bytes + num_blocks * b.item_len,), self.GUARD, dtype=torch.uint8)
+                         for b in layout.buffers]
+        self.buffers = [backing[guard_bytes:guard_bytes + num_blocks * b.item_len].view(num_blocks, b.item_len)
+                        for backing, b in zip(self._backing, layout.buffers)]
+        for buffer in self.buffers:
+            buffer.zero_()
+
+    @property
+    def regions(self) -> list[tuple[int, int]]:
+        """(pointer, length) of the memory to register with Mooncake, guards included."""
+        return [(backing.data_ptr(), backing.numel()) for backing in self._backing]
+
+    def guards_intact(self) -> bool:
+        g = self.guard_bytes
+        return all(bool((backing[:g] == self.GUARD).all()) and bool((backing[len(backing) - g:] == self.GUARD).all())
+                   for backing in self._backing)
 
     @property
     def lens(self) -> list[int]:

@@ -20,6 +20,7 @@ from typing import Sequence
 
 import zmq
 
+from .auth import secure_client
 from .connections import TRANSIENT
 from .engine import Engine
 from .layout import Layout
@@ -34,17 +35,21 @@ ROUND_OVER = (Status.Transferring, Status.Success, Status.Failed)
 class Receiver:
     def __init__(self, ingress: str, layout: Layout, num_blocks: int, host: str = "127.0.0.1",
                  store: Store | None = None, send_lens: bool = True, fallback_after: float = 1.0,
-                 resend_after: float = 5.0, context: zmq.Context | None = None):
+                 resend_after: float = 5.0, context: zmq.Context | None = None,
+                 curve: tuple[str, str] | None = None, guard_bytes: int = 0):
+        """``curve``: (this peer's secret key file, the ingress's public key file) when the
+        ingress requires CurveZMQ. ``guard_bytes``: guard regions around each destination
+        buffer (see ``DestPool``)."""
         self.layout = layout
         self.host = host
         self.store = store
         self.send_lens = send_lens
         self.fallback_after = fallback_after
         self.resend_after = resend_after
-        self.pool = DestPool(layout, num_blocks)
+        self.pool = DestPool(layout, num_blocks, guard_bytes)
         self.engine = Engine(host)
-        for tensor in self.pool.buffers:
-            self.engine.register(tensor.data_ptr(), tensor.numel())
+        for pointer, length in self.pool.regions:
+            self.engine.register(pointer, length)
         self.session_id = self.engine.session_id
         self.context = context or zmq.Context.instance()
         self._pull = self.context.socket(zmq.PULL)
@@ -52,6 +57,8 @@ class Receiver:
         self.status_port = self._pull.bind_to_random_port(f"tcp://{host}")
         self._push = self.context.socket(zmq.PUSH)
         self._push.setsockopt(zmq.LINGER, 2000)
+        if curve is not None:
+            secure_client(self._push, *curve)
         self._push.connect(ingress)
         self._push_lock = threading.Lock()
         self._cond = threading.Condition()

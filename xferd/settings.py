@@ -17,6 +17,9 @@ class Settings:
     shards: int = 4
     workers: int = 2
     ingress: str = "tcp://127.0.0.1:17500"  # bind address of the ingress PULL socket
+    strict_bounds: bool = False  # refuse registrations without buffer lengths (unbounded destinations)
+    curve_secret_file: str = ""  # CurveZMQ: the ingress's secret key file (zmq.auth format)
+    curve_clients_dir: str = ""  # CurveZMQ: directory of allowed language peers' public key files
     sender_rank: int = 0  # the "sender_rank" frame of status messages
     # layout of the source pool (must match the language side's)
     block_size: int = 128
@@ -41,6 +44,10 @@ class Settings:
     max_deliveries: int = 10  # poison-entry limit; chaos at 0.2-0.5 s kills reached 6
     janitor_interval: float = 0.2
     consumer_ttl: float = 60.0  # a worker silent this long, with nothing pending, is forgotten
+
+    @property
+    def curve(self) -> bool:
+        return bool(self.curve_secret_file)
 
     @property
     def keys(self) -> Keys:
@@ -80,6 +87,15 @@ class Settings:
             if raw is None:
                 continue
             kind = type(f.default) if f.default is not None else str
-            values[f.name] = kind(raw)
+            values[f.name] = _parse_bool(f.name, raw) if kind is bool else kind(raw)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
+
+
+def _parse_bool(name: str, raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"XFERD_{name.upper()}={raw!r} is not a boolean (true/false)")

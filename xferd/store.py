@@ -124,9 +124,11 @@ class Store:
         return requeued
 
     # ---- language side
-    def register_session(self, message: Register) -> None:
-        """Record a session in every shard (scripts read it in their own slot); clears failure."""
+    def register_session(self, message: Register, owner: str = "") -> None:
+        """Record a session in every shard (scripts read it in their own slot); clears failure.
+        ``owner``: the CurveZMQ key of the peer that registered it ('' without CURVE)."""
         fields = {
+            "owner": owner,
             "session": message.session_id,
             "endpoint": f"{message.ip}:{message.status_port}",
             "ptrs": ",".join(map(str, message.ptrs)),
@@ -139,6 +141,19 @@ class Store:
             pipe.hdel(key, "failed")
             pipe.hset(key, mapping=fields)
         pipe.execute()
+
+    def session_owner(self, session_id: str) -> str | None:
+        """The key of the peer that registered the session; None when it is not registered."""
+        owner = self.client.hget(self.keys.session(0, session_id), "owner")
+        return None if owner is None else _text(owner)
+
+    def destinations(self, room: int) -> list[str]:
+        """The sessions that sent init for ``room`` (empty when none or no record)."""
+        count = int(self.client.hget(self.keys.room(room), "dst_count") or 0)
+        if not count:
+            return []
+        return [_text(s) for s in self.client.hmget(self.keys.room(room),
+                                                   [f"dst{k}.session" for k in range(count)]) if s]
 
     def mark_session_failed(self, session_id: str, reason: str) -> None:
         pipe = self.client.pipeline(transaction=False)

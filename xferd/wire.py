@@ -24,6 +24,9 @@ MAX_ROOM = 2**64 - 1
 MAX_TOKENS = 2**31 - 1
 MAX_INDICES = 1 << 20
 MAX_DST_INFO_NUM = 256
+MAX_FRAMES = 8
+MAX_MESSAGE_BYTES = 12 * 2**20  # MAX_INDICES indices of up to 10 digits and a comma, and the rest
+MAX_BUFFERS = 64  # buffer types in one registration
 ABORT_TAG = b"ABORT"
 REGISTER_TAG = b"None"
 _SESSION = re.compile(r"^[A-Za-z0-9.\-_\[\]:]{1,255}:[0-9]{1,5}$")
@@ -134,7 +137,13 @@ def decode_request(frames: list[bytes]) -> Message:
     """Decode one language → ingress message; raise WireError with the reason."""
     if not frames:
         raise WireError("empty message")
+    if len(frames) > MAX_FRAMES:
+        raise WireError(f"message has {len(frames)} frames; no message has more than {MAX_FRAMES}")
     head = frames[0]
+    size = sum(len(frame) for frame in frames)
+    if size > MAX_MESSAGE_BYTES:
+        room = int(head) if head.isdigit() and len(head) <= 20 and int(head) <= MAX_ROOM else None
+        raise WireError(f"message of {size} bytes exceeds the limit of {MAX_MESSAGE_BYTES}", room=room)
     if head == ABORT_TAG:
         if len(frames) != 3:
             raise WireError(f"abort has {len(frames)} frames, expected 3")
@@ -145,8 +154,14 @@ def decode_request(frames: list[bytes]) -> Message:
         ip, port = _endpoint(frames)
         ptrs = _uint64s(frames[4], "packed buffer pointers")
         lens = _uint64s(frames[5], "packed buffer lengths") if len(frames) == 6 else None
+        if len(ptrs) > MAX_BUFFERS:
+            raise WireError(f"{len(ptrs)} buffer pointers exceed the limit of {MAX_BUFFERS}")
         if lens is not None and len(lens) != len(ptrs):
             raise WireError(f"{len(lens)} buffer lengths for {len(ptrs)} buffer pointers")
+        if any(ptr == 0 for ptr in ptrs):
+            raise WireError("a buffer pointer is null")
+        if lens is not None and any(ptr + length > 2**64 for ptr, length in zip(ptrs, lens)):
+            raise WireError("a buffer's pointer plus length overflows 64 bits")
         return Register(ip, port, _session(frames[3]), ptrs, lens)
     if len(frames) not in (6, 7, 8):
         raise WireError(f"message has {len(frames)} frames; init has 6 or 7, resume 8")

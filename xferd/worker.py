@@ -46,8 +46,10 @@ class Target:
 
 
 def plan_targets(layout: Layout, src_num_blocks: int, room: dict[str, str],
-                 sessions: list[dict[str, str]], expected: tuple[str, ...]) -> list[Target]:
-    """Plan every destination of a round from the records; PlanError names what is wrong."""
+                 sessions: list[dict[str, str]], expected: tuple[str, ...],
+                 strict_bounds: bool = False) -> list[Target]:
+    """Plan every destination of a round from the records; PlanError names what is wrong.
+    ``strict_bounds``: refuse a destination registered without buffer lengths."""
     count = int(room["dst_count"])
     if count != len(expected) or count != len(sessions):
         raise PlanError(f"room has {count} destinations, the round entry names {len(expected)}")
@@ -67,6 +69,8 @@ def plan_targets(layout: Layout, src_num_blocks: int, room: dict[str, str],
             raise PlanError(f"session {session_id} registered {len(ptrs)} buffers, "
                             f"the layout has {len(layout.buffers)}")
         lens = _ints(record.get("lens", ""))
+        if strict_bounds and not lens:
+            raise PlanError(f"session {session_id} registered no buffer lengths (strict bounds)")
         dst_blocks = [n // b.item_len for n, b in zip(lens, layout.buffers)] if lens else None
         dst = _ints(room[d + "dst_indices"])
         allocated = int(room[d + "allocated_tokens"])
@@ -109,7 +113,8 @@ class Worker:
             self._redis(lambda: self.store.count("redone_rounds"), "count")
         maybe_die("after_begin", self.store)
         try:
-            targets = plan_targets(self.layout, self.pool.num_blocks, room, sessions, work.sessions)
+            targets = plan_targets(self.layout, self.pool.num_blocks, room, sessions, work.sessions,
+                                   self.settings.strict_bounds)
         except (PlanError, KeyError, ValueError) as error:
             self.fail(work, f"round {work.round} cannot be planned: {error}")
             return

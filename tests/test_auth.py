@@ -1,0 +1,108 @@
+"""Access (SPEC §5, issue 4): CurveZMQ on the ingress with real `xferd serve`, real
+Mooncake and real Redis; Redis passwords never reach logs or `xferd inspect`."""
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import start_node, start_room
+from xferd.auth import keygen
+from xferd.embedded import EmbeddedRedis, free_port
+from xferd.receiver import Receiver
+from xferd.sender import Sender
+from xferd.status import Status
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory):
+    root = tmp_path_factory.mktemp("keys")
+    keygen(str(root / "server"), "ingress")
+    keygen(str(root / "allowed"), "lang")
+    keygen(str(root / "other"), "stranger")
+    return root
+
+
+@pytest.fixture(scope="module")
+def curve_node(redis_url, tmp_path_factory, keys):
+    node = start_node(redis_url, tmp_path_factory, curve_secret_file=str(keys / "server" / "ingress.key_secret"),
+                      curve_clients_dir=str(keys / "allowed"), strict_bounds=True)
+    yield node
+    node.stop()
+
+
+def receiver(node, keys, client=None):
+    curve = None if client is None else (str(client), str(keys / "server" / "ingress.key"))
+    return Receiver(node.settings.ingress, node.settings.layout, 64, store=node.store, curve=curve,
+                    resend_after=60)
+
+
+def test_an_allowed_peer_transfers(curve_node, keys):
+    rx = receiver(curve_node, keys, keys / "allowed" / "lang.key_secret")
+    try:
+        rx.register()
+        time.sleep(0.3)
+        room, data = start_room(Sender(curve_node.settings, curve_node.store), rx, 500, [0, 1, 2, 3], 512)
+        assert rx.wait(room, 15) == Status.Success
+        assert torch.equal(rx.pool.read_tokens(0, [0, 1, 2, 3], 500), data[0])
+        owner = curve_node.store.session_owner(rx.session_id)
+        assert owner and len(owner) == 40, "the session is bound to the peer's public key (z85)"
+    finally:
+        rx.close()
+
+
+@pytest.mark.parametrize("client", ["other/stranger.key_secret", None], ids=["unknown-key", "no-curve"])
+def test_a_peer_without_an_allowed_key_is_never_heard(curve_node, keys, client):
+    rx = receiver(curve_node, keys, keys / client if client else None)
+    try:
+        rx.register()
+        room = random.getrandbits(62)
+        rx.init(room, [0], 128)
+        time.sleep(1.0)
+        assert curve_node.store.session_owner(rx.session_id) is None
+        assert curve_node.store.status(room) is None, "refused in the handshake: no room record"
+    finally:
+        rx.close()
+
+
+def test_no_secret_in_logs_or_inspect(tmp_path_factory):
+    """A Redis with a password: `serve` and `inspect` work through it and never print it."""
+    secret = f"pw-{random.getrandbits(40):x}"
+    with EmbeddedRedis() as server:
+        import redis
+
+        redis.Redis.from_url(server.url).config_set("requirepass", secret)
+        url = server.url.replace("redis://", f"redis://:{secret}@")
+        node = start_node(url, tmp_path_factory)
+        try:
+            room, data = None, None
+            rx = Receiver(node.settings.ingress, node.settings.layout, 16, store=node.store)
+            try:
+                rx.register()
+                time.sleep(0.3)
+                room, data = start_room(Sender(node.settings, node.store), rx, 100, [0], 128)
+                assert rx.wait(room, 15) == Status.Success
+            finally:
+                rx.close()
+            shown = subprocess.run([sys.executable, "-m", "xferd", "inspect", str(room), "--redis", url,
+                                    "--prefix", node.settings.prefix, "--node", node.settings.node,
+                                    "--shards", str(node.settings.shards)],
+                                   capture_output=True, text=True, timeout=60)
+            assert "Success" in shown.stdout and secret not in shown.stdout + shown.stderr
+            assert "***@" in shown.stdout
+        finally:
+            node.stop()
+        log = open(node.log_path).read()
+        assert "serving node" in log and secret not in log
+        # a wrong password: serve fails to start, and still says nothing of the password
+        wrong = url.replace(secret, secret + "x")
+        done = subprocess.run([sys.executable, "-m", "xferd", "serve", "--redis", wrong, "--ingress",
+                               f"tcp://127.0.0.1:{free_port()}", "--prefix", "xsecret"],
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode != 0 and secret not in done.stdout + done.stderr

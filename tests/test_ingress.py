@@ -1,0 +1,161 @@
+"""The ingress against hostile input (SPEC §3, §6), one named test per bad input: the
+offending room fails with a readable reason, nothing else is touched, and the ingress
+returns to serve the next message. Real Redis; messages go straight to ``handle``."""
+from __future__ import annotations
+
+import pytest
+
+from conftest import _cleanup, make_settings
+from xferd.auth import keygen
+from xferd.embedded import free_port
+from xferd.ingress import Ingress
+from xferd.status import Status
+from xferd.wire import encode_abort, encode_init, encode_register, encode_resume
+
+SESSION = "127.0.0.1:9100"
+PTRS = [4096 * (i + 1) for i in range(4)]
+
+
+@pytest.fixture
+def make_ingress(redis_url):
+    made = []
+
+    def make(**overrides) -> Ingress:
+        settings = make_settings(redis_url=redis_url, ingress=f"tcp://127.0.0.1:{free_port()}", **overrides)
+        made.append(Ingress(settings))
+        made[-1].store.ensure_groups()
+        return made[-1]
+
+    yield make
+    for ingress in made:
+        ingress.close()
+        _cleanup(ingress.store.client, ingress.settings)
+
+
+@pytest.fixture
+def ingress(make_ingress):
+    made = make_ingress()
+    made.handle(encode_register("127.0.0.1", 7100, SESSION, PTRS, [1 << 20] * 4))
+    return made
+
+
+def rejected(ingress) -> int:
+    return int(ingress.store.client.hget(ingress.store.keys.stats, "rejected_messages") or 0)
+
+
+def failure(ingress, room) -> str:
+    assert ingress.store.status(room) == Status.Failed
+    return ingress.store.failure(room)
+
+
+def init(room, indices=(0, 1), allocated=256, session=SESSION):
+    return encode_init(room, "127.0.0.1", 7100, session, list(indices), 1, allocated)
+
+
+def test_wrong_frame_count(ingress):
+    ingress.handle([b"5", b"127.0.0.1", b"7100", SESSION.encode(), b"0"])  # init needs 6 or 7
+    assert rejected(ingress) == 1 and ingress.store.status(5) is None, "no room can be named"
+
+
+def test_non_numeric_field(ingress):
+    ingress.handle(init(6)[:6] + [b"lots"])
+    assert "allocated_tokens 'lots' is not a non-negative integer" in failure(ingress, 6)
+
+
+def test_negative_number(ingress):
+    ingress.handle(init(7)[:6] + [b"-128"])
+    assert "not a non-negative integer" in failure(ingress, 7)
+
+
+def test_huge_number(ingress):
+    ingress.handle(init(8)[:6] + [b"99999999999999"])
+    assert "is outside [0, 2147483647]" in failure(ingress, 8)
+
+
+def test_block_size_mismatch(ingress):
+    ingress.handle(init(9, indices=range(16), allocated=1024))  # 16 blocks cannot hold 1024 / 128
+    assert "block size mismatch" in failure(ingress, 9)
+
+
+def test_init_from_an_unregistered_session(ingress):
+    ingress.handle(init(10, session="127.0.0.1:9999"))
+    assert "unregistered session" in failure(ingress, 10)
+
+
+def test_resume_for_an_unknown_room(ingress):
+    ingress.handle(encode_resume(11, "127.0.0.1", 7100, SESSION, [0], 1, 128, 128))
+    assert "resume for unknown room 11" in failure(ingress, 11)
+
+
+def transferring(ingress, room):
+    """Room ``room``: 512 tokens, the first 256 sent (a worker's round, done by hand)."""
+    store = ingress.store
+    ingress.handle(init(room))
+    store.publish_source(room, 512, [0, 1, 2, 3])
+    [work] = [w for w in store.read_rounds("w", count=10, block_ms=10) if w.room == room]
+    store.begin_round(work, "w", 30_000)
+    assert store.commit_round(work, "w", [256]).status == Status.Transferring
+    return work
+
+
+def test_sent_tokens_that_disagree_with_the_record(ingress):
+    transferring(ingress, 12)
+    ingress.handle(encode_resume(12, "127.0.0.1", 7100, SESSION, [0, 1], 1, 128, 256))
+    assert "sent_tokens 128 disagrees with the record (256 sent" in failure(ingress, 12)
+
+
+def test_resume_for_a_finished_room_changes_nothing(ingress):
+    work = transferring(ingress, 14)
+    ingress.handle(encode_resume(14, "127.0.0.1", 7100, SESSION, [2, 3], 1, 256, 256))
+    [second] = [w for w in ingress.store.read_rounds("w", count=10, block_ms=10) if w.room == 14]
+    ingress.store.begin_round(second, "w", 30_000)
+    assert ingress.store.commit_round(second, "w", [512]).status == Status.Success
+    ingress.handle(encode_resume(14, "127.0.0.1", 7100, SESSION, [0, 1], 1, 512, 256))
+    record = ingress.store.room(14)
+    assert record["status_name"] == "Success" and record["round"] == "2" and work.round == 1
+
+
+def test_indices_beyond_the_limit_and_oversized_messages(ingress):
+    ingress.handle(init(15, indices=range(2_000_000)))
+    assert "exceeds the limit" in failure(ingress, 15)
+    ingress.handle([b"x" * 64] * 9)
+    assert rejected(ingress) == 2
+
+
+def test_abort_only_from_a_destination_of_the_room(ingress):
+    ingress.handle(encode_register("127.0.0.1", 7101, "127.0.0.1:9101", PTRS, [1 << 20] * 4))
+    ingress.handle(init(16))
+    ingress.handle(encode_abort(16, "127.0.0.1:9101"))  # a session with no part in room 16
+    assert ingress.store.status(16) == Status.WaitingForInput and rejected(ingress) == 1
+    ingress.handle(encode_abort(16, SESSION))
+    assert "aborted by language session" in failure(ingress, 16)
+
+
+def test_strict_bounds_refuses_registration_without_lengths(make_ingress):
+    strict = make_ingress(strict_bounds=True)
+    strict.handle(encode_register("127.0.0.1", 7100, SESSION, PTRS))
+    assert rejected(strict) == 1 and strict.store.session_owner(SESSION) is None
+    strict.handle(encode_register("127.0.0.1", 7100, SESSION, PTRS, [1 << 20] * 4))
+    assert strict.store.session_owner(SESSION) == ""
+
+
+def test_with_curve_a_peer_acts_only_for_its_own_sessions(make_ingress, tmp_path):
+    keygen(str(tmp_path / "server"), "ingress")
+    keygen(str(tmp_path / "clients"), "lang")
+    curved = make_ingress(curve_secret_file=str(tmp_path / "server" / "ingress.key_secret"),
+                          curve_clients_dir=str(tmp_path / "clients"))
+    curved.handle(encode_register("127.0.0.1", 7100, SESSION, PTRS, [1 << 20] * 4), peer="alice")
+    curved.handle(encode_register("127.0.0.1", 7100, SESSION, PTRS, [1 << 20] * 4), peer="mallory")
+    assert curved.store.session_owner(SESSION) == "alice" and rejected(curved) == 1
+    curved.handle(init(17), peer="mallory")
+    assert curved.store.status(17) is None and rejected(curved) == 2, "refused; the room untouched"
+    curved.handle(init(17), peer="alice")
+    assert curved.store.status(17) == Status.WaitingForInput
+
+
+def test_one_bad_message_never_stops_the_next(ingress):
+    for frames in ([], [b"\xff" * 10], [b"None"] * 5, init(18)[:6] + [b"\xfe"]):
+        ingress.handle(frames)
+    assert rejected(ingress) == 4 and "not ASCII" in failure(ingress, 18)
+    ingress.handle(init(19))
+    assert ingress.store.status(19) == Status.WaitingForInput
