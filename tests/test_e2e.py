@@ -260,6 +260,11 @@ def test_a_lost_notification_never_hangs_a_request(node, sender, receivers):
         rx.close()
 
 
+def test_source_blocks_outside_the_pool_are_refused_before_publishing(node, sender):
+    with pytest.raises(ValueError, match="outside the pool"):
+        sender.publish(new_room(), [3, node.settings.pool_blocks], 200)
+
+
 def test_encoder_abort_and_explicit_release(node, sender, receivers):
     room = new_room()
     blocks = sender.allocate(room, 500)

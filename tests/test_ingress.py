@@ -151,6 +151,10 @@ def test_with_curve_a_peer_acts_only_for_its_own_sessions(make_ingress, tmp_path
     assert curved.store.status(17) is None and rejected(curved) == 2, "refused; the room untouched"
     curved.handle(init(17), peer="alice")
     assert curved.store.status(17) == Status.WaitingForInput
+    curved.handle(init(17)[:6] + [b"junk"], peer="mallory")  # malformed, naming alice's room
+    assert curved.store.status(17) == Status.WaitingForInput, "another peer cannot fail it"
+    curved.handle(init(17)[:6] + [b"junk"], peer="alice")
+    assert "not a non-negative integer" in failure(curved, 17)
 
 
 def test_one_bad_message_never_stops_the_next(ingress):

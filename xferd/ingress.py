@@ -73,7 +73,7 @@ class Ingress:
                 outcome = self._redis(lambda: self.store.fail_room(message.room, reason), "abort")
                 self._report(message.room, outcome)
         except WireError as error:
-            self.reject(error)
+            self.reject(error, peer)
 
     def _check_register(self, message: Register, peer: str) -> None:
         if len(message.ptrs) != len(self.layout.buffers):
@@ -105,12 +105,16 @@ class Ingress:
             log.warning("room %s failed: %s", room, outcome.note)
             self.notifier.send(list(outcome.endpoints) + ([sender] if sender else []), room, Status.Failed)
 
-    def reject(self, error: WireError) -> None:
+    def reject(self, error: WireError, peer: str = "") -> None:
         self.counts["rejected"] += 1
         self._redis(lambda: self.store.client.hincrby(self.store.keys.stats, "rejected_messages", 1),
                     "count rejection")
         if error.room is None:
             log.warning("rejected message: %s", error.reason)
+            return
+        if self.settings.curve and not self._may_fail(error.room, peer):
+            log.warning("rejected message naming room %s, whose destinations belong to other peers "
+                        "(room left alone): %s", error.room, error.reason)
             return
         log.warning("rejected message for room %s: %s", error.room, error.reason)
         outcome = self._redis(lambda: self.store.fail_room(error.room, error.reason), "fail room")
@@ -118,6 +122,13 @@ class Ingress:
         if outcome.failed or sender:
             self.notifier.send(list(outcome.endpoints) + ([sender] if sender else []),
                                error.room, Status.Failed)
+
+    def _may_fail(self, room: int, peer: str) -> bool:
+        """With CURVE, a bad message fails a room only if its sender is one of the room's
+        destinations, or the room has none yet."""
+        sessions = self._redis(lambda: self.store.destinations(room), "destinations")
+        return not sessions or any(self._redis(lambda: self.store.session_owner(s), "owner") == peer
+                                   for s in sessions)
 
     def run(self) -> None:
         log.info("ingress listening on %s", self.settings.ingress)

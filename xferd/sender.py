@@ -83,6 +83,9 @@ class Sender:
         if self.layout.blocks_for(total_tokens) > len(blocks):
             raise ValueError(f"{total_tokens} tokens need {self.layout.blocks_for(total_tokens)} blocks, "
                              f"{len(blocks)} given")
+        outside = [b for b in blocks if not 0 <= b < self.pool.num_blocks]
+        if outside:
+            raise ValueError(f"source blocks {outside[:8]} are outside the pool of {self.pool.num_blocks}")
         expires_at = self._leases.pop(room, None)
         return self._redis(lambda: self.store.publish_source(room, total_tokens, blocks, expires_at),
                            "publish")
