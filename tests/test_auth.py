@@ -12,7 +12,7 @@ import torch
 
 from conftest import start_node, start_room
 from xferd.auth import keygen
-from xferd.embedded import EmbeddedRedis, free_port
+from xferd.embedded import free_port
 from xferd.receiver import Receiver
 from xferd.sender import Sender
 from xferd.status import Status
@@ -71,38 +71,66 @@ def test_a_peer_without_an_allowed_key_is_never_heard(curve_node, keys, client):
         rx.close()
 
 
-def test_no_secret_in_logs_or_inspect(tmp_path_factory):
-    """A Redis with a password: `serve` and `inspect` work through it and never print it."""
+@pytest.fixture
+def tls_redis(tmp_path):
+    """A private redis-server speaking only TLS, with a password: (rediss:// URL, password)."""
     secret = f"pw-{random.getrandbits(40):x}"
-    with EmbeddedRedis() as server:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+                    "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    port = free_port()
+    server = subprocess.Popen(["redis-server", "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
+                               "--tls-cert-file", str(cert), "--tls-key-file", str(key),
+                               "--tls-auth-clients", "no", "--requirepass", secret, "--save", "",
+                               "--dir", str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"rediss://:{secret}@127.0.0.1:{port}/0?ssl_ca_certs={cert}"
+    try:
         import redis
 
-        redis.Redis.from_url(server.url).config_set("requirepass", secret)
-        url = server.url.replace("redis://", f"redis://:{secret}@")
-        node = start_node(url, tmp_path_factory)
-        try:
-            room, data = None, None
-            rx = Receiver(node.settings.ingress, node.settings.layout, 16, store=node.store)
+        client = redis.Redis.from_url(url)
+        deadline = time.monotonic() + 10
+        while True:
             try:
-                rx.register()
-                time.sleep(0.3)
-                room, data = start_room(Sender(node.settings, node.store), rx, 100, [0], 128)
-                assert rx.wait(room, 15) == Status.Success
-            finally:
-                rx.close()
-            shown = subprocess.run([sys.executable, "-m", "xferd", "inspect", str(room), "--redis", url,
-                                    "--prefix", node.settings.prefix, "--node", node.settings.node,
-                                    "--shards", str(node.settings.shards)],
-                                   capture_output=True, text=True, timeout=60)
-            assert "Success" in shown.stdout and secret not in shown.stdout + shown.stderr
-            assert "***@" in shown.stdout
+                client.ping()
+                break
+            except redis.ConnectionError:
+                assert time.monotonic() < deadline, "TLS redis-server did not start"
+                time.sleep(0.05)
+        yield url, secret
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def test_tls_and_a_password_and_no_secret_in_logs_or_inspect(tls_redis, tmp_path_factory):
+    """`serve`, a transfer and `inspect` through rediss:// with a password, which never
+    appears in their output; a wrong password stops `serve` with a clear message."""
+    url, secret = tls_redis
+    node = start_node(url, tmp_path_factory)
+    try:
+        rx = Receiver(node.settings.ingress, node.settings.layout, 16, store=node.store)
+        try:
+            rx.register()
+            time.sleep(0.3)
+            room, data = start_room(Sender(node.settings, node.store), rx, 100, [0], 128)
+            assert rx.wait(room, 15) == Status.Success
+            assert torch.equal(rx.pool.read_tokens(0, [0], 100), data[0])
         finally:
-            node.stop()
-        log = open(node.log_path).read()
-        assert "serving node" in log and secret not in log
-        # a wrong password: serve fails to start, and still says nothing of the password
-        wrong = url.replace(secret, secret + "x")
-        done = subprocess.run([sys.executable, "-m", "xferd", "serve", "--redis", wrong, "--ingress",
-                               f"tcp://127.0.0.1:{free_port()}", "--prefix", "xsecret"],
-                              capture_output=True, text=True, timeout=60)
-        assert done.returncode != 0 and secret not in done.stdout + done.stderr
+            rx.close()
+        shown = subprocess.run([sys.executable, "-m", "xferd", "inspect", str(room), "--redis", url,
+                                "--prefix", node.settings.prefix, "--node", node.settings.node,
+                                "--shards", str(node.settings.shards)],
+                               capture_output=True, text=True, timeout=60)
+        assert "Success" in shown.stdout and secret not in shown.stdout + shown.stderr
+        assert "rediss://***@" in shown.stdout
+    finally:
+        node.stop()
+    log = open(node.log_path).read()
+    assert "serving node" in log and "rediss://***@" in log and secret not in log
+    wrong = url.replace(secret, secret + "x")
+    done = subprocess.run([sys.executable, "-m", "xferd", "serve", "--redis", wrong, "--ingress",
+                           f"tcp://127.0.0.1:{free_port()}", "--prefix", "xsecret"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0 and "refused the credentials" in done.stderr
+    assert secret not in done.stdout + done.stderr

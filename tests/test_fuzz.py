@@ -25,7 +25,7 @@ from xferd.receiver import Receiver
 from xferd.sender import Sender
 from xferd.status import Status
 from xferd.synthetic import room_data
-from xferd.wire import encode_abort, encode_init, encode_register, encode_resume
+from xferd.wire import encode_abort, encode_init, encode_register
 
 pytestmark = pytest.mark.integration
 BATCHES, BATCH = 100, 100  # 10,000 messages
