@@ -168,6 +168,10 @@ def test_ten_thousand_hostile_messages_beside_valid_rooms(fuzz_node):
         assert rejected >= 1000, "most of the flood is refused at the door"
         failures = [store.failure(room) or "" for room in bait]
         assert any("outside the registered" in f for f in failures), "bounds were really tested"
+        landed = sum(store.status(room) == Status.Success for room in bait)
+        print(f"fuzz: {len(sent)} messages, {rejected} rejected at the ingress; bait rooms: {landed} "
+              f"written within bounds, {sum('outside the registered' in f for f in failures)} refused "
+              f"out of bounds, {sum(bool(f) for f in failures)} failed in all")
         log = open(node.log_path).read()
         assert "was killed" not in log and "exited with code" not in log, "no process died"
     finally:
