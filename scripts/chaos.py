@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from _venv import ROOT, ensure_venv
 
 
 def main() -> int:
@@ -33,12 +32,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--json", default=os.path.join(ROOT, "chaos.json"))
     args = parser.parse_args()
-    if not os.environ.get("XFERD_CHAOS_IN_VENV"):  # re-run inside the project's environment
-        subprocess.run([os.path.join(ROOT, "scripts", "setup")], check=True)
-        env = dict(os.environ, XFERD_CHAOS_IN_VENV="1")
-        python = os.path.join(ROOT, ".venv", "bin", "python")
-        return subprocess.call([python, os.path.abspath(__file__), *sys.argv[1:]], env=env)
-
+    ensure_venv()
     from xferd.chaos import Chaos
     from xferd.demo import run_demo
 

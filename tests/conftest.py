@@ -14,6 +14,7 @@ import redis
 
 from xferd.connections import connect
 from xferd.embedded import EmbeddedRedis, free_port
+from xferd.processes import stop_process
 from xferd.settings import Settings
 from xferd.store import Store
 
@@ -87,11 +88,7 @@ class Node:
             time.sleep(0.1)
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
+        stop_process(self.process)
         self.log.close()
         _cleanup(self.store.client, self.settings)
         try:

@@ -402,3 +402,23 @@ def test_the_last_writer_of_a_redone_round_lets_the_blocks_go(store):
     assert store.release_due(shard, store.now_ms()) == 0
     assert store.commit_round(redo, "w2", [100]) is None, "stale: the round is committed"
     assert store.release_due(shard, store.now_ms() + 1) == 1
+
+
+def test_a_worker_returns_blocks_with_its_next_read(store):
+    room = 36
+    work = writing(store, room)
+    assert store.commit_round(work, "w1", [100]).release_now
+    assert store.free_blocks() == 3
+    before = getattr(store.client, "round_trips", None)
+    assert store.read_rounds("w1", count=1, block_ms=10, release=(room,)) == []
+    if before is not None:  # the real Redis client counts: one pipeline, no SCRIPT EXISTS
+        assert store.client.round_trips - before == 1
+    assert store.free_blocks() == 4, "released in the same round trip as the read"
+    assert store.due(store.keys.release(store.keys.shard_of(room)), store.now_ms()) == [room], \
+        "the queue entry stays until the janitor has seen the room released"
+    assert store.release_due(store.keys.shard_of(room), store.now_ms() + 1) == 0
+    store.client.script_flush()  # as after a Redis restart: the script must be loaded again
+    work = writing(store, 38)
+    store.commit_round(work, "w1", [100])
+    assert store.read_rounds("w1", count=1, block_ms=10, release=(38,)) == []
+    assert store.free_blocks() == 4

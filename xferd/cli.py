@@ -41,6 +41,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--curve-clients-dir", dest="curve_clients_dir",
                        help="CurveZMQ: directory of the public keys of allowed language peers")
 
+    bench = sub.add_parser("bench", help="xferd vs raw Mooncake vs the in-process design, same bytes")
+    bench.add_argument("--redis", dest="redis_url", help="Redis for xferd (default: local, else a private one)")
+    bench.add_argument("--requests", type=int, default=48)
+    bench.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    bench.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    bench.add_argument("--small-requests", type=int, default=100, dest="small_requests")
+    bench.add_argument("--json", default="bench.json")
+    bench.add_argument("--chart", default="bench.png")
+
     keygen = sub.add_parser("keygen", help="write a CurveZMQ key pair: DIR/NAME.key and DIR/NAME.key_secret")
     keygen.add_argument("directory")
     keygen.add_argument("name")
@@ -73,6 +82,11 @@ def _run(args: argparse.Namespace) -> None:
     if args.command == "serve":
         from .serve import serve as run_serve
         run_serve(_settings(args))
+    elif args.command == "bench":
+        from .bench import run_bench
+        run_bench(redis_url=args.redis_url, requests=args.requests, concurrencies=tuple(args.concurrency),
+                  workers=tuple(args.workers), small_requests=args.small_requests, json_path=args.json,
+                  chart_path=args.chart)
     elif args.command == "keygen":
         from .auth import keygen
         public, secret = keygen(args.directory, args.name)

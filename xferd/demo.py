@@ -18,6 +18,7 @@ from .chaos import Chaos, RedisCrasher, WorkerKiller
 from .connections import connect, redact, with_retry
 from .embedded import EmbeddedRedis, free_port
 from .langsim import LanguageSim
+from .processes import stop_process
 from .sender import Sender
 from .settings import Settings
 from .status import Status
@@ -86,7 +87,8 @@ def run_demo(redis_url: str | None = None, requests: int = 100, workers: int = 2
     settings = Settings(redis_url=url, prefix="xferd-demo", node=tag, shards=4, workers=workers,
                         ingress=f"tcp://127.0.0.1:{free_port()}", hidden_size=hidden_size,
                         pool_blocks=512, pool_name=f"xferd-{tag}", round_timeout=120,
-                        lease=chaos.lease if chaos else 5.0, consumer_ttl=10.0 if chaos else 60.0)
+                        lease=chaos.lease if chaos else 5.0, write_lease=3 * chaos.lease if chaos else 10.0,
+                        consumer_ttl=10.0 if chaos else 60.0)
     store = Store(connect(url), settings)
     log_dir = tempfile.mkdtemp(prefix="xferd-demo-")
     serve_log = open(os.path.join(log_dir, "serve.log"), "w")
@@ -131,6 +133,8 @@ def run_demo(redis_url: str | None = None, requests: int = 100, workers: int = 2
             time.sleep(settings.janitor_interval)
         summary = _summary(settings, plan, results, sim, elapsed, redis_kind, free)
         out.write(summary + "\n")
+        if free != settings.pool_blocks:
+            out.write(_holders(store) + "\n")
         if chaos is not None:
             out.write(_chaos_summary(faults, store.stats(), store.consumers()) + "\n")
         ok = (sim.wrong_bytes == 0 and all(r.status == Status.Success for r in results)
@@ -147,11 +151,7 @@ def run_demo(redis_url: str | None = None, requests: int = 100, workers: int = 2
             encoder.terminate()
         if sim is not None:
             sim.close()
-        serve.terminate()
-        try:
-            serve.wait(10)
-        except subprocess.TimeoutExpired:
-            serve.kill()
+        stop_process(serve)
         serve_log.close()
         for key in store.client.scan_iter(settings.keys.all_pattern(), count=1000):
             store.client.delete(key)
@@ -196,6 +196,19 @@ def _summary(settings, plan, results, sim, elapsed, redis_kind, free) -> str:
         lines += [f"    room {r.room}: {r.reason}" for r in failed[:20]]
     else:
         lines.append("  failures        none")
+    return "\n".join(lines)
+
+
+def _holders(store: Store, limit: int = 5) -> str:
+    """Which rooms still hold source blocks, and why (a leak report)."""
+    lines = ["  blocks held by:"]
+    for key in list(store.client.scan_iter(store.keys.pool_owned("*"), count=1000))[:limit]:
+        room = int(key.decode().rsplit(":", 1)[1])
+        record = store.room(room)
+        queued = store.client.zscore(store.keys.release(store.keys.shard_of(room)), str(room))
+        fields = {k: record.get(k) for k in ("status_name", "round", "write_owner", "write_until")}
+        lines.append(f"    room {room}: {store.client.llen(key)} blocks, {fields}, release queue {queued}, "
+                     f"now {store.now_ms()}")
     return "\n".join(lines)
 
 

@@ -36,6 +36,7 @@ class RoundPlan:
     sent_after: int  # the destination's sent_tokens once the round is committed
     blocks: int  # destination blocks used
     entries: tuple[Entry, ...]
+    runs: int = 0  # runs of blocks contiguous on both sides
 
     @property
     def bytes(self) -> int:
@@ -122,6 +123,7 @@ def plan_round(
     dst = list(dst_indices[:nblocks])
     _check_bounds(src, dst, src_num_blocks, dst_num_blocks, layout)
 
+    block_runs = runs(src, dst)
     entries: list[Entry] = []
     for buffer_index, buffer in enumerate(layout.buffers):
         item = buffer.item_len
@@ -129,13 +131,13 @@ def plan_round(
             if sent_tokens == 0 and nblocks:
                 entries.append(Entry(buffer_index, src[0] * item, dst[0] * item, item))
             continue
-        for start, length in runs(src, dst):
+        for start, length in block_runs:
             end_token = min((start + length) * block, tokens)
             run_tokens = end_token - start * block
             entries.append(
                 Entry(buffer_index, src[start] * item, dst[start] * item, item * run_tokens // block)
             )
-    return RoundPlan(tokens, partial, sent_tokens + tokens, nblocks, tuple(entries))
+    return RoundPlan(tokens, partial, sent_tokens + tokens, nblocks, tuple(entries), len(block_runs))
 
 
 def _check_bounds(

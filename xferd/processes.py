@@ -6,6 +6,7 @@ import ctypes
 import multiprocessing
 import os
 import signal
+import subprocess
 import sys
 from typing import Callable, Protocol
 
@@ -16,6 +17,16 @@ class Service(Protocol):
     stopping: bool
 
     def run(self) -> None: ...
+
+
+def stop_process(process: subprocess.Popen, timeout: float = 10.0) -> None:
+    """SIGTERM a child (`xferd serve` stops its own children), SIGKILL it if it lingers."""
+    process.terminate()
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def _die_with_supervisor() -> None:

@@ -40,7 +40,9 @@ class Settings:
     retention: float = 3600.0
     # work queue
     lease: float = 5.0  # idle time after which another worker reclaims an entry
-    write_lease: float = 30.0  # source blocks stay held this long after a write starts
+    # source blocks stay held this long after a write starts or its lease was last renewed
+    # (every lease/3 while writing): how long a dead worker's blocks wait before going back
+    write_lease: float = 10.0
     max_deliveries: int = 10  # poison-entry limit; chaos at 0.2-0.5 s kills reached 6
     janitor_interval: float = 0.2
     consumer_ttl: float = 60.0  # a worker silent this long, with nothing pending, is forgotten

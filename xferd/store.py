@@ -203,10 +203,30 @@ class Store:
         return _text(reason) if reason else None
 
     # ---- workers
-    def read_rounds(self, consumer: str, count: int, block_ms: int) -> list[Round]:
+    def read_rounds(self, consumer: str, count: int, block_ms: int, release: tuple[int, ...] = ()) -> list[Round]:
+        """Take up to ``count`` new round entries, waiting up to ``block_ms``. ``release``:
+        ended rooms whose blocks go back in the same round trip (a pipeline ahead of the read).
+        Their release-queue entries stay: the janitor drops them (a no-op release) once due,
+        so a worker killed while this read blocks can never lose a release."""
         streams = {self.keys.stream(shard): ">" for shard in range(self.keys.shards)}
-        reply = self.client.xreadgroup(GROUP, consumer, streams, count=count, block=block_ms)
-        return self._rounds(reply or [])
+        if not release:
+            reply = self.client.xreadgroup(GROUP, consumer, streams, count=count, block=block_ms)
+            return self._rounds(reply or [])
+        # EVALSHA by hand: a Script in a pipeline costs an extra SCRIPT EXISTS round trip
+        sha = self._scripts["pool_release"].sha
+        pipe = self.client.pipeline(transaction=False)
+        for room in release:
+            pipe.evalsha(sha, 3, *self._pool_keys(room), self.policy, str(room))
+        pipe.xreadgroup(GROUP, consumer, streams, count=count, block=block_ms)
+        replies = pipe.execute(raise_on_error=False)
+        for room, reply in zip(release, replies):
+            if isinstance(reply, redis.exceptions.NoScriptError):  # not loaded yet: load and redo
+                self.release_blocks(room)
+            elif isinstance(reply, Exception):
+                raise reply
+        if isinstance(replies[-1], Exception):
+            raise replies[-1]
+        return self._rounds(replies[-1] or [])
 
     def _rounds(self, reply) -> list[Round]:
         shard_of_stream = {self.keys.stream(s): s for s in range(self.keys.shards)}
@@ -232,8 +252,14 @@ class Store:
         return {k: int(v) for k, v in _hash(self.client.hgetall(self.keys.stats)).items()
                 if v.lstrip("-").isdigit()}
 
-    def heartbeat(self, consumer: str) -> None:
-        self.client.hset(self.keys.workers, consumer, int(time.time() * 1000))
+    def heartbeat(self, consumer: str, counters: dict[str, int] | None = None) -> None:
+        """The worker is alive; adds ``counters`` to the node's stats in the same round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hset(self.keys.workers, consumer, int(time.time() * 1000))
+        for name, amount in (counters or {}).items():
+            if amount:
+                pipe.hincrby(self.keys.stats, name, amount)
+        pipe.execute()
 
     def live_workers(self, within_s: float = 5.0) -> list[str]:
         cutoff = (time.time() - within_s) * 1000

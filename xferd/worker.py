@@ -95,6 +95,11 @@ class Worker:
         self.lease_ms = int(settings.lease * 1000)
         self.write_lease_ms = int(settings.write_lease * 1000)
         self.keeper = LeaseKeeper(self.store, self.consumer, self.lease_ms, self.write_lease_ms)
+        # hot-path metrics, added to the node's stats with each heartbeat (`xferd bench`)
+        self.metrics = dict.fromkeys(("worker_rounds", "worker_round_trips", "worker_entries",
+                                      "worker_runs"), 0)
+        self._per_token_buffers = sum(b.per_token for b in self.layout.buffers)
+        self._to_release: list[int] = []  # ended rooms whose blocks go back with the next read
         self.stopping = False
 
     def _redis(self, action, what: str):
@@ -118,6 +123,11 @@ class Worker:
         except (PlanError, KeyError, ValueError) as error:
             self.fail(work, f"round {work.round} cannot be planned: {error}")
             return
+        for target in targets:
+            entries = target.plan.entries
+            self.metrics["worker_entries"] += len(entries)
+            self.metrics["worker_runs"] += target.plan.runs * self._per_token_buffers + sum(
+                not self.layout.buffers[e.buffer].per_token for e in entries)
         with self.keeper.hold(work):  # until the commit: its retries may outlast a lease too
             for target in targets:
                 if not self.keeper.still_held():  # ended or taken over: write no more
@@ -176,10 +186,11 @@ class Worker:
             self._release(work.room, outcome)
 
     def _release(self, room: int, outcome) -> None:
-        """The room ended and no write reads its blocks: give them back now, not at the
-        janitor's next pass (which still does it if this worker dies first)."""
+        """The room ended and no write reads its blocks: give them back with this worker's
+        next read (same round trip), not at the janitor's next pass — which still does it
+        if this worker dies first."""
         if outcome.release_now:
-            self._redis(lambda: self.store.release_room(room), "release")
+            self._to_release.append(room)
 
     # ---- the loop
     def reclaim(self) -> list[Round]:
@@ -211,7 +222,8 @@ class Worker:
         while not self.stopping:
             try:
                 if time.monotonic() >= next_beat:
-                    self.store.heartbeat(self.consumer)
+                    self.store.heartbeat(self.consumer, self.metrics)
+                    self.metrics = dict.fromkeys(self.metrics, 0)
                     next_beat = time.monotonic() + 1.0
                 batch: list[Round] = []
                 # After an outage every pending entry looks idle: give live workers a lease
@@ -220,11 +232,24 @@ class Worker:
                     batch = self.reclaim()
                     # found one: look again right after it; else not before half a lease
                     next_reclaim = 0.0 if batch else time.monotonic() + self.settings.lease / 2
-                # one at a time: an entry read is pending on this worker until committed, so
-                # taking more would hold back work that an idle worker could do now
-                batch += self.store.read_rounds(self.consumer, count=1, block_ms=200)
-                for work in batch:
+                for work in batch:  # reclaimed: not counted in the hot-path metrics
                     self.process_safely(work)
+                trips = self.store.client.round_trips
+                # COUNT 1 per shard stream: an entry read is pending on this worker until
+                # committed, so taking more would hold back work an idle worker could do now
+                # (one read can still bring one entry from each shard that has work)
+                release, self._to_release = tuple(self._to_release), []
+                try:
+                    fresh = self.store.read_rounds(self.consumer, count=1, block_ms=200, release=release)
+                except Exception:
+                    self._to_release[:0] = release  # unknown whether they went: releasing is idempotent
+                    raise
+                for work in fresh:
+                    self.process_safely(work)
+                    # the read that brought the round, and every call while doing it
+                    self.metrics["worker_round_trips"] += self.store.client.round_trips - trips
+                    self.metrics["worker_rounds"] += 1
+                    trips = self.store.client.round_trips
             except TRANSIENT:
                 # wait it out with backoff (one log line per outage), then carry on: entries
                 # this worker left pending are still its own, or reclaimed by another

@@ -1,6 +1,7 @@
 -- A worker starts a round: KEYS room, stream, session keys (one per destination, in order);
 -- ARGV policy, room, round, entry_id, group, consumer, lease_ms.
--- Returns {'ok' | 'redo', room fields, session fields...} with a write lease taken ('redo':
+-- Returns {'ok' | 'redo', room fields, session fields...} (only what planning reads, as
+-- flat name/value pairs) with a write lease taken ('redo':
 -- another worker began this round and never committed it), or {'stale', why}
 -- with the entry acknowledged (committed already, superseded, or the room ended).
 local room_key, stream_key = KEYS[1], KEYS[2]
@@ -23,6 +24,19 @@ if tonumber(before[1]) == entry_round and before[2] and before[2] ~= ARGV[6] the
 end
 redis.call('HSET', room_key, 'write_round', entry_round, 'write_owner', ARGV[6],
   'write_until', NOW + tonumber(ARGV[7]))
-local out = {verdict, redis.call('HGETALL', room_key)}
-for i = 3, #KEYS do out[#out + 1] = redis.call('HGETALL', KEYS[i]) end
+local function pick(key, fields)
+  local values, flat = redis.call('HMGET', key, unpack(fields)), {}
+  for i, field in ipairs(fields) do
+    if values[i] then flat[#flat + 1] = field; flat[#flat + 1] = values[i] end
+  end
+  return flat
+end
+local fields = {'dst_count', 'total_tokens', 'src_indices'}
+for k = 0, (num(room_key, 'dst_count') or 0) - 1 do
+  for _, name in ipairs({'session', 'dst_indices', 'allocated_tokens', 'sent_tokens'}) do
+    fields[#fields + 1] = 'dst' .. k .. '.' .. name
+  end
+end
+local out = {verdict, pick(room_key, fields)}
+for i = 3, #KEYS do out[#out + 1] = pick(KEYS[i], {'ptrs', 'lens', 'failed'}) end
 return out

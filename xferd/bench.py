@@ -1,0 +1,443 @@
+"""`xferd bench`: xferd against the two alternatives a user has, on the same bytes.
+
+1. raw: one Mooncake batch call per request round, from one process, no coordination —
+   the ceiling;
+2. in-process: the reference design — an in-process queue and one transfer thread that
+   issues one Mooncake entry per block per buffer type;
+3. xferd: Sender → Redis → worker → Mooncake → status at the Receiver, end to end.
+
+Every mode writes the same rounds (a request that needs a resume is written in two
+rounds) from the same shared-memory source pool into the same kind of destination pool
+over loopback TCP. Reports p50/p99 latency, GB/s, requests/s, and for xferd the Redis
+round trips and Mooncake entries per round counted by the workers.
+"""
+from __future__ import annotations
+
+import os
+import queue
+import random
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from .layout import Layout
+from .pool import DestPool, SourcePool
+from .processes import stop_process
+
+MAX_BLOCKS = 64  # 8192 tokens / 128
+
+
+@dataclass(frozen=True)
+class Request:
+    room: int
+    total_tokens: int
+    first_tokens: int  # tokens of the first round; < total_tokens when it needs a resume
+
+    @property
+    def rounds(self) -> list[tuple[int, int]]:
+        """(sent_before, tokens) of each round."""
+        if self.first_tokens >= self.total_tokens:
+            return [(0, self.total_tokens)]
+        return [(0, self.first_tokens), (self.first_tokens, self.total_tokens - self.first_tokens)]
+
+
+def workload(count: int, seed: int, block_size: int = 128, low: int = 256, high: int = 8192,
+             resume_share: float = 0.3) -> list[Request]:
+    rng = random.Random(seed)
+    out = []
+    for i in range(count):
+        total = rng.randint(low, high)
+        blocks = -(-total // block_size)
+        first = total
+        if blocks > 1 and rng.random() < resume_share:
+            first = rng.randint(1, blocks - 1) * block_size  # a partial round is block-aligned
+        out.append(Request(seed * 1_000_000 + i, total, first))
+    return out
+
+
+def request_bytes(layout: Layout, request: Request) -> int:
+    per_token = sum(layout.token_bytes(i) for i, b in enumerate(layout.buffers) if b.per_token)
+    aux = sum(b.item_len for b in layout.buffers if not b.per_token)
+    return per_token * request.total_tokens + aux
+
+
+@dataclass
+class Result:
+    mode: str
+    concurrency: int
+    workers: int
+    requests: int
+    seconds: float
+    bytes: int
+    latencies_ms: list[float] = field(repr=False)
+    extra: dict = field(default_factory=dict)
+
+    def percentile(self, q: float) -> float:
+        ordered = sorted(self.latencies_ms)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
+
+    def row(self) -> dict:
+        return {"mode": self.mode, "concurrency": self.concurrency, "workers": self.workers,
+                "requests": self.requests, "p50_ms": round(self.percentile(0.5), 2),
+                "p99_ms": round(self.percentile(0.99), 2), "gb_per_s": round(self.bytes / self.seconds / 1e9, 3),
+                "req_per_s": round(self.requests / self.seconds, 1), **self.extra}
+
+
+def drive(requests: list[Request], concurrency: int, one) -> tuple[list[float], float]:
+    """Run ``one(request, slot)`` (returning its latency in ms) for every request, with
+    ``concurrency`` in flight; each in-flight request owns a slot (its blocks). Returns the
+    latencies and the wall time."""
+    slots: queue.Queue = queue.Queue()
+    for slot in range(concurrency):
+        slots.put(slot)
+
+    def run(request: Request) -> float:
+        slot = slots.get()
+        try:
+            return one(request, slot)
+        finally:
+            slots.put(slot)
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        latencies = list(pool.map(run, requests))
+    return latencies, time.perf_counter() - started
+
+
+def _entries(layout: Layout, src_base: int, src_offsets, src_block: int, dst_ptrs, dst_block: int,
+             sent: int, tokens: int, per_block: bool) -> tuple[list[int], list[int], list[int]]:
+    """One round's Mooncake entries: one per buffer type over contiguous blocks (raw), or one
+    per block per buffer type (the reference design). Blocks ``src_block``.. and ``dst_block``..
+    are contiguous slots; the round starts at token ``sent`` of the request."""
+    block_size = layout.block_size
+    first = sent // block_size
+    count = -(-tokens // block_size)
+    src, dst, lengths = [], [], []
+    for index, buffer in enumerate(layout.buffers):
+        if not buffer.per_token:
+            if sent == 0:
+                src.append(src_base + src_offsets[index] + src_block * buffer.item_len)
+                dst.append(dst_ptrs[index] + dst_block * buffer.item_len)
+                lengths.append(buffer.item_len)
+            continue
+        width = layout.token_bytes(index)
+        spans = [(i, min(block_size, tokens - i * block_size)) for i in range(count)] if per_block \
+            else [(0, tokens)]
+        for i, span_tokens in spans:
+            src.append(src_base + src_offsets[index] + (src_block + first + i) * buffer.item_len)
+            dst.append(dst_ptrs[index] + (dst_block + i) * buffer.item_len)
+            lengths.append(span_tokens * width)
+    return src, dst, lengths
+
+
+class Direct:
+    """The raw and in-process modes: a writer engine on the source pool, a destination pool
+    with its own engine, both in this process (loopback TCP between them)."""
+
+    def __init__(self, layout: Layout, source: SourcePool, slots: int):
+        from .engine import Engine
+
+        self.layout, self.source = layout, source
+        self.dest = DestPool(layout, slots * MAX_BLOCKS)
+        self.dest_engine = Engine()
+        for pointer, length in self.dest.regions:
+            self.dest_engine.register(pointer, length)
+        self.writer = Engine()
+        self.writer.register(source.base_ptr, source.size)
+        self.dst_ptrs = [t.data_ptr() for t in self.dest.buffers]
+
+    def write_round(self, slot: int, sent: int, tokens: int, per_block: bool) -> int:
+        src, dst, lengths = _entries(self.layout, self.source.base_ptr, self.source.offsets, slot * MAX_BLOCKS,
+                                     self.dst_ptrs, slot * MAX_BLOCKS, sent, tokens, per_block)
+        self.writer.write(self.dest_engine.session_id, src, dst, lengths)
+        return len(src)
+
+    def run_raw(self, requests: list[Request], concurrency: int) -> Result:
+        def one(request: Request, slot: int) -> float:
+            started = time.perf_counter()
+            for sent, tokens in request.rounds:
+                self.write_round(slot, sent, tokens, per_block=False)
+            return (time.perf_counter() - started) * 1000
+
+        latencies, elapsed = drive(requests, concurrency, one)
+        return Result("raw", concurrency, 1, len(requests), elapsed,
+                      sum(request_bytes(self.layout, r) for r in requests), latencies)
+
+    def run_inprocess(self, requests: list[Request], concurrency: int) -> Result:
+        """Clients keep ``concurrency`` requests queued; one transfer thread serves the queue,
+        one round at a time, one entry per block per buffer type."""
+        work: queue.Queue = queue.Queue()
+        entries = [0, 0]  # entries, rounds
+
+        def transfer() -> None:
+            while (item := work.get()) is not None:
+                slot, sent, tokens, done = item
+                entries[0] += self.write_round(slot, sent, tokens, per_block=True)
+                entries[1] += 1
+                done.set()
+
+        thread = threading.Thread(target=transfer, daemon=True)
+        thread.start()
+
+        def one(request: Request, slot: int) -> float:
+            started = time.perf_counter()
+            for sent, tokens in request.rounds:  # a resume waits for the previous round
+                done = threading.Event()
+                work.put((slot, sent, tokens, done))
+                done.wait()
+            return (time.perf_counter() - started) * 1000
+
+        latencies, elapsed = drive(requests, concurrency, one)
+        work.put(None)
+        thread.join()
+        return Result("in-process", concurrency, 1, len(requests), elapsed,
+                      sum(request_bytes(self.layout, r) for r in requests), latencies,
+                      {"entries_per_round": round(entries[0] / max(1, entries[1]), 1)})
+
+
+class XferdNode:
+    """`xferd serve` with N workers as a child, and a Sender and Receiver in this process."""
+
+    def __init__(self, settings, workers: int, slots: int, log_path: str):
+        from .connections import connect
+        from .receiver import Receiver
+        from .sender import Sender
+        from .store import Store
+
+        self.settings = settings.replace(workers=workers)
+        self.store = Store(connect(self.settings.redis_url), self.settings)
+        self.log = open(log_path, "a")
+        self.process = subprocess.Popen([sys.executable, "-m", "xferd", "serve"], env=self.settings.to_env(),
+                                        stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while len(self.store.live_workers()) < workers:
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"xferd serve did not come up; see {log_path}")
+            time.sleep(0.1)
+        self.sender = Sender(self.settings, self.store)
+        self.receiver = Receiver(self.settings.ingress, self.settings.layout, slots * MAX_BLOCKS,
+                                 store=self.store)
+        self.receiver.register()
+        time.sleep(0.3)
+
+    def worker_counts(self) -> dict[str, int]:
+        return {k: v for k, v in self.store.stats().items() if k.startswith("worker_")}
+
+    def run(self, requests: list[Request], concurrency: int) -> Result:
+        from .status import Status
+
+        layout = self.settings.layout
+
+        def one(request: Request, slot: int) -> float:
+            base = slot * MAX_BLOCKS
+            blocks = self.sender.allocate(request.room, request.total_tokens, timeout=120)
+            self.sender.publish(request.room, blocks, request.total_tokens)  # the encoder is ready
+            started = time.perf_counter()
+            for number, (sent, tokens) in enumerate(request.rounds):
+                count = -(-tokens // layout.block_size)
+                dst = list(range(base, base + count))
+                if number == 0:
+                    self.receiver.init(request.room, dst, tokens)
+                else:
+                    self.receiver.resume(request.room, dst, sent, tokens)
+                status = self.receiver.wait(request.room, 120)
+                if status not in (Status.Transferring, Status.Success):
+                    raise RuntimeError(f"room {request.room}: {status.name} "
+                                       f"({self.receiver.failure(request.room)})")
+            latency = (time.perf_counter() - started) * 1000
+            self.receiver.forget(request.room)
+            return latency
+
+        before = self.worker_counts()
+        latencies, elapsed = drive(requests, concurrency, one)
+        time.sleep(1.2)  # the workers publish their counters with the heartbeat
+        after = self.worker_counts()
+        delta = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+        rounds = max(1, delta.get("worker_rounds", 0))
+        extra = {"redis_round_trips_per_round": round(delta.get("worker_round_trips", 0) / rounds, 2),
+                 "entries_per_round": round(delta.get("worker_entries", 0) / rounds, 1),
+                 "contiguous_runs_x_buffers_per_round": round(delta.get("worker_runs", 0) / rounds, 1)}
+        return Result("xferd", concurrency, self.settings.workers, len(requests), elapsed,
+                      sum(request_bytes(layout, r) for r in requests), latencies, extra)
+
+    def close(self) -> None:
+        self.receiver.close()
+        stop_process(self.process)
+        self.log.close()
+
+
+def results_table(rows: list[dict]) -> str:
+    header = ["mode", "workers", "concurrency", "p50_ms", "p99_ms", "gb_per_s", "req_per_s",
+              "entries_per_round", "redis_round_trips_per_round"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        lines.append("| " + " | ".join(str(row.get(h, "")) for h in header) + " |")
+    return "\n".join(lines)
+
+
+def save_chart(rows: list[dict], path: str) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for label in sorted({(r["mode"], r["workers"]) for r in rows}):
+        mine = sorted((r for r in rows if (r["mode"], r["workers"]) == label), key=lambda r: r["concurrency"])
+        name = label[0] if label[0] != "xferd" else f"xferd ({label[1]} worker{'s' * (label[1] > 1)})"
+        left.plot([r["concurrency"] for r in mine], [r["gb_per_s"] for r in mine], marker="o", label=name)
+        right.plot([r["concurrency"] for r in mine], [r["p50_ms"] for r in mine], marker="o", label=name)
+    left.set(xlabel="requests in flight", ylabel="GB/s", title="throughput", xscale="log")
+    right.set(xlabel="requests in flight", ylabel="ms", title="p50 latency", xscale="log")
+    left.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    return True
+
+
+def overhead(raw: Result, xferd: Result) -> dict:
+    return {"p50_ms": round(xferd.percentile(0.5) - raw.percentile(0.5), 2),
+            "p99_ms": round(xferd.percentile(0.99) - raw.percentile(0.99), 2)}
+
+
+def summary(rows: list[dict], small: dict) -> list[str]:
+    """The targets of issue 5, each with the measured ratio."""
+    def pick(mode, workers, concurrency):
+        return next((r for r in rows if (r["mode"], r["workers"], r["concurrency"]) == (mode, workers, concurrency)),
+                    None)
+
+    lines = []
+    raw8, inproc8, x8 = pick("raw", 1, 8), pick("in-process", 1, 8), pick("xferd", 2, 8)
+    raws = [r for r in rows if r["mode"] == "raw"]
+    if raws and x8:
+        # parallel sync batches from many threads thrash on few cores: the ceiling is the best raw run
+        best = max(raws, key=lambda r: r["gb_per_s"])
+        lines.append(f"xferd (2 workers, concurrency 8) / raw ceiling ({best['gb_per_s']} GB/s at concurrency "
+                     f"{best['concurrency']}): {x8['gb_per_s'] / best['gb_per_s']:.2f}x GB/s (target >= 0.9); "
+                     f"raw itself at concurrency 8: {raw8['gb_per_s'] if raw8 else '-'} GB/s")
+    if inproc8 and x8:
+        ratio = x8["gb_per_s"] / inproc8["gb_per_s"]
+        lines.append(f"xferd (2 workers) / in-process design at concurrency 8: {ratio:.2f}x GB/s (target >= 1.0)")
+    lines.append(f"coordination overhead, 256-token requests, concurrency 1: p50 {small['p50_ms']} ms "
+                 f"(target <= 1), p99 {small['p99_ms']} ms (target <= 5); raw p50 {small['raw_p50_ms']} ms, "
+                 f"xferd p50 {small['xferd_p50_ms']} ms, {small['xferd_round_trips_per_round']} round trips/round")
+    trips = [r["redis_round_trips_per_round"] for r in rows if r["mode"] == "xferd"]
+    if trips:
+        lines.append(f"worker Redis round trips per round: {max(trips)} at most (target <= 3)")
+    matched = all(r["entries_per_round"] == r["contiguous_runs_x_buffers_per_round"] for r in rows if r["mode"] == "xferd")
+    lines.append(f"Mooncake entries per round = contiguous runs x buffer types: {'yes' if matched else 'NO'}")
+    return lines
+
+
+def as_json(rows, small, targets, config) -> dict:
+    return {"config": config, "results": rows, "small_request_overhead_ms": small, "targets": targets,
+            "machine": {"cpus": os.cpu_count()}}
+
+
+def _redis_url(configured: str | None):
+    """The configured Redis, else the local one, else a private redis-server child."""
+    import redis
+
+    from .connections import DEFAULT_REDIS_URL
+    from .embedded import EmbeddedRedis
+
+    if configured:
+        return configured, None
+    try:
+        redis.Redis.from_url(DEFAULT_REDIS_URL, socket_connect_timeout=1).ping()
+        return DEFAULT_REDIS_URL, None
+    except redis.ConnectionError:
+        embedded = EmbeddedRedis().start()
+        return embedded.url, embedded
+
+
+def run_bench(redis_url: str | None = None, requests: int = 48, concurrencies=(1, 8, 32), workers=(1, 2),
+              small_requests: int = 100, seed: int = 1, hidden_size: int = 4096,
+              json_path: str = "bench.json", chart_path: str = "bench.png", out=sys.stdout) -> dict:
+    import json
+    import tempfile
+
+    from .embedded import free_port
+    from .settings import Settings
+
+    url, embedded = _redis_url(redis_url)
+    tag = f"bench{os.getpid()}"
+    slots = max(concurrencies)
+    settings = Settings(redis_url=url, prefix="xferd-bench", node=tag, hidden_size=hidden_size,
+                        pool_blocks=slots * MAX_BLOCKS + MAX_BLOCKS, pool_name=f"xferd-{tag}",
+                        ingress=f"tcp://127.0.0.1:{free_port()}")
+    layout = settings.layout
+    plan = workload(requests, seed, layout.block_size)
+
+    def renamed(requests_: list[Request], run: int) -> list[Request]:
+        """The same requests as new rooms (room ids are never reused)."""
+        return [Request(r.room + run * 10_000_000, r.total_tokens, r.first_tokens) for r in requests_]
+
+    small = [Request(r.room + 500_000, 256, 256) for r in workload(small_requests, seed + 1)]
+    config = {"requests": requests, "concurrency": list(concurrencies), "workers": list(workers),
+              "layout": layout.describe(), "tokens": "256-8192", "resumes": sum(len(r.rounds) > 1 for r in plan),
+              "small_requests": small_requests, "redis": url.split("@")[-1]}
+    log_path = os.path.join(tempfile.mkdtemp(prefix="xferd-bench-"), "serve.log")
+
+    def say(text: str) -> None:
+        out.write(text + "\n")
+        out.flush()
+
+    say(f"xferd bench: {requests} requests (256-8192 tokens, {config['resumes']} with a resume), "
+        f"{layout.describe()}; serve log {log_path}")
+    source = SourcePool(layout, settings.pool_blocks, settings.shm_name, create=True)
+    rows, results = [], {}
+    try:
+        direct = Direct(layout, source, slots)
+        for concurrency in concurrencies:
+            for name, run in (("raw", direct.run_raw), ("in-process", direct.run_inprocess)):
+                run(plan[:max(4, concurrency)], concurrency)  # warm-up: connections, page faults
+                result = results[(name, 1, concurrency)] = run(plan, concurrency)
+                rows.append(result.row())
+                say(f"  {name:10s} concurrency {concurrency:2d}: {rows[-1]['gb_per_s']} GB/s, "
+                    f"p50 {rows[-1]['p50_ms']} ms")
+        raw_small = direct.run_raw(small, 1)
+        for count in workers:
+            node = XferdNode(settings, count, slots, log_path)
+            try:
+                for concurrency in concurrencies:
+                    run = 1 + 2 * (concurrency + 100 * count)
+                    node.run(renamed(plan[:max(4, concurrency)], run), concurrency)
+                    result = results[("xferd", count, concurrency)] = node.run(renamed(plan, run + 1), concurrency)
+                    rows.append(result.row())
+                    say(f"  xferd x{count}   concurrency {concurrency:2d}: {rows[-1]['gb_per_s']} GB/s, "
+                        f"p50 {rows[-1]['p50_ms']} ms, {rows[-1]['redis_round_trips_per_round']} Redis "
+                        f"round trips/round")
+                if count == workers[0]:
+                    xferd_small = node.run(renamed(small, 999), 1)
+            finally:
+                node.close()
+                for key in node.store.client.scan_iter(settings.keys.all_pattern(), count=1000):
+                    node.store.client.delete(key)
+    finally:
+        source.unlink()
+        if embedded is not None:
+            embedded.stop()
+    overheads = overhead(raw_small, xferd_small)
+    overheads.update(raw_p50_ms=round(raw_small.percentile(0.5), 2), xferd_p50_ms=round(xferd_small.percentile(0.5), 2),
+                     xferd_round_trips_per_round=xferd_small.extra["redis_round_trips_per_round"])
+    targets = summary(rows, overheads)
+    say("")
+    say(results_table(rows))
+    say("")
+    for line in targets:
+        say("  " + line)
+    report = as_json(rows, overheads, targets, config)
+    with open(json_path, "w") as handle:
+        json.dump(report, handle, indent=2)
+    say(f"JSON: {json_path}")
+    if save_chart(rows, chart_path):
+        say(f"chart: {chart_path}")
+    else:
+        say("chart: skipped (pip install matplotlib)")
+    return report
