@@ -34,7 +34,8 @@ def test_a_tiny_bench_run(redis_url, tmp_path):
         assert row["gb_per_s"] > 0 and row["p99_ms"] >= row["p50_ms"] > 0
         if row["mode"] == "xferd":
             assert row["entries_per_round"] == row["contiguous_runs_x_buffers_per_round"]
-            assert 2.0 <= row["redis_round_trips_per_round"] <= 3.0, row
+            # 3 per round exactly (tests/test_worker.py); a lease renewal inside a long write adds one
+            assert 2.0 <= row["redis_round_trips_per_round"] <= 3.5, row
         if row["mode"] == "in-process":
             assert row["entries_per_round"] > 4, "one entry per block per buffer type"
     assert (tmp_path / "b.png").stat().st_size > 1000
