@@ -27,7 +27,6 @@ class EmbeddedRedis:
         self.prefer_server = prefer_server
         self.aof = aof  # append-only file, fsynced before every reply: a crash loses nothing
         self.port = 0
-        self.restarts = 0
         self.url = ""
         self.kind = ""
         self._process: subprocess.Popen | None = None
@@ -71,7 +70,6 @@ class EmbeddedRedis:
         self._process.wait()
         time.sleep(down_for)
         self._spawn(shutil.which("redis-server"))
-        self.restarts += 1
         self._wait_ready()
 
     def _wait_ready(self) -> None:
