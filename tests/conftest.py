@@ -10,10 +10,9 @@ import uuid
 
 import fakeredis
 import pytest
-import redis
 
 from xferd.connections import connect
-from xferd.embedded import EmbeddedRedis, free_port
+from xferd.embedded import free_port, local_or_embedded
 from xferd.processes import stop_process
 from xferd.settings import Settings
 from xferd.store import Store
@@ -24,12 +23,10 @@ LOCAL_REDIS = "redis://127.0.0.1:6379/0"
 @pytest.fixture(scope="session")
 def redis_url():
     """The machine's Redis; a private redis-server if none answers on 6379."""
-    try:
-        redis.Redis.from_url(LOCAL_REDIS, socket_connect_timeout=1).ping()
-        yield LOCAL_REDIS
-    except redis.ConnectionError:
-        with EmbeddedRedis() as embedded:
-            yield embedded.url
+    url, embedded = local_or_embedded(LOCAL_REDIS)
+    yield url
+    if embedded is not None:
+        embedded.stop()
 
 
 def wait_for(predicate, timeout=10.0) -> bool:

@@ -12,7 +12,7 @@ import torch
 
 from conftest import start_node, start_room
 from xferd.auth import keygen
-from xferd.embedded import free_port
+from xferd.embedded import answers, free_port
 from xferd.receiver import Receiver
 from xferd.sender import Sender
 from xferd.status import Status
@@ -86,17 +86,7 @@ def tls_redis(tmp_path):
                                "--dir", str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"rediss://:{secret}@127.0.0.1:{port}/0?ssl_ca_certs={cert}"
     try:
-        import redis
-
-        client = redis.Redis.from_url(url)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                assert time.monotonic() < deadline, "TLS redis-server did not start"
-                time.sleep(0.05)
+        assert answers(url, within=10.0), "TLS redis-server did not start"
         yield url, secret
     finally:
         server.terminate()

@@ -270,23 +270,6 @@ class XferdNode:
         self.log.close()
 
 
-def _redis_url(configured: str | None):
-    """The configured Redis, else the local one, else a private redis-server child."""
-    import redis
-
-    from .connections import DEFAULT_REDIS_URL
-    from .embedded import EmbeddedRedis
-
-    if configured:
-        return configured, None
-    try:
-        redis.Redis.from_url(DEFAULT_REDIS_URL, socket_connect_timeout=1).ping()
-        return DEFAULT_REDIS_URL, None
-    except redis.ConnectionError:
-        embedded = EmbeddedRedis().start()
-        return embedded.url, embedded
-
-
 def run_bench(redis_url: str | None = None, requests: int = 48, concurrencies=(1, 8, 32), workers=(1, 2),
               small_requests: int = 100, seed: int = 1, hidden_size: int = 4096,
               json_path: str = "bench.json", chart_path: str = "bench.png", out=sys.stdout) -> dict:
@@ -296,7 +279,11 @@ def run_bench(redis_url: str | None = None, requests: int = 48, concurrencies=(1
     from .embedded import free_port
     from .settings import Settings
 
-    url, embedded = _redis_url(redis_url)
+    from .connections import DEFAULT_REDIS_URL
+    from .embedded import local_or_embedded
+
+    # the configured Redis, else the local one, else a private redis-server child
+    url, embedded = (redis_url, None) if redis_url else local_or_embedded(DEFAULT_REDIS_URL)
     tag = f"bench{os.getpid()}"
     slots = max(concurrencies)
     settings = Settings(redis_url=url, prefix="xferd-bench", node=tag, hidden_size=hidden_size,

@@ -22,6 +22,32 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def answers(url: str, within: float) -> bool:
+    """Whether the Redis at ``url`` answers PING within ``within`` seconds (it may be starting
+    or loading its AOF)."""
+    client = redis.Redis.from_url(url, socket_connect_timeout=1)
+    deadline = time.monotonic() + within
+    try:
+        while True:
+            try:
+                client.ping()
+                return True
+            except (redis.ConnectionError, redis.BusyLoadingError):
+                if time.monotonic() > deadline:
+                    return False
+                time.sleep(0.05)
+    finally:
+        client.close()
+
+
+def local_or_embedded(url: str) -> tuple[str, "EmbeddedRedis | None"]:
+    """``url`` if a Redis answers there, else a started private one (stop it when done)."""
+    if answers(url, within=0):
+        return url, None
+    embedded = EmbeddedRedis().start()
+    return embedded.url, embedded
+
+
 class EmbeddedRedis:
     def __init__(self, prefer_server: bool = True, aof: bool = False):
         self.prefer_server = prefer_server
@@ -73,18 +99,9 @@ class EmbeddedRedis:
         self._wait_ready()
 
     def _wait_ready(self) -> None:
-        client = redis.Redis.from_url(self.url)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except (redis.ConnectionError, redis.BusyLoadingError):
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError(f"embedded Redis did not start: {self.kind}")
-                time.sleep(0.05)
-        client.close()
+        if not answers(self.url, within=10.0):
+            self.stop()
+            raise RuntimeError(f"embedded Redis did not start: {self.kind}")
 
     def stop(self) -> None:
         if self._process is not None:

@@ -146,9 +146,7 @@ class Worker:
                 self._abandon(work, targets)
                 return
             maybe_die("after_write", self.store)
-            outcome = self._redis(
-                lambda: self.store.commit_round(work, self.consumer, [t.plan.sent_after for t in targets]),
-                "commit round")
+            outcome = self._commit(work, targets)
         if outcome is None:
             log.info("room %s round %s: commit was stale (room ended or round redone)", work.room, work.round)
             self._redis(lambda: self.store.count("stale_commits"), "count")
@@ -163,9 +161,12 @@ class Worker:
         lease, so the room's source blocks go back now rather than when the lease runs out."""
         log.warning("room %s round %s abandoned: %s", work.room, work.round, self.keeper.lost)
         if self.keeper.room_ended:
-            self._redis(lambda: self.store.commit_round(work, self.consumer,
-                                                        [t.plan.sent_after for t in targets]),
-                        "drop claim")
+            self._commit(work, targets)  # stale by now: it only acknowledges and lets go
+
+    def _commit(self, work: Round, targets: list[Target]):
+        return self._redis(lambda: self.store.commit_round(work, self.consumer,
+                                                           [t.plan.sent_after for t in targets]),
+                           "commit round")
 
     def write(self, target: Target) -> None:
         base, offsets = self.pool.base_ptr, self.pool.offsets
