@@ -36,10 +36,6 @@ class Janitor:
         store, keys = self.store, self.store.keys
         now = store.now_ms()
         counts = {"timed_out": 0, "released": 0}
-        rebuilt = store.rebuild_pool(self.settings.pool_blocks, self.pool_description)
-        if rebuilt is not None:
-            log.error("Redis lost this node's state (restarted without AOF, or flushed): rooms in "
-                      "flight are gone; source pool free list rebuilt with %d free blocks", rebuilt)
         for shard in range(keys.shards):
             for room in store.due(keys.timeouts(shard), now):
                 outcome = store.fail_room(room, "", expired=True)
@@ -53,7 +49,11 @@ class Janitor:
             log.warning("returned %d source blocks allocated but never published within %.0fs",
                         orphaned, self.settings.alloc_timeout)
             counts["released"] += orphaned
-        if time.monotonic() >= self.next_trim:
+        if time.monotonic() >= self.next_trim:  # the slow, rare checks
+            rebuilt = store.rebuild_pool(self.settings.pool_blocks, self.pool_description)
+            if rebuilt is not None:
+                log.error("Redis lost this node's state (restarted without AOF, or flushed): rooms in "
+                          "flight are gone; source pool free list rebuilt with %d free blocks", rebuilt)
             self.trim()
             removed = store.remove_dead_consumers(int(self.settings.consumer_ttl * 1000))
             if removed:
