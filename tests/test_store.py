@@ -422,3 +422,16 @@ def test_a_worker_returns_blocks_with_its_next_read(store):
     store.commit_round(work, "w1", [100])
     assert store.read_rounds("w1", count=1, block_ms=10, release=(38,)) == []
     assert store.free_blocks() == 4
+
+
+def test_scripts_are_loaded_up_front_so_the_first_round_pays_no_miss(store):
+    store.client.script_flush()  # a fresh or restarted Redis holds no scripts
+    shas = [script.sha for script in store._scripts.values()]
+    assert not any(store.client.script_exists(*shas))
+    store.load_scripts()
+    assert all(store.client.script_exists(*shas))
+    work = writing(store, 40)
+    before = getattr(store.client, "round_trips", None)
+    store.commit_round(work, "w1", [100])
+    if before is not None:  # EVALSHA hits at once: no NOSCRIPT, no SCRIPT LOAD
+        assert store.client.round_trips - before == 1

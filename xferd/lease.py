@@ -72,9 +72,12 @@ class LeaseKeeper:
         return not self.lost
 
     def _run(self) -> None:
-        while not self._wake.wait(self.lease_ms / 3000):
+        # wake every sixth of a lease, renew once the last confirmation is a third of a lease
+        # old: at most half a lease between renewals, and none for a write shorter than a third
+        while not self._wake.wait(self.lease_ms / 6000):
             try:
-                self.renew()
+                if time.monotonic() - self._renewed >= self.lease_ms / 3000:
+                    self.renew()
             except Exception:  # the keeper must outlive any one failed renewal
                 log.exception("lease renewal failed")
 

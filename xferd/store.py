@@ -103,6 +103,14 @@ class Store:
                 raise
             return False
 
+    def load_scripts(self) -> None:
+        """Load every script into Redis's cache in one round trip, at start and after a Redis
+        restart, so the hot path never pays a NOSCRIPT miss (EVALSHA still reloads on one)."""
+        pipe = self.client.pipeline(transaction=False)
+        for script in self._scripts.values():
+            pipe.script_load(script.script)
+        pipe.execute()
+
     def ensure_groups(self) -> None:
         """Create each shard's consumer group at first start (from the stream's beginning)."""
         for shard in range(self.keys.shards):

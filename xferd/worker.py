@@ -218,6 +218,7 @@ class Worker:
 
     def run(self) -> None:
         self._redis(self.store.ensure_groups, "create consumer groups")
+        self._redis(self.store.load_scripts, "load scripts")
         log.info("worker %s ready (engine %s)", self.consumer, self.engine.session_id)
         next_reclaim = next_beat = 0.0
         while not self.stopping:
@@ -255,6 +256,7 @@ class Worker:
                 # wait it out with backoff (one log line per outage), then carry on: entries
                 # this worker left pending are still its own, or reclaimed by another
                 wait_for_redis(self.store.client, "worker loop", lambda: self.stopping)
+                self._redis(self.store.load_scripts, "load scripts")  # a restarted Redis has none
             except Exception as error:
                 if "NOGROUP" in str(error):  # the group or stream was deleted, or Redis lost it
                     requeued = self._redis(self.store.recover_groups, "recreate consumer groups")
