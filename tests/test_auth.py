@@ -124,3 +124,40 @@ def test_tls_and_a_password_and_no_secret_in_logs_or_inspect(tls_redis, tmp_path
                           capture_output=True, text=True, timeout=60)
     assert done.returncode != 0 and "refused the credentials" in done.stderr
     assert secret not in done.stdout + done.stderr
+
+
+def test_a_unix_socket_url_with_a_password(tmp_path, tmp_path_factory):
+    """`unix://` (a Redis on the same host, no TCP): serve, a transfer and inspect work, and
+    the password given as ``?password=`` never reaches the log or inspect's output."""
+    secret = f"pw-{random.getrandbits(40):x}"
+    socket_path = tmp_path / "redis.sock"
+    server = subprocess.Popen(["redis-server", "--port", "0", "--unixsocket", str(socket_path),
+                               "--unixsocketperm", "700", "--requirepass", secret, "--save", "",
+                               "--dir", str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"unix://{socket_path}?db=0&password={secret}"
+    try:
+        assert answers(url, within=10.0), "redis-server on a unix socket did not start"
+        node = start_node(url, tmp_path_factory)
+        try:
+            rx = Receiver(node.settings.ingress, node.settings.layout, 16, store=node.store)
+            try:
+                rx.register()
+                time.sleep(0.3)
+                room, data = start_room(Sender(node.settings, node.store), rx, 300, [3, 4, 5], 384)
+                assert rx.wait(room, 15) == Status.Success
+                assert torch.equal(rx.pool.read_tokens(0, [3, 4, 5], 300), data[0])
+            finally:
+                rx.close()
+            shown = subprocess.run([sys.executable, "-m", "xferd", "inspect", str(room), "--redis", url,
+                                    "--prefix", node.settings.prefix, "--node", node.settings.node,
+                                    "--shards", str(node.settings.shards)],
+                                   capture_output=True, text=True, timeout=60)
+            assert "Success" in shown.stdout, shown.stdout + shown.stderr
+            assert secret not in shown.stdout + shown.stderr
+        finally:
+            node.stop()
+        log = open(node.log_path).read()
+        assert "serving node" in log and "password=***" in log and secret not in log
+    finally:
+        server.terminate()
+        server.wait(10)
