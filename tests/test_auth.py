@@ -93,30 +93,36 @@ def tls_redis(tmp_path):
         server.wait(10)
 
 
-def test_tls_and_a_password_and_no_secret_in_logs_or_inspect(tls_redis, tmp_path_factory):
-    """`serve`, a transfer and `inspect` through rediss:// with a password, which never
-    appears in their output; a wrong password stops `serve` with a clear message."""
-    url, secret = tls_redis
+def serve_transfer_inspect(url: str, tmp_path_factory) -> tuple[str, str]:
+    """`serve` on ``url``, one room transferred byte-exact, then `xferd inspect` of that room:
+    (serve's log, inspect's stdout and stderr)."""
     node = start_node(url, tmp_path_factory)
     try:
         rx = Receiver(node.settings.ingress, node.settings.layout, 16, store=node.store)
         try:
             rx.register()
             time.sleep(0.3)
-            room, data = start_room(Sender(node.settings, node.store), rx, 100, [0], 128)
+            room, data = start_room(Sender(node.settings, node.store), rx, 300, [3, 4, 5], 384)
             assert rx.wait(room, 15) == Status.Success
-            assert torch.equal(rx.pool.read_tokens(0, [0], 100), data[0])
+            assert torch.equal(rx.pool.read_tokens(0, [3, 4, 5], 300), data[0])
         finally:
             rx.close()
         shown = subprocess.run([sys.executable, "-m", "xferd", "inspect", str(room), "--redis", url,
                                 "--prefix", node.settings.prefix, "--node", node.settings.node,
                                 "--shards", str(node.settings.shards)],
                                capture_output=True, text=True, timeout=60)
-        assert "Success" in shown.stdout and secret not in shown.stdout + shown.stderr
-        assert "rediss://***@" in shown.stdout
+        assert "Success" in shown.stdout, shown.stdout + shown.stderr
     finally:
         node.stop()
-    log = open(node.log_path).read()
+    return open(node.log_path).read(), shown.stdout + shown.stderr
+
+
+def test_tls_and_a_password_and_no_secret_in_logs_or_inspect(tls_redis, tmp_path_factory):
+    """`serve`, a transfer and `inspect` through rediss:// with a password, which never
+    appears in their output; a wrong password stops `serve` with a clear message."""
+    url, secret = tls_redis
+    log, shown = serve_transfer_inspect(url, tmp_path_factory)
+    assert "rediss://***@" in shown and secret not in shown
     assert "serving node" in log and "rediss://***@" in log and secret not in log
     wrong = url.replace(secret, secret + "x")
     done = subprocess.run([sys.executable, "-m", "xferd", "serve", "--redis", wrong, "--ingress",
@@ -137,26 +143,8 @@ def test_a_unix_socket_url_with_a_password(tmp_path, tmp_path_factory):
     url = f"unix://{socket_path}?db=0&password={secret}"
     try:
         assert answers(url, within=10.0), "redis-server on a unix socket did not start"
-        node = start_node(url, tmp_path_factory)
-        try:
-            rx = Receiver(node.settings.ingress, node.settings.layout, 16, store=node.store)
-            try:
-                rx.register()
-                time.sleep(0.3)
-                room, data = start_room(Sender(node.settings, node.store), rx, 300, [3, 4, 5], 384)
-                assert rx.wait(room, 15) == Status.Success
-                assert torch.equal(rx.pool.read_tokens(0, [3, 4, 5], 300), data[0])
-            finally:
-                rx.close()
-            shown = subprocess.run([sys.executable, "-m", "xferd", "inspect", str(room), "--redis", url,
-                                    "--prefix", node.settings.prefix, "--node", node.settings.node,
-                                    "--shards", str(node.settings.shards)],
-                                   capture_output=True, text=True, timeout=60)
-            assert "Success" in shown.stdout, shown.stdout + shown.stderr
-            assert secret not in shown.stdout + shown.stderr
-        finally:
-            node.stop()
-        log = open(node.log_path).read()
+        log, shown = serve_transfer_inspect(url, tmp_path_factory)
+        assert secret not in shown
         assert "serving node" in log and "password=***" in log and secret not in log
     finally:
         server.terminate()
