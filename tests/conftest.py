@@ -62,6 +62,7 @@ def store(request, redis_url):
         client = connect(redis_url)
     store = Store(client, settings)
     store.ensure_groups()
+    store.load_scripts()  # as a worker does at start, so round-trip counts see no NOSCRIPT miss
     yield store
     _cleanup(client, settings)
 
