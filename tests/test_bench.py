@@ -8,6 +8,7 @@ import json
 import pytest
 
 from xferd.bench import Request, run_bench, workload
+from xferd.bench_report import results_table, save_chart, summary
 
 pytestmark = pytest.mark.integration
 
@@ -40,3 +41,22 @@ def test_a_tiny_bench_run(redis_url, tmp_path):
             assert row["entries_per_round"] > 4, "one entry per block per buffer type"
     assert (tmp_path / "b.png").stat().st_size > 1000
     assert "Mooncake entries per round = contiguous runs x buffer types: yes" in out.getvalue()
+
+
+def test_a_failed_run_is_reported_and_left_out_of_the_ratios(tmp_path):
+    def row(mode, workers, concurrency, gb_per_s):
+        return {"mode": mode, "workers": workers, "concurrency": concurrency, "requests": 48, "p50_ms": 5.0,
+                "p99_ms": 9.0, "gb_per_s": gb_per_s, "req_per_s": 10.0, "entries_per_round": 4.0,
+                "contiguous_runs_x_buffers_per_round": 4.0, "redis_round_trips_per_round": 3.0}
+    failed = {"mode": "raw", "workers": 1, "concurrency": 32, "requests": 48,
+              "error": "Mooncake write of 3 entries failed (rc=-1)"}
+    rows = [row("raw", 1, 1, 2.0), row("raw", 1, 8, 0.5), failed, row("in-process", 1, 8, 1.0),
+            row("xferd", 2, 8, 1.5)]
+    small = {"p50_ms": 1.0, "p99_ms": 2.0, "raw_p50_ms": 1.0, "xferd_p50_ms": 2.0, "xferd_round_trips_per_round": 3.0}
+    lines = summary(rows, small)
+    assert any("raw ceiling (2.0 GB/s at concurrency 1): 0.75x" in line for line in lines), lines
+    assert any("in-process design at concurrency 8: 1.50x" in line for line in lines), lines
+    assert lines[-1] == "FAILED: raw (1 worker(s)) at concurrency 32: Mooncake write of 3 entries failed (rc=-1)"
+    table = results_table(rows)
+    assert table.splitlines()[0].endswith("| error |") and "rc=-1" in table
+    assert save_chart(rows, str(tmp_path / "c.png")) and (tmp_path / "c.png").stat().st_size > 1000

@@ -309,28 +309,42 @@ def run_bench(redis_url: str | None = None, requests: int = 48, concurrencies=(1
     say(f"xferd bench: {requests} requests (256-8192 tokens, {config['resumes']} with a resume), "
         f"{layout.describe()}; serve log {log_path}")
     source = SourcePool(layout, settings.pool_blocks, settings.shm_name, create=True)
-    rows, results = [], {}
+    rows: list[dict] = []
+
+    def measure(label: str, workers_: int, concurrency: int, run, requests_, warm_up=None) -> Result | None:
+        """One row of the table. A run that fails is reported as a row with its error and the
+        bench goes on: e.g. 32 threads sharing one engine on 2 cores can hit Mooncake's limit on
+        one synchronous batch (MC_TRANSFER_TIMEOUT, 30 s by default)."""
+        mode = label.split()[0]
+        try:
+            if warm_up is not None:
+                run(warm_up, concurrency)  # connections, page faults
+            result = run(requests_, concurrency)
+        except RuntimeError as error:  # Mooncake's WriteError, a room that failed or timed out
+            rows.append({"mode": mode, "concurrency": concurrency, "workers": workers_,
+                         "requests": len(requests_), "error": str(error)[:300]})
+            say(f"  {label:10s} concurrency {concurrency:2d}: FAILED: {error}")
+            return None
+        row = result.row()
+        rows.append(row)
+        trips = row.get("redis_round_trips_per_round")
+        say(f"  {label:10s} concurrency {concurrency:2d}: {row['gb_per_s']} GB/s, p50 {row['p50_ms']} ms"
+            + (f", {trips} Redis round trips/round" if trips is not None else ""))
+        return result
+
     try:
         direct = Direct(layout, source, slots)
         for concurrency in concurrencies:
             for name, run in (("raw", direct.run_raw), ("in-process", direct.run_inprocess)):
-                run(plan[:max(4, concurrency)], concurrency)  # warm-up: connections, page faults
-                result = results[(name, 1, concurrency)] = run(plan, concurrency)
-                rows.append(result.row())
-                say(f"  {name:10s} concurrency {concurrency:2d}: {rows[-1]['gb_per_s']} GB/s, "
-                    f"p50 {rows[-1]['p50_ms']} ms")
+                measure(name, 1, concurrency, run, plan, plan[:max(4, concurrency)])
         raw_small = direct.run_raw(small, 1)
         for count in workers:
             node = XferdNode(settings, count, slots, log_path)
             try:
                 for concurrency in concurrencies:
                     run = 1 + 2 * (concurrency + 100 * count)
-                    node.run(renamed(plan[:max(4, concurrency)], run), concurrency)
-                    result = results[("xferd", count, concurrency)] = node.run(renamed(plan, run + 1), concurrency)
-                    rows.append(result.row())
-                    say(f"  xferd x{count}   concurrency {concurrency:2d}: {rows[-1]['gb_per_s']} GB/s, "
-                        f"p50 {rows[-1]['p50_ms']} ms, {rows[-1]['redis_round_trips_per_round']} Redis "
-                        f"round trips/round")
+                    measure(f"xferd x{count}", count, concurrency, node.run, renamed(plan, run + 1),
+                            renamed(plan[:max(4, concurrency)], run))
                 if count == workers[0]:
                     xferd_small = node.run(renamed(small, 999), 1)
             finally:

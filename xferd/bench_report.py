@@ -7,13 +7,21 @@ import os
 def results_table(rows: list[dict]) -> str:
     header = ["mode", "workers", "concurrency", "p50_ms", "p99_ms", "gb_per_s", "req_per_s",
               "entries_per_round", "redis_round_trips_per_round"]
+    if any("error" in row for row in rows):
+        header.append("error")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         lines.append("| " + " | ".join(str(row.get(h, "")) for h in header) + " |")
     return "\n".join(lines)
 
 
+def measured(rows: list[dict]) -> list[dict]:
+    """The rows of runs that completed (a failed run's row holds only its error)."""
+    return [row for row in rows if "error" not in row]
+
+
 def save_chart(rows: list[dict], path: str) -> bool:
+    rows = measured(rows)
     try:
         import matplotlib
 
@@ -42,7 +50,10 @@ def overhead(raw, xferd) -> dict:
 
 
 def summary(rows: list[dict], small: dict) -> list[str]:
-    """The targets of issue 5, each with the measured ratio."""
+    """The targets of issue 5, each with the measured ratio, and the runs that failed."""
+    failed = [row for row in rows if "error" in row]
+    rows = measured(rows)
+
     def pick(mode, workers, concurrency):
         return next((r for r in rows if (r["mode"], r["workers"], r["concurrency"]) == (mode, workers, concurrency)),
                     None)
@@ -67,6 +78,9 @@ def summary(rows: list[dict], small: dict) -> list[str]:
         lines.append(f"worker Redis round trips per round: {max(trips)} at most (target <= 3)")
     matched = all(r["entries_per_round"] == r["contiguous_runs_x_buffers_per_round"] for r in rows if r["mode"] == "xferd")
     lines.append(f"Mooncake entries per round = contiguous runs x buffer types: {'yes' if matched else 'NO'}")
+    for row in failed:
+        lines.append(f"FAILED: {row['mode']} ({row['workers']} worker(s)) at concurrency {row['concurrency']}: "
+                     f"{row['error']}")
     return lines
 
 

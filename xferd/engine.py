@@ -5,6 +5,7 @@ import contextlib
 import importlib.metadata
 import os
 import tempfile
+import time
 
 MIN_VERSION = (0, 3, 12)  # earlier TCP builds reported writes complete before they landed
 DISTRIBUTIONS = ("mooncake-transfer-engine", "mooncake-transfer-engine-non-cuda")
@@ -49,10 +50,13 @@ class Engine:
     def write(self, session_id: str, src: list[int], dst: list[int], lengths: list[int]) -> None:
         if not src:
             return
+        started = time.monotonic()
         rc = self._engine.batch_transfer_sync_write(session_id, src, dst, lengths)
         if rc != 0:
+            # rc is -1 for every cause; the time tells a dead peer (fast) from Mooncake's limit
+            # on one synchronous batch: MC_TRANSFER_TIMEOUT (30 s by default) + 1 s per GiB
             raise WriteError(f"Mooncake write of {len(src)} entries ({sum(lengths)} bytes) "
-                             f"to {session_id} failed (rc={rc})")
+                             f"to {session_id} failed (rc={rc}) after {time.monotonic() - started:.1f} s")
 
 
 @contextlib.contextmanager
