@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
-import sys
 import time
 import uuid
 
@@ -13,7 +11,7 @@ import pytest
 
 from xferd.connections import connect
 from xferd.embedded import free_port, local_or_embedded
-from xferd.processes import stop_process
+from xferd.processes import start_serve, stop_process
 from xferd.settings import Settings
 from xferd.store import Store
 
@@ -76,14 +74,12 @@ class Node:
         self.store = Store(connect(settings.redis_url), settings)
         env = settings.to_env(dict(os.environ, **(env_extra or {})))
         self.log = open(log_path, "w")
-        self.process = subprocess.Popen([sys.executable, "-m", "xferd", "serve"], env=env,
-                                        stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        while len(self.store.live_workers()) < settings.workers:
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"xferd serve did not start; log: {log_path}")
-            time.sleep(0.1)
+        try:
+            self.process = start_serve(settings, self.store, self.log, env)
+        except RuntimeError:
+            self.log.close()
+            _cleanup(self.store.client, settings)
+            raise
 
     def stop(self) -> None:
         stop_process(self.process)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import queue
 import random
-import subprocess
 import sys
 import threading
 import time
@@ -26,7 +25,7 @@ from dataclasses import dataclass, field
 from .layout import Layout
 from .bench_report import as_json, overhead, results_table, save_chart, summary
 from .pool import DestPool, SourcePool
-from .processes import stop_process
+from .processes import start_serve, stop_process
 
 MAX_BLOCKS = 64  # 8192 tokens / 128
 
@@ -211,13 +210,7 @@ class XferdNode:
         self.settings = settings.replace(workers=workers)
         self.store = Store(connect(self.settings.redis_url), self.settings)
         self.log = open(log_path, "a")
-        self.process = subprocess.Popen([sys.executable, "-m", "xferd", "serve"], env=self.settings.to_env(),
-                                        stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        while len(self.store.live_workers()) < workers:
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"xferd serve did not come up; see {log_path}")
-            time.sleep(0.1)
+        self.process = start_serve(self.settings, self.store, self.log)
         self.sender = Sender(self.settings, self.store)
         self.receiver = Receiver(self.settings.ingress, self.settings.layout, slots * MAX_BLOCKS,
                                  store=self.store)

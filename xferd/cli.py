@@ -70,11 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    import redis
+    from .connections import PERMANENT
 
     try:
         _run(build_parser().parse_args(argv))
-    except (redis.exceptions.AuthenticationError, redis.exceptions.AuthorizationError) as error:
+    except PERMANENT as error:
         sys.exit(f"xferd: Redis refused the credentials: {error}")
 
 

@@ -13,17 +13,17 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 log = logging.getLogger("xferd")
+T = TypeVar("T")
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+TRANSIENT = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError, ConnectionError, OSError)
+# a refused password is a ConnectionError to redis-py, but no wait will fix it
+PERMANENT = (redis.exceptions.AuthenticationError, redis.exceptions.AuthorizationError)
 _recovered_at = 0.0  # monotonic time this process last saw Redis come back after an outage
 
 
 def last_recovery() -> float:
     """When (time.monotonic) this process last saw Redis answer again after an outage."""
     return _recovered_at
-T = TypeVar("T")
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
-TRANSIENT = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError, ConnectionError, OSError)
-# a refused password is a ConnectionError to redis-py, but no wait will fix it
-PERMANENT = (redis.exceptions.AuthenticationError, redis.exceptions.AuthorizationError)
 
 
 def _transient(error: BaseException) -> bool:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -18,7 +17,7 @@ from .chaos import Chaos, RedisCrasher, WorkerKiller
 from .connections import connect, redact, with_retry
 from .embedded import EmbeddedRedis, free_port
 from .langsim import LanguageSim
-from .processes import stop_process
+from .processes import start_serve, stop_process
 from .sender import Sender
 from .settings import Settings
 from .status import Status
@@ -95,16 +94,10 @@ def run_demo(redis_url: str | None = None, requests: int = 100, workers: int = 2
     progress = Progress(requests)
     progress.note(f"xferd demo: redis = {redis_kind}")
     progress.note(f"starting `xferd serve` ({workers} workers), logs in {serve_log.name}")
-    serve = subprocess.Popen([sys.executable, "-m", "xferd", "serve"], env=settings.to_env(),
-                             stdout=serve_log, stderr=subprocess.STDOUT)
-    encoder = sim = None
+    serve = encoder = sim = None
     faults: list = []
     try:
-        deadline = time.monotonic() + 60
-        while len(store.live_workers()) < workers:
-            if serve.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"xferd serve did not come up; see {serve_log.name}")
-            time.sleep(0.1)
+        serve = start_serve(settings, store, serve_log)
         plan = workload(requests, seed)
         sim = LanguageSim(settings.ingress, settings.layout, ranks=2, pool_blocks=64,
                           max_round_blocks=16, store=store, concurrency=8)
@@ -151,7 +144,8 @@ def run_demo(redis_url: str | None = None, requests: int = 100, workers: int = 2
             encoder.terminate()
         if sim is not None:
             sim.close()
-        stop_process(serve)
+        if serve is not None:
+            stop_process(serve)
         serve_log.close()
         for key in store.client.scan_iter(settings.keys.all_pattern(), count=1000):
             store.client.delete(key)

@@ -21,7 +21,8 @@ from .processes import run_service
 from .settings import Settings
 from .status import Status
 from .store import Outcome, Store
-from .wire import MAX_FRAMES, MAX_MESSAGE_BYTES, Abort, Init, Register, Resume, WireError, decode_request
+from .wire import (MAX_MESSAGE_BYTES, Abort, Init, Register, Resume, WireError, check_frame_count,
+                   decode_request)
 
 log = logging.getLogger("xferd.ingress")
 
@@ -45,6 +46,16 @@ class Ingress:
 
     def _redis(self, action, what: str):
         return with_retry(action, what, stop=lambda: self.stopping)
+
+    def receive(self, parts: list[zmq.Frame]) -> None:
+        """One message as it came off the socket: one with too many frames is refused before
+        anything is copied."""
+        try:
+            check_frame_count(len(parts))
+        except WireError as error:
+            self.reject(error)
+            return
+        self.handle([part.bytes for part in parts], peer_of(parts[0]))
 
     def handle(self, frames: list[bytes], peer: str = "") -> None:
         """One message; ``peer`` is the sender's CurveZMQ public key ('' without CURVE)."""
@@ -107,8 +118,7 @@ class Ingress:
 
     def reject(self, error: WireError, peer: str = "") -> None:
         self.counts["rejected"] += 1
-        self._redis(lambda: self.store.client.hincrby(self.store.keys.stats, "rejected_messages", 1),
-                    "count rejection")
+        self._redis(lambda: self.store.count("rejected_messages"), "count rejection")
         if error.room is None:
             log.warning("rejected message: %s", error.reason)
             return
@@ -139,11 +149,7 @@ class Ingress:
                 continue
             parts = self.socket.recv_multipart(copy=False)
             try:
-                if len(parts) > MAX_FRAMES:  # do not even copy what cannot be valid
-                    self.reject(WireError(f"message has {len(parts)} frames; no message has more "
-                                          f"than {MAX_FRAMES}"))
-                    continue
-                self.handle([part.bytes for part in parts], peer_of(parts[0]))
+                self.receive(parts)
             except Exception:  # never let one message take the ingress down
                 log.exception("message of %d frames could not be handled", len(parts))
         self.close()

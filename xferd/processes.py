@@ -1,5 +1,6 @@
 """What every xferd child process does: log set-up, stop cleanly on SIGTERM/SIGINT, run,
-and stop when its supervisor dies."""
+and stop when its supervisor dies. And the parent's side: start `xferd serve` as a child
+(demo, bench, tests), stop a child."""
 from __future__ import annotations
 
 import ctypes
@@ -8,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from typing import Callable, Protocol
 
 from . import logs
@@ -27,6 +29,22 @@ def stop_process(process: subprocess.Popen, timeout: float = 10.0) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+
+
+def start_serve(settings, store, log, env: dict[str, str] | None = None,
+                timeout: float = 60.0) -> subprocess.Popen:
+    """`xferd serve` as a child configured by ``settings`` (XFERD_* variables, or ``env``),
+    its output to the file ``log``; returns once all its workers are up. Raises RuntimeError,
+    the child stopped, if they are not within ``timeout`` seconds."""
+    process = subprocess.Popen([sys.executable, "-m", "xferd", "serve"], env=env or settings.to_env(),
+                               stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + timeout
+    while len(store.live_workers()) < settings.workers:
+        if process.poll() is not None or time.monotonic() > deadline:
+            stop_process(process)
+            raise RuntimeError(f"xferd serve did not come up; see {log.name}")
+        time.sleep(0.1)
+    return process
 
 
 def _die_with_supervisor() -> None:

@@ -142,7 +142,7 @@ class Receiver:
             self._last[room] = (time.monotonic(), frames)
         if recorded_status is not None and Status(int(recorded_status)).terminal:
             return
-        if not self.store.client.exists(self.store.keys.session(0, self.session_id)):
+        if self.store.session_owner(self.session_id) is None:  # Redis has no record of it
             self.register()
         self.resent += 1
         self._send(frames)

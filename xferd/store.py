@@ -274,17 +274,23 @@ class Store:
         return [name for name, seen in _hash(self.client.hgetall(self.keys.workers)).items()
                 if int(seen) >= cutoff]
 
+    def _group_consumers(self):
+        """(stream, consumer info) for every consumer of every shard's group."""
+        for shard in range(self.keys.shards):
+            stream = self.keys.stream(shard)
+            try:
+                found = self.client.xinfo_consumers(stream, GROUP)
+            except redis.ResponseError:
+                continue  # no stream or group yet
+            for consumer in found:
+                yield stream, consumer
+
     def consumers(self) -> dict[str, int]:
         """Every consumer name in the node's groups -> entries pending on it."""
         names: dict[str, int] = {}
-        for shard in range(self.keys.shards):
-            try:
-                found = self.client.xinfo_consumers(self.keys.stream(shard), GROUP)
-            except redis.ResponseError:
-                continue
-            for consumer in found:
-                name = _text(consumer["name"])
-                names[name] = names.get(name, 0) + int(consumer["pending"])
+        for _, consumer in self._group_consumers():
+            name = _text(consumer["name"])
+            names[name] = names.get(name, 0) + int(consumer["pending"])
         return names
 
     def remove_dead_consumers(self, silent_ms: int) -> list[str]:
@@ -293,18 +299,12 @@ class Store:
         cutoff = int(time.time() * 1000) - silent_ms
         beats = {name: int(seen) for name, seen in _hash(self.client.hgetall(self.keys.workers)).items()}
         removed = []
-        for shard in range(self.keys.shards):
-            stream = self.keys.stream(shard)
-            try:
-                consumers = self.client.xinfo_consumers(stream, GROUP)
-            except redis.ResponseError:
-                continue  # no stream or group yet
-            for consumer in consumers:
-                name = _text(consumer["name"])
-                if beats.get(name, 0) >= cutoff or consumer["pending"] or consumer["idle"] < silent_ms:
-                    continue
-                self.client.xgroup_delconsumer(stream, GROUP, name)
-                removed.append(name)
+        for stream, consumer in self._group_consumers():
+            name = _text(consumer["name"])
+            if beats.get(name, 0) >= cutoff or consumer["pending"] or consumer["idle"] < silent_ms:
+                continue
+            self.client.xgroup_delconsumer(stream, GROUP, name)
+            removed.append(name)
         gone = [name for name, seen in beats.items() if seen < cutoff]
         if gone:
             self.client.hdel(self.keys.workers, *gone)

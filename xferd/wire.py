@@ -133,12 +133,17 @@ def _uint64s(frame: bytes, what: str) -> tuple[int, ...]:
     return struct.unpack(f"{len(frame) // 8}Q", frame)
 
 
+def check_frame_count(count: int) -> None:
+    """Refuse a message with more frames than any valid one (the ingress checks before copying)."""
+    if count > MAX_FRAMES:
+        raise WireError(f"message has {count} frames; no message has more than {MAX_FRAMES}")
+
+
 def decode_request(frames: list[bytes]) -> Message:
     """Decode one language → ingress message; raise WireError with the reason."""
     if not frames:
         raise WireError("empty message")
-    if len(frames) > MAX_FRAMES:
-        raise WireError(f"message has {len(frames)} frames; no message has more than {MAX_FRAMES}")
+    check_frame_count(len(frames))
     head = frames[0]
     size = sum(len(frame) for frame in frames)
     if size > MAX_MESSAGE_BYTES:

@@ -120,6 +120,21 @@ local function failed_reply(room_key)
     unpack(endpoints(room_key))}
 end
 
+-- The work entry of one round (Store.round_from reads it), stamped in the room as queued now.
+local function add_entry(room_key, stream_key, round, sessions)
+  redis.call('XADD', stream_key, '*', 'room', ROOM, 'round', round,
+    'sessions', table.concat(sessions, ','))
+  redis.call('HSET', room_key, 'queued_at', NOW)
+end
+
+-- Put every block the room holds back on the free list; returns how many.
+local function give_back_blocks(free_key, owned_key)
+  local blocks = redis.call('LRANGE', owned_key, 0, -1)
+  for _, block in ipairs(blocks) do redis.call('ZADD', free_key, tonumber(block), block) end
+  redis.call('DEL', owned_key)
+  return #blocks
+end
+
 -- Queue the next round once the source is known and every destination is ready for it.
 local function maybe_enqueue(room_key, stream_key)
   local h = redis.call('HMGET', room_key, 'status', 'required_dst_info_num', 'dst_count',
@@ -137,8 +152,7 @@ local function maybe_enqueue(room_key, stream_key)
     if tonumber(d[1]) < total and tonumber(d[2]) < nxt then return false end
     sessions[#sessions + 1] = d[3]
   end
-  redis.call('XADD', stream_key, '*', 'room', ROOM, 'round', nxt,
-    'sessions', table.concat(sessions, ','))
-  redis.call('HSET', room_key, 'queued_round', nxt, 'queued_at', NOW)
+  add_entry(room_key, stream_key, nxt, sessions)
+  redis.call('HSET', room_key, 'queued_round', nxt)
   return true
 end

@@ -8,7 +8,4 @@ local expires_at = redis.call('ZSCORE', leases_key, ROOM)
 if not expires_at or tonumber(expires_at) > NOW then return 0 end
 redis.call('ZREM', leases_key, ROOM)
 if ARGV[3] == '1' then return 0 end
-local blocks = redis.call('LRANGE', owned_key, 0, -1)
-for _, block in ipairs(blocks) do redis.call('ZADD', free_key, tonumber(block), block) end
-redis.call('DEL', owned_key)
-return #blocks
+return give_back_blocks(free_key, owned_key)

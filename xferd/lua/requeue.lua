@@ -10,8 +10,6 @@ local sessions = {}
 for k = 0, tonumber(h[4]) - 1 do
   sessions[#sessions + 1] = redis.call('HGET', room_key, 'dst' .. k .. '.session')
 end
-redis.call('XADD', stream_key, '*', 'room', ROOM, 'round', queued,
-  'sessions', table.concat(sessions, ','))
-redis.call('HSET', room_key, 'queued_at', NOW)
+add_entry(room_key, stream_key, queued, sessions)
 refresh_deadline(room_key, timeouts_key)
 return 1
