@@ -84,6 +84,9 @@ class Store:
         self.keys: Keys = settings.keys
         self.policy = settings.policy()
         self._scripts = {name: client.register_script(_load(name)) for name in SCRIPTS}
+        # every read of the worker's loop names all shard streams: built once
+        self._shard_of_stream = {self.keys.stream(shard): shard for shard in range(self.keys.shards)}
+        self._new_entries = dict.fromkeys(self._shard_of_stream, ">")
 
     def _run(self, name: str, keys: list[str], room: int | str, *args):
         return self._scripts[name](keys=keys, args=[self.policy, str(room), *args])
@@ -216,7 +219,7 @@ class Store:
         ended rooms whose blocks go back in the same round trip (a pipeline ahead of the read).
         Their release-queue entries stay: the janitor drops them (a no-op release) once due,
         so a worker killed while this read blocks can never lose a release."""
-        streams = {self.keys.stream(shard): ">" for shard in range(self.keys.shards)}
+        streams = self._new_entries
         if not release:
             reply = self.client.xreadgroup(GROUP, consumer, streams, count=count, block=block_ms)
             return self._rounds(reply or [])
@@ -237,10 +240,9 @@ class Store:
         return self._rounds(replies[-1] or [])
 
     def _rounds(self, reply) -> list[Round]:
-        shard_of_stream = {self.keys.stream(s): s for s in range(self.keys.shards)}
         out = []
         for stream, entries in reply:
-            shard = shard_of_stream[_text(stream)]
+            shard = self._shard_of_stream[_text(stream)]
             for entry_id, fields in entries:
                 if fields is None:  # deleted while pending
                     continue
