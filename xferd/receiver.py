@@ -32,20 +32,26 @@ from .wire import WireError, decode_status, encode_abort, encode_init, encode_re
 ROUND_OVER = (Status.Transferring, Status.Success, Status.Failed)
 
 
+class IngressUnreachable(ConnectionError):
+    """A message could not be handed to the ingress within ``send_timeout``."""
+
+
 class Receiver:
     def __init__(self, ingress: str, layout: Layout, num_blocks: int, host: str = "127.0.0.1",
                  store: Store | None = None, send_lens: bool = True, fallback_after: float = 1.0,
                  resend_after: float = 5.0, context: zmq.Context | None = None,
-                 curve: tuple[str, str] | None = None, guard_bytes: int = 0):
+                 curve: tuple[str, str] | None = None, guard_bytes: int = 0, send_timeout: float = 5.0):
         """``curve``: (this peer's secret key file, the ingress's public key file) when the
         ingress requires CurveZMQ. ``guard_bytes``: guard regions around each destination
-        buffer (see ``DestPool``)."""
+        buffer (see ``DestPool``). ``send_timeout``: how long a message may wait for a
+        connection to the ingress before IngressUnreachable is raised."""
         self.layout = layout
         self.host = host
         self.store = store
         self.send_lens = send_lens
         self.fallback_after = fallback_after
         self.resend_after = resend_after
+        self.ingress, self.send_timeout = ingress, send_timeout
         self.pool = DestPool(layout, num_blocks, guard_bytes)
         self.engine = Engine(host)
         for pointer, length in self.pool.regions:
@@ -57,6 +63,10 @@ class Receiver:
         self.status_port = self._pull.bind_to_random_port(f"tcp://{host}")
         self._push = self.context.socket(zmq.PUSH)
         self._push.setsockopt(zmq.LINGER, 2000)
+        # libzmq queues a message while the connection is being made, but blocks the send
+        # when there is none (between a refused handshake, e.g. a key the ingress does not
+        # allow, and the next reconnect): never forever
+        self._push.setsockopt(zmq.SNDTIMEO, int(send_timeout * 1000))
         if curve is not None:
             secure_client(self._push, *curve)
         self._push.connect(ingress)
@@ -158,7 +168,12 @@ class Receiver:
     # ---- messages
     def _send(self, frames: list[bytes]) -> None:
         with self._push_lock:
-            self._push.send_multipart(frames)
+            try:
+                self._push.send_multipart(frames)
+            except zmq.Again:
+                raise IngressUnreachable(
+                    f"the ingress at {self.ingress} took no message for {self.send_timeout:g}s: it is "
+                    "down, unreachable, or refused this peer (CurveZMQ keys)") from None
 
     def register(self) -> None:
         ptrs = [t.data_ptr() for t in self.pool.buffers]
