@@ -74,6 +74,7 @@ class Receiver:
         self._cond = threading.Condition()
         self._status: dict[int, Status] = {}
         self._rounds: dict[int, int] = {}  # the round each room waits for
+        self._owed: dict[int, int] = {}  # partial rounds Redis told of whose push may still come
         self._required: dict[int, int] = {}
         self._since: dict[int, float] = {}  # when the current round began waiting
         self._last: dict[int, tuple[float, list[bytes]]] = {}  # room -> (sent at, message)
@@ -98,10 +99,18 @@ class Receiver:
                 continue
             with self._cond:
                 self.notifications += 1
-                if room in self._status:  # statuses of rooms we do not track are dropped
-                    self.history.setdefault(room, []).append(status)
+                if room not in self._status:  # statuses of rooms we do not track are dropped
+                    continue
+                self.history.setdefault(room, []).append(status)
+                if status == Status.Transferring and self._owed.get(room):
+                    # A status names no round. Redis told of an earlier round before its push
+                    # came, so this push is either that round's, late, or the current one's:
+                    # ask Redis at the next poll rather than take it for the current round.
+                    self._owed[room] -= 1
+                    self._since[room] = float("-inf")
+                else:
                     self._status[room] = merge(self._status[room], status)
-                    self._cond.notify_all()
+                self._cond.notify_all()
 
     def poll(self, room: int) -> Status:
         """The room's status for its current round; reads Redis when ZMQ has been silent
@@ -143,6 +152,8 @@ class Receiver:
             if status.terminal or (status == Status.Transferring and committed >= expected):
                 self.fallbacks += 1
                 self._status[room] = merge(self._status.get(room), status)
+                if status == Status.Transferring:
+                    self._owed[room] = self._owed.get(room, 0) + 1
 
     def _maybe_resend(self, room: int, recorded_status) -> None:
         with self._cond:
@@ -187,6 +198,7 @@ class Receiver:
         with self._cond:
             self._status[room] = Status.WaitingForInput
             self._rounds[room] = 1
+            self._owed[room] = 0
             self._since[room] = time.monotonic()
             self._required[room] = required_dst_info_num
         self._send_for(room, encode_init(room, self.host, self.status_port, self.session_id,
@@ -214,6 +226,7 @@ class Receiver:
         with self._cond:
             self._status.pop(room, None)
             self._rounds.pop(room, None)
+            self._owed.pop(room, None)
             self._required.pop(room, None)
             self._since.pop(room, None)
             self._last.pop(room, None)
