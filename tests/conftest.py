@@ -112,7 +112,7 @@ def clients(node: Node, dest_blocks: int = 64, **receiver_options):
     from xferd.receiver import Receiver
     from xferd.sender import Sender
 
-    receiver = Receiver(node.settings.ingress, node.settings.layout, dest_blocks, store=node.store,
+    receiver = Receiver(node.settings.ingress, node.settings.buffer_layout, dest_blocks, store=node.store,
                         **receiver_options)
     try:
         receiver.register()
@@ -140,7 +140,7 @@ def receiver_process(ingress: str, settings: Settings, inits: list[tuple[int, li
     (room, blocks, allocated_tokens) init, reports its session id, then waits to be killed."""
     from xferd.receiver import Receiver
 
-    receiver = Receiver(ingress, settings.layout, 64)
+    receiver = Receiver(ingress, settings.buffer_layout, 64)
     receiver.register()
     for room, blocks, allocated in inits:
         receiver.init(room, blocks, allocated)

@@ -39,7 +39,7 @@ def curve_node(redis_url, tmp_path_factory, keys):
 
 def receiver(node, keys, client=None):
     curve = None if client is None else (str(client), str(keys / "server" / "ingress.key"))
-    return Receiver(node.settings.ingress, node.settings.layout, 64, store=node.store, curve=curve,
+    return Receiver(node.settings.ingress, node.settings.buffer_layout, 64, store=node.store, curve=curve,
                     resend_after=60, send_timeout=1.0)
 
 
@@ -101,7 +101,7 @@ def serve_transfer_inspect(url: str, tmp_path_factory) -> tuple[str, str]:
     (serve's log, inspect's stdout and stderr)."""
     node = start_node(url, tmp_path_factory)
     try:
-        rx = Receiver(node.settings.ingress, node.settings.layout, 16, store=node.store)
+        rx = Receiver(node.settings.ingress, node.settings.buffer_layout, 16, store=node.store)
         try:
             rx.register()
             time.sleep(0.3)

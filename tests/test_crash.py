@@ -64,7 +64,7 @@ def impatient_node(redis_url, tmp_path_factory):
 ])
 def test_each_timeout_fails_the_room_and_releases_blocks(impatient_node, phase, needle):
     node = impatient_node
-    layout, room = node.settings.layout, random.getrandbits(62)
+    layout, room = node.settings.buffer_layout, random.getrandbits(62)
     with clients(node) as (sender, rx):
         time.sleep(0.2)
         if phase != "waiting":
@@ -97,7 +97,7 @@ def test_a_killed_destination_fails_its_rooms_and_no_other(short_transfer_node):
     from xferd.wire import Init
 
     node = short_transfer_node
-    layout, store = node.settings.layout, node.store
+    layout, store = node.settings.buffer_layout, node.store
     sender = Sender(node.settings, store)
     partial, unsent, elsewhere = (random.getrandbits(62) for _ in range(3))
     context = multiprocessing.get_context("spawn")

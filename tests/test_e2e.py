@@ -26,7 +26,7 @@ def sender(node):
 
 @pytest.fixture(scope="module")
 def receivers(node):
-    made = [Receiver(node.settings.ingress, node.settings.layout, 512, store=node.store) for _ in range(4)]
+    made = [Receiver(node.settings.ingress, node.settings.buffer_layout, 512, store=node.store) for _ in range(4)]
     for receiver in made:
         receiver.register()
     time.sleep(0.3)
@@ -52,7 +52,7 @@ def assert_rows(receiver, layout, blocks, data, start, count):
         if not buffer.per_token:
             continue
         got = receiver.pool.read_tokens(index, blocks, count)
-        assert torch.equal(got, data[index][start:start + count]), f"{buffer.name} differs"
+        assert torch.equal(got, buffer.token_range(data[index], start, count)), f"{buffer.name} differs"
         width = layout.token_bytes(index)
         last = blocks[layout.blocks_for(count) - 1]
         tail = count - (layout.blocks_for(count) - 1) * layout.block_size
@@ -60,7 +60,7 @@ def assert_rows(receiver, layout, blocks, data, start, count):
 
 
 def test_resume_2000_tokens_block_128_allocated_1024(node, sender, receivers):
-    layout, rx, room = node.settings.layout, receivers[0], new_room()
+    layout, rx, room = node.settings.buffer_layout, receivers[0], new_room()
     data = room_data(room, 2000, layout)
     sender.send(room, 2000, data)  # source first, destination second
     first, second = list(range(0, 8)), [20, 21, 22, 26, 27, 28, 40, 41]
@@ -80,7 +80,7 @@ def test_resume_2000_tokens_block_128_allocated_1024(node, sender, receivers):
 
 
 def test_three_resume_rounds_of_50000_tokens(node, sender, receivers):
-    layout, rx, room = node.settings.layout, receivers[0], new_room()
+    layout, rx, room = node.settings.buffer_layout, receivers[0], new_room()
     total = 50_000
     rx.init(room, list(range(64)), 8192)  # destination first, source second
     data = room_data(room, total, layout)
@@ -94,7 +94,7 @@ def test_three_resume_rounds_of_50000_tokens(node, sender, receivers):
         for index, buffer in enumerate(layout.buffers):
             if buffer.per_token:
                 got = rx.pool.read_tokens(index, blocks, count)
-                assert torch.equal(got, data[index][sent:sent + count])
+                assert torch.equal(got, buffer.token_range(data[index], sent, count))
         sent += count
         rounds += 1
         if sent == total:
@@ -111,7 +111,7 @@ def test_three_resume_rounds_of_50000_tokens(node, sender, receivers):
 
 @pytest.mark.parametrize("ranks", [2, 4])
 def test_every_rank_gets_identical_bytes_and_rounds_wait_for_all(node, sender, receivers, ranks):
-    layout, room = node.settings.layout, new_room()
+    layout, room = node.settings.buffer_layout, new_room()
     used = receivers[:ranks]
     total = 3000
     data = room_data(room, total, layout)
@@ -146,7 +146,7 @@ def test_every_rank_gets_identical_bytes_and_rounds_wait_for_all(node, sender, r
 
 
 def test_allocation_larger_than_needed_succeeds_in_one_round(node, sender, receivers):
-    layout, rx, room = node.settings.layout, receivers[1], new_room()
+    layout, rx, room = node.settings.buffer_layout, receivers[1], new_room()
     data = room_data(room, 300, layout)
     blocks = list(range(100, 108))
     fill(rx, blocks)
@@ -159,7 +159,7 @@ def test_allocation_larger_than_needed_succeeds_in_one_round(node, sender, recei
 
 
 def test_duplicate_init_and_resume_never_transfer_twice(node, sender, receivers):
-    layout, rx, room = node.settings.layout, receivers[2], new_room()
+    layout, rx, room = node.settings.buffer_layout, receivers[2], new_room()
     data = room_data(room, 2000, layout)
     first, second = list(range(0, 8)), list(range(8, 16))
     rx.init(room, first, 1024)
@@ -183,7 +183,7 @@ def test_duplicate_init_and_resume_never_transfer_twice(node, sender, receivers)
 
 
 def test_bad_input_fails_only_its_room_and_nothing_is_written(node, sender, receivers):
-    layout, rx, room = node.settings.layout, receivers[3], new_room()
+    layout, rx, room = node.settings.buffer_layout, receivers[3], new_room()
     blocks = list(range(200, 216))
     fill(rx, blocks)
     rx._send([b"garbage"])  # no room named: logged and counted
@@ -203,7 +203,7 @@ def test_bad_input_fails_only_its_room_and_nothing_is_written(node, sender, rece
 
 def test_mooncake_write_failure_fails_the_room_and_marks_the_session(node, sender, receivers):
     """A session whose registered pointers are not its engine's memory: the write is refused."""
-    layout, rx, room = node.settings.layout, receivers[3], new_room()
+    layout, rx, room = node.settings.buffer_layout, receivers[3], new_room()
     bogus = [1 << 44] * len(layout.buffers)
     rx._send(encode_register(rx.host, rx.status_port, rx.session_id, bogus))
     time.sleep(0.3)
@@ -227,7 +227,7 @@ def test_mooncake_write_failure_fails_the_room_and_marks_the_session(node, sende
 
 
 def test_abort_from_the_language_side_releases_source_blocks(node, sender, receivers):
-    layout, rx, room = node.settings.layout, receivers[1], new_room()
+    layout, rx, room = node.settings.buffer_layout, receivers[1], new_room()
     # an earlier test's room may still be giving its blocks back (the status goes out first)
     free_before = node.settings.pool_blocks
     assert wait_for(lambda: node.store.free_blocks() == free_before, 5)
@@ -245,7 +245,7 @@ def test_abort_from_the_language_side_releases_source_blocks(node, sender, recei
 
 def test_a_lost_notification_never_hangs_a_request(node, sender, receivers):
     """The init names a status port nobody listens on: the Receiver learns from Redis."""
-    layout, room = node.settings.layout, new_room()
+    layout, room = node.settings.buffer_layout, new_room()
     rx = Receiver(node.settings.ingress, layout, 16, store=node.store, fallback_after=0.5)
     try:
         rx.register()
@@ -311,7 +311,7 @@ class DroppingForwarder:
 
 
 def test_a_message_lost_on_the_way_in_is_sent_again(node, sender, receivers):
-    layout, room = node.settings.layout, new_room()
+    layout, room = node.settings.buffer_layout, new_room()
     forwarder = DroppingForwarder(node.settings.ingress, drop=2)  # 1: register, 2: the init
     rx = Receiver(f"tcp://127.0.0.1:{forwarder.port}", layout, 16, store=node.store,
                   fallback_after=0.3, resend_after=1.0)
@@ -331,7 +331,7 @@ def test_a_message_lost_on_the_way_in_is_sent_again(node, sender, receivers):
 
 def test_the_first_write_after_an_idle_gap_succeeds(node, sender, receivers):
     """Mooncake's connection to a destination sits unused for seconds between rooms."""
-    layout, rx = node.settings.layout, receivers[0]
+    layout, rx = node.settings.buffer_layout, receivers[0]
     for gap in (0.0, 6.0):
         time.sleep(gap)
         room = new_room()

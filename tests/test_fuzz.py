@@ -104,7 +104,7 @@ def messages(victim: str, ports: tuple[int, int], bait: list[int]):
 
 def valid_rooms(node, rx, sender, count, errors):
     """The well-behaved peer: each room in two rounds (1024 then 976 tokens), bytes checked."""
-    layout = node.settings.layout
+    layout = node.settings.buffer_layout
     try:
         for i in range(count):
             room = VALID_BASE + i
@@ -123,7 +123,7 @@ def valid_rooms(node, rx, sender, count, errors):
 
 def test_ten_thousand_hostile_messages_beside_valid_rooms(fuzz_node):
     node = fuzz_node
-    layout, store = node.settings.layout, node.store
+    layout, store = node.settings.buffer_layout, node.store
     sender = Sender(node.settings, store)
     valid = Receiver(node.settings.ingress, layout, 64, store=store, guard_bytes=GUARD)
     victim = Receiver(node.settings.ingress, layout, 64, store=store, guard_bytes=GUARD)

@@ -163,3 +163,32 @@ def test_one_bad_message_never_stops_the_next(ingress):
     assert rejected(ingress) == 4 and "not ASCII" in failure(ingress, 18)
     ingress.handle(init(19))
     assert ingress.store.status(19) == Status.WaitingForInput
+
+
+def test_a_refused_registration_is_the_reason_its_rooms_fail(ingress):
+    """A registration the node cannot take (3 buffers for a 4-buffer layout): the session's
+    next init fails with that reason, not as 'unregistered'."""
+    ingress.handle(encode_register("127.0.0.1", 7102, "127.0.0.1:9102", PTRS[:3]))
+    assert rejected(ingress) == 1
+    ingress.handle(init(20, session="127.0.0.1:9102"))
+    reason = failure(ingress, 20)
+    assert "registration refused: 3 buffer pointers, the node's layout has 4" in reason
+
+
+def test_strict_bounds_take_reference_registrations_given_the_destination_pool_size(make_ingress):
+    """The reference client never sends buffer lengths: with dst_pool_blocks configured, its
+    registration is bounded by that pool size, so strict mode accepts it."""
+    strict = make_ingress(strict_bounds=True, dst_pool_blocks=32)
+    strict.handle(encode_register("127.0.0.1", 7100, SESSION, PTRS))
+    assert rejected(strict) == 0 and strict.store.session_owner(SESSION) == ""
+    record = strict.store.client.hget(strict.store.keys.session(0, SESSION), "lens").decode()
+    layout = strict.settings.buffer_layout
+    assert record == ",".join(str(32 * b.item_len) for b in layout.buffers)
+
+
+def test_six_frame_init_asks_for_everything_in_one_round(ingress):
+    ingress.handle(init(21, indices=(4, 5, 6))[:6])
+    record = ingress.store.room(21)
+    assert (record["dst0.allocated_tokens"], record["dst0.one_round"]) == ("384", "1")
+    ingress.handle(init(22, indices=(4, 5), allocated=200))
+    assert "dst0.one_round" not in ingress.store.room(22)

@@ -1,5 +1,7 @@
 from xferd.connections import redact
 from xferd.inspect import render
+from xferd.layout import parse_layout
+from xferd.pool import describe_pool
 from xferd.wire import Init, Register
 
 
@@ -11,6 +13,16 @@ def test_inspect_shows_failure_reason_and_destinations(store):
     assert "Failed" in text and "aborted by language session 127.0.0.1:9000" in text
     assert "127.0.0.1:9000 -> status 127.0.0.1:7000" in text and "blocks 4,5" in text
     assert "s3cret-pass" not in text and "db.internal" in text
+
+
+def test_inspect_shows_the_node_layout_and_a_one_round_init(store):
+    layout = parse_layout("deepstack:2", 128, 64)
+    store.init_pool(8, describe_pool(layout, 8, "xferd-inspect-test"))
+    store.register_session(Register("127.0.0.1", 7000, "127.0.0.1:9000", (1, 2, 3, 4, 5)))
+    store.dst_init(Init(32, "127.0.0.1", 7000, "127.0.0.1:9000", (4, 5), 1, None))
+    text = render(store, 32, None)
+    assert f"block_size 128: {layout.spec()}" in text and "deepstack_embeddings=256/token" in text
+    assert "allocated 256" in text and "6-frame init: all in one round" in text
 
 
 def test_inspect_unknown_room(store):

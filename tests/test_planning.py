@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from xferd.layout import BufferType, Layout, reference_layout
+from xferd.layout import reference_layout
 from xferd.planning import PlanError, check_allocation, plan_round, runs
 
 LAYOUT = reference_layout(block_size=4, hidden_size=2)  # items: 16, 16, 48, 64 bytes per block
@@ -50,7 +50,8 @@ def test_plan_matches_naive_reference(data):
     total = data.draw(st.integers(0, 60), label="total")
     sent = data.draw(st.sampled_from(sorted({min(total, k * block) for k in range(total // block + 2)})))
     remaining = total - sent
-    aligned = [k * block for k in range(remaining // block + 1)]
+    # a partial round moves at least one block (an empty one is refused: see below)
+    aligned = [k * block for k in range(1, remaining // block + 1)] or [remaining]
     allocated = data.draw(st.one_of(st.sampled_from(aligned), st.integers(remaining, remaining + 9)))
     src = data.draw(st.permutations(range(32)))[: -(-total // block) + data.draw(st.integers(0, 2))]
     need = -(-min(remaining, allocated) // block)
@@ -64,6 +65,25 @@ def test_plan_matches_naive_reference(data):
     run_count = len(runs(src[sent // block: sent // block + plan.blocks], dst[:plan.blocks]))
     aux = 1 if sent == 0 and plan.blocks else 0
     assert len(plan.entries) == run_count * 3 + aux
+
+
+def test_a_round_that_would_send_nothing_is_refused():
+    with pytest.raises(PlanError, match="send nothing"):
+        plan_round(LAYOUT, total_tokens=10, sent_tokens=0, allocated_tokens=0, src_indices=[0, 1, 2],
+                   dst_indices=[])
+    done = plan_round(LAYOUT, total_tokens=8, sent_tokens=8, allocated_tokens=0, src_indices=[0, 1],
+                      dst_indices=[])
+    assert (done.tokens, done.partial, done.entries) == (0, False, ())
+
+
+def test_one_round_init_needs_blocks_for_everything():
+    """The 6-frame init: all tokens in one round; too few blocks fail with the reason."""
+    whole = plan_round(LAYOUT, total_tokens=10, sent_tokens=0, allocated_tokens=12, src_indices=[0, 1, 2],
+                       dst_indices=[5, 6, 7], one_round=True)
+    assert (whole.tokens, whole.partial) == (10, False)
+    with pytest.raises(PlanError, match="6-frame init asks for all 10 tokens in one round.*hold 8"):
+        plan_round(LAYOUT, total_tokens=10, sent_tokens=0, allocated_tokens=8, src_indices=[0, 1, 2],
+                   dst_indices=[5, 6], one_round=True)
 
 
 def test_first_round_of_2000_tokens_is_partial_and_aligned():
@@ -132,12 +152,6 @@ def test_zero_tokens_is_an_empty_successful_round():
     assert (plan.tokens, plan.partial, plan.entries) == (0, False, ())
 
 
-def test_zero_allocation_is_an_empty_partial_round():
-    plan = plan_round(LAYOUT, total_tokens=5, sent_tokens=0, allocated_tokens=0,
-                      src_indices=[0, 1], dst_indices=[])
-    assert (plan.tokens, plan.partial, plan.entries) == (0, True, ())
-
-
 def test_one_token_sends_one_row_and_the_aux_item():
     plan = plan_round(LAYOUT, total_tokens=1, sent_tokens=0, allocated_tokens=4,
                       src_indices=[7], dst_indices=[2])
@@ -166,7 +180,8 @@ def test_bounds_of_source_pool_and_registered_destination():
 
 
 @pytest.mark.parametrize("allocated,count,ok", [
-    (1024, 8, True), (976, 8, True), (0, 8, True), (0, 0, True),
+    (1024, 8, True), (976, 8, True), (None, 8, True), (0, 0, True),
+    (0, 8, False),  # nothing allocated, yet blocks sent
     (1024, 16, False),  # language side uses 64-token blocks
     (1024, 4, False),  # language side uses 256-token blocks
     (129, 1, False),
@@ -179,8 +194,3 @@ def test_block_size_mismatch_is_caught_from_shape(allocated, count, ok):
         with pytest.raises(PlanError, match="block size mismatch"):
             check_allocation(layout, allocated, count)
 
-
-def test_layout_validation():
-    with pytest.raises(ValueError, match="multiple of block_size"):
-        Layout(4, (BufferType("x", 6),))
-    assert reference_layout(128, 4096).buffers[0].item_len == 128 * 4096 * 2

@@ -36,7 +36,7 @@ def test_the_previous_rounds_push_never_passes_for_the_next_rounds(store, previo
     worker died after committing, "lost"). Round 2 is over only when it is."""
     ingress = zmq.Context.instance().socket(zmq.PULL)  # swallows what the Receiver sends
     port = ingress.bind_to_random_port("tcp://127.0.0.1")
-    rx = Receiver(f"tcp://127.0.0.1:{port}", store.settings.layout, 8, store=store, fallback_after=0.1)
+    rx = Receiver(f"tcp://127.0.0.1:{port}", store.settings.buffer_layout, 8, store=store, fallback_after=0.1)
     pusher = zmq.Context.instance().socket(zmq.PUSH)
     pusher.connect(f"tcp://127.0.0.1:{rx.status_port}")
     room, record = 77, store.keys.room(77)

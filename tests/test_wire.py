@@ -41,9 +41,13 @@ def test_init_vectors(vec):
     six = wire.decode_request(vec["init-6-frames"])
     assert isinstance(seven, wire.Init) and isinstance(six, wire.Init)
     assert seven.room == 424242 and seven.dst_indices == (3, 4, 5, 9, 10, 11, 12, 13)
-    assert (seven.required_dst_info_num, seven.allocated_tokens, six.allocated_tokens) == (1, 1024, 0)
-    assert wire.encode_init(seven.room, seven.ip, seven.status_port, seven.session_id, seven.dst_indices,
-                            seven.required_dst_info_num, seven.allocated_tokens) == vec["init"]
+    assert (seven.required_dst_info_num, seven.allocated_tokens) == (1, 1024)
+    assert six.allocated_tokens is None, "the 6-frame init means: everything, in one round"
+    assert (six.room, six.dst_indices) == (seven.room, seven.dst_indices)
+    for message, name in ((seven, "init"), (six, "init-6-frames")):
+        assert wire.encode_init(message.room, message.ip, message.status_port, message.session_id,
+                                message.dst_indices, message.required_dst_info_num,
+                                message.allocated_tokens) == vec[name]
 
 
 def test_resume_vector(vec):
@@ -56,9 +60,22 @@ def test_resume_vector(vec):
                               message.allocated_tokens) == vec["resume"]
 
 
-def test_status_vector(vec):
-    assert wire.decode_status(vec["status"]) == (424242, Status.Transferring, 0)
-    assert wire.encode_status(424242, Status.Transferring, 0) == vec["status"]
+def test_status_vectors(vec):
+    """Two frames by default (the reference multimodal side unpacks exactly two); the
+    three-frame form is an option, and xferd's own Receiver reads both."""
+    assert wire.encode_status(424242, Status.Transferring) == vec["status"]
+    assert wire.encode_status(424242, Status.Transferring, 0) == vec["status-3-frames"]
+    room, status = vec["status"]  # the reference's strict unpack
+    assert (int(room), int(status)) == (424242, 3)
+    for name in ("status", "status-3-frames"):
+        assert wire.decode_status(vec[name]) == (424242, Status.Transferring)
+
+
+def test_status_forms_without_the_vectors():
+    assert len(wire.encode_status(7, Status.Success)) == 2
+    assert wire.encode_status(7, Status.Failed, 1)[2] == b"1"
+    with pytest.raises(wire.WireError, match="expected 2"):
+        wire.decode_status([b"7"])
 
 
 def test_abort_cannot_be_confused_with_reference_messages(vec):

@@ -212,7 +212,7 @@ class XferdNode:
         self.log = open(log_path, "a")
         self.process = start_serve(self.settings, self.store, self.log)
         self.sender = Sender(self.settings, self.store)
-        self.receiver = Receiver(self.settings.ingress, self.settings.layout, slots * MAX_BLOCKS,
+        self.receiver = Receiver(self.settings.ingress, self.settings.buffer_layout, slots * MAX_BLOCKS,
                                  store=self.store)
         self.receiver.register()
         time.sleep(0.3)
@@ -223,7 +223,7 @@ class XferdNode:
     def run(self, requests: list[Request], concurrency: int) -> Result:
         from .status import Status
 
-        layout = self.settings.layout
+        layout = self.settings.buffer_layout
 
         def one(request: Request, slot: int) -> float:
             base = slot * MAX_BLOCKS
@@ -282,7 +282,7 @@ def run_bench(redis_url: str | None = None, requests: int = 48, concurrencies=(1
     settings = Settings(redis_url=url, prefix="xferd-bench", node=tag, hidden_size=hidden_size,
                         pool_blocks=slots * MAX_BLOCKS + MAX_BLOCKS, pool_name=f"xferd-{tag}",
                         ingress=f"tcp://127.0.0.1:{free_port()}")
-    layout = settings.layout
+    layout = settings.buffer_layout
     plan = workload(requests, seed, layout.block_size)
 
     def renamed(requests_: list[Request], run: int) -> list[Request]:

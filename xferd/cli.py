@@ -18,7 +18,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
 def _settings(args: argparse.Namespace, **extra) -> Settings:
     fields = {k: getattr(args, k, None) for k in ("redis_url", "prefix", "node", "shards", "workers",
                                                    "ingress", "block_size", "hidden_size", "pool_blocks",
-                                                   "strict_bounds", "curve_secret_file", "curve_clients_dir")}
+                                                   "strict_bounds", "curve_secret_file", "curve_clients_dir",
+                                                   "layout", "bootstrap", "dst_pool_blocks", "status_frames", "hostname")}
     return Settings.from_env(**fields, **extra)
 
 
@@ -30,12 +31,25 @@ def build_parser() -> argparse.ArgumentParser:
     _common(serve)
     serve.add_argument("--workers", type=int, help="worker processes (default 2)")
     serve.add_argument("--ingress", help="ZMQ bind address (default tcp://127.0.0.1:17500)")
-    serve.add_argument("--block-size", type=int, dest="block_size")
-    serve.add_argument("--hidden-size", type=int, dest="hidden_size")
-    serve.add_argument("--pool-blocks", type=int, dest="pool_blocks")
+    serve.add_argument("--layout", help="buffer layout: reference (default), deepstack:K (K deepstack "
+                       "layers), or name=SIZE/UNIT,... (see the README)")
+    serve.add_argument("--block-size", type=int, dest="block_size", help="tokens per block (default 128)")
+    serve.add_argument("--hidden-size", type=int, dest="hidden_size", help="embedding width (default 4096)")
+    serve.add_argument("--pool-blocks", type=int, dest="pool_blocks", help="source pool blocks (default 1024)")
+    serve.add_argument("--hostname", help="the address Mooncake peers and the language side reach this "
+                       "node at (default 127.0.0.1)")
+    serve.add_argument("--bootstrap", help="HOST:PORT: answer the reference language side's HTTP "
+                       "bootstrap (/route, /health) there; off by default")
+    serve.add_argument("--dst-pool-blocks", type=int, dest="dst_pool_blocks",
+                       help="destination pool size in blocks, bounding clients that register no "
+                            "buffer lengths (the reference's)")
+    serve.add_argument("--status-frames", type=int, choices=(2, 3), dest="status_frames",
+                       help="2: [room, status] (default, the reference multimodal form); "
+                            "3: adds sender_rank")
 
     serve.add_argument("--strict-bounds", action="store_const", const=True, dest="strict_bounds",
-                       help="refuse registrations without destination buffer lengths")
+                       help="refuse registrations that cannot be bounds-checked (no buffer "
+                            "lengths, and no --dst-pool-blocks)")
     serve.add_argument("--curve-secret-file", dest="curve_secret_file",
                        help="CurveZMQ: the ingress's key pair (from `xferd keygen`)")
     serve.add_argument("--curve-clients-dir", dest="curve_clients_dir",
@@ -71,11 +85,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     from .connections import PERMANENT
+    from .settings import ConfigError
 
     try:
         _run(build_parser().parse_args(argv))
     except PERMANENT as error:
         sys.exit(f"xferd: Redis refused the credentials: {error}")
+    except ConfigError as error:
+        sys.exit(f"xferd: {error}")
 
 
 def _run(args: argparse.Namespace) -> None:

@@ -29,7 +29,7 @@ def encoder_main(settings: Settings, requests: list[Request]) -> None:
     """The simulated encoder: write each room's embeddings into source blocks, publish."""
     sender = Sender(settings)
     for request in requests:
-        data = room_data(request.room, request.total_tokens, settings.layout)
+        data = room_data(request.room, request.total_tokens, settings.buffer_layout)
         sender.send(request.room, request.total_tokens, data, timeout=300)
 
 
@@ -99,7 +99,7 @@ def run_demo(redis_url: str | None = None, requests: int = 100, workers: int = 2
     try:
         serve = start_serve(settings, store, serve_log)
         plan = workload(requests, seed)
-        sim = LanguageSim(settings.ingress, settings.layout, ranks=2, pool_blocks=64,
+        sim = LanguageSim(settings.ingress, settings.buffer_layout, ranks=2, pool_blocks=64,
                           max_round_blocks=16, store=store, concurrency=8)
         encoder = multiprocessing.get_context("spawn").Process(target=encoder_main, args=(settings, plan),
                                                                name="encoder")
@@ -169,7 +169,7 @@ def _summary(settings, plan, results, sim, elapsed, redis_kind, free) -> str:
         "",
         "xferd demo — summary",
         f"  redis           {redis_kind}",
-        f"  node            {settings.workers} workers, {settings.shards} shards, {settings.layout.describe()}",
+        f"  node            {settings.workers} workers, {settings.shards} shards, {settings.buffer_layout.describe()}",
         f"  requests        {len(plan)} ({sum(r.ranks == 2 for r in plan)} with 2 destination ranks), "
         f"{min(tokens)}–{max(tokens)} tokens",
         f"  outcome         {len(ok)} Success, {len(failed)} Failed",

@@ -10,6 +10,7 @@ refused without touching the room, so that nobody can fail someone else's reques
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 import zmq
 
@@ -30,7 +31,7 @@ log = logging.getLogger("xferd.ingress")
 class Ingress:
     def __init__(self, settings: Settings, context: zmq.Context | None = None):
         self.settings = settings
-        self.layout = settings.layout
+        self.layout = settings.buffer_layout
         self.store = Store(connect(settings.redis_url), settings)
         self.context = context or zmq.Context.instance()
         self.socket = self.context.socket(zmq.PULL)
@@ -40,7 +41,7 @@ class Ingress:
         self.socket.setsockopt(zmq.RCVHWM, 10_000)
         self.authenticator = secure_server(self.socket, self.context, settings)
         self.socket.bind(settings.ingress)
-        self.notifier = Notifier(settings.sender_rank, self.context)
+        self.notifier = Notifier.for_settings(settings, self.context)
         self.stopping = False
         self.counts = {"messages": 0, "rejected": 0}
 
@@ -63,9 +64,7 @@ class Ingress:
         try:
             message = decode_request(frames)
             if isinstance(message, Register):
-                self._check_register(message, peer)
-                self._redis(lambda: self.store.register_session(message, owner=peer), "register")
-                log.info("registered session %s%s", message.session_id, f" (peer {peer})" if peer else "")
+                self._register(message, peer)
                 return
             if self.settings.curve:
                 self._check_owner(message, peer)
@@ -86,17 +85,29 @@ class Ingress:
         except WireError as error:
             self.reject(error, peer)
 
-    def _check_register(self, message: Register, peer: str) -> None:
-        if len(message.ptrs) != len(self.layout.buffers):
-            raise WireError(f"register from {message.session_id} has {len(message.ptrs)} "
-                            f"buffer pointers, the layout has {len(self.layout.buffers)}")
-        if self.settings.strict_bounds and message.lens is None:
-            raise WireError(f"register from {message.session_id} has no buffer lengths; strict mode "
-                            "refuses destinations that cannot be bounds-checked")
+    def _register(self, message: Register, peer: str) -> None:
         if self.settings.curve:
             owner = self._redis(lambda: self.store.session_owner(message.session_id), "session owner")
             if owner and owner != peer:
                 raise WireError(f"register for session {message.session_id}, which another peer registered")
+        lens = message.lens
+        if lens is None and self.settings.dst_pool_blocks:
+            # the reference client sends no lengths: bound it by the configured pool size
+            lens = tuple(self.settings.dst_pool_blocks * b.item_len for b in self.layout.buffers)
+        problem = None
+        if len(message.ptrs) != len(self.layout.buffers):
+            problem = (f"{len(message.ptrs)} buffer pointers, the node's layout has "
+                       f"{len(self.layout.buffers)} ({self.layout.spec()})")
+        elif self.settings.strict_bounds and lens is None:
+            problem = ("no buffer lengths, and no dst_pool_blocks is configured; strict bounds refuse "
+                       "destinations that cannot be bounds-checked")
+        if problem:
+            # a later init from this session fails with this reason, not as "unregistered"
+            reason = f"registration refused: {problem}"
+            self._redis(lambda: self.store.mark_session_failed(message.session_id, reason), "mark session")
+            raise WireError(f"register from {message.session_id}: {problem}")
+        self._redis(lambda: self.store.register_session(replace(message, lens=lens), owner=peer), "register")
+        log.info("registered session %s%s", message.session_id, f" (peer {peer})" if peer else "")
 
     def _check_owner(self, message: Init | Resume | Abort, peer: str) -> None:
         owner = self._redis(lambda: self.store.session_owner(message.session_id), "session owner")

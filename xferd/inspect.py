@@ -26,6 +26,9 @@ def render(store: Store, room: int, redis_url: str | None) -> str:
     record = store.room(room)
     now = store.now_ms()
     lines = [f"room {room}  (key {store.keys.room(room)}, redis {redact(redis_url or 'default')})"]
+    pool = store.pool_info()
+    if pool:
+        lines.append(f"  node layout   block_size {pool.get('block_size')}: {pool.get('layout')}")
     if not record:
         lines.append("  no record: unknown room, or expired after its retention period")
         return "\n".join(lines)
@@ -41,7 +44,8 @@ def render(store: Store, room: int, redis_url: str | None) -> str:
         d = f"dst{k}."
         lines.append(f"    [{k}] {record.get(d + 'session')} -> status {record.get(d + 'endpoint')}: sent "
                      f"{record.get(d + 'sent_tokens')}, allocated {record.get(d + 'allocated_tokens')}, "
-                     f"blocks {_span(record.get(d + 'dst_indices', ''))}")
+                     f"blocks {_span(record.get(d + 'dst_indices', ''))}"
+                     f"{' (6-frame init: all in one round)' if record.get(d + 'one_round') else ''}")
     if "deadline" in record:
         lines.append(f"  deadline      {_when(record['deadline'], now)}: {record.get('deadline_reason')}")
     if "write_owner" in record:

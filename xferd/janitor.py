@@ -27,10 +27,10 @@ class Janitor:
     def __init__(self, settings: Settings, store: Store | None = None):
         self.settings = settings
         self.store = store or Store(connect(settings.redis_url), settings)
-        self.notifier = Notifier(settings.sender_rank)
+        self.notifier = Notifier.for_settings(settings)
         self.stopping = False
         self.next_trim = 0.0
-        self.pool_description = describe_pool(settings.layout, settings.pool_blocks, settings.shm_name)
+        self.pool_description = describe_pool(settings.buffer_layout, settings.pool_blocks, settings.shm_name)
 
     def pass_once(self) -> dict[str, int]:
         store, keys = self.store, self.store.keys

@@ -181,8 +181,8 @@ class LanguageSim:
             for i, block in enumerate(blocks):
                 count = max(0, min(block_size, tokens - i * block_size))
                 start = run.sent + i * block_size
-                rows = run.expected[index][start:start + count].reshape(-1)
-                wrong += _diff(view[block, :count * width], rows)
+                want = buffer.token_range(run.expected[index], start, count).reshape(-1)  # as the block holds it
+                wrong += _diff(view[block, :count * width], want)
                 wrong += _diff(view[block, count * width:], SENTINEL)  # past the last token: untouched
         return wrong
 

@@ -1,11 +1,34 @@
-"""Buffer layout: the block size and the buffer types a block is made of.
+"""Buffer layout: the block size and the buffer types a block is made of (SPEC §4).
 
-The same layout must be used by the embedding node and the language side; the
-register message carries one pointer per buffer type, in this order.
+The same layout must be used by the embedding node and the language side; the register
+message carries one pointer per buffer type, in this order. A layout is named by a spec
+(``XFERD_LAYOUT``, ``--layout``), kept in the node's Redis record for the encoder side
+and ``inspect``:
+
+  reference            embeddings (bf16, hidden), token_ids (int32), mrope_positions
+                       (3 x int32, component-major), aux (16 int32, first block only)
+  deepstack:K          the reference's four, then deepstack_embeddings (K x hidden bf16)
+  name=SIZE/UNIT,...   any list, in register order. SIZE is N bytes, or CxN: C components
+                       of N bytes per token, stored component-major in each block (a block
+                       of n tokens holds (C, n)). UNIT: ``token`` (N bytes per token),
+                       ``block`` (N bytes per full block of per-token data) or ``first``
+                       (one N-byte item, sent with the first block of the first round)
+
+Per-token data is handed over in its natural shape: ``(T, ...)``, or ``(C, T, ...)`` for a
+buffer of C components (the reference's M-RoPE positions are ``(3, T)``).
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+
+AUX_ITEM_LEN = 64  # the reference's aux item: 16 int32 (total length, M-RoPE position delta, ...)
+PRESETS = ("reference", "deepstack:K")
+_ENTRY = re.compile(r"^([A-Za-z_][A-Za-z0-9_]{0,63})=(?:([0-9]+)x)?([0-9]+)/(token|block|first)$")
+
+
+class LayoutError(ValueError):
+    """A layout spec that cannot be used; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -13,6 +36,14 @@ class BufferType:
     name: str
     item_len: int  # bytes per block
     per_token: bool = True  # False: one item per request, sent with the first block only
+    components: int = 1  # > 1: a block of n tokens stores (components, n) items, component-major
+
+    def token_range(self, natural, start: int, count: int):
+        """Tokens [start, start + count) of data in its natural shape (T, ...) or (C, T, ...)."""
+        return natural[start:start + count] if self.components == 1 else natural[:, start:start + count]
+
+    def token_count(self, natural) -> int:
+        return natural.shape[0] if self.components == 1 else natural.shape[1]
 
 
 @dataclass(frozen=True)
@@ -22,18 +53,26 @@ class Layout:
 
     def __post_init__(self) -> None:
         if self.block_size <= 0:
-            raise ValueError(f"block_size must be positive, got {self.block_size}")
+            raise LayoutError(f"block_size must be positive, got {self.block_size}")
         if not self.buffers:
-            raise ValueError("a layout needs at least one buffer type")
+            raise LayoutError("a layout needs at least one buffer type")
+        names = [b.name for b in self.buffers]
+        if len(set(names)) != len(names):
+            raise LayoutError(f"buffer names repeat: {names}")
         for buffer in self.buffers:
             if buffer.item_len <= 0:
-                raise ValueError(f"buffer {buffer.name!r}: item_len must be positive")
-            if buffer.per_token and buffer.item_len % self.block_size:
+                raise LayoutError(f"buffer {buffer.name!r}: item_len must be positive")
+            if not buffer.per_token:
+                if buffer.components != 1:
+                    raise LayoutError(f"buffer {buffer.name!r}: a first-block item has no components")
+                continue
+            if buffer.item_len % self.block_size:
                 # A partial block copies item_len * tokens / block_size bytes: keep it whole.
-                raise ValueError(
-                    f"buffer {buffer.name!r}: item_len {buffer.item_len} is not a multiple "
-                    f"of block_size {self.block_size}"
-                )
+                raise LayoutError(f"buffer {buffer.name!r}: item_len {buffer.item_len} is not a "
+                                  f"multiple of block_size {self.block_size}")
+            if buffer.components < 1 or (buffer.item_len // self.block_size) % buffer.components:
+                raise LayoutError(f"buffer {buffer.name!r}: {buffer.item_len // self.block_size} "
+                                  f"bytes per token do not split into {buffer.components} components")
 
     @property
     def block_bytes(self) -> int:
@@ -45,22 +84,72 @@ class Layout:
     def blocks_for(self, tokens: int) -> int:
         return -(-tokens // self.block_size)
 
+    def index(self, name: str) -> int:
+        for i, buffer in enumerate(self.buffers):
+            if buffer.name == name:
+                return i
+        raise KeyError(f"the layout has no buffer {name!r} (it has {[b.name for b in self.buffers]})")
+
+    def spec(self) -> str:
+        """The canonical spec: ``parse_layout(layout.spec(), layout.block_size)`` is this layout."""
+        parts = []
+        for buffer in self.buffers:
+            if not buffer.per_token:
+                parts.append(f"{buffer.name}={buffer.item_len}/first")
+                continue
+            per_token = buffer.item_len // self.block_size
+            size = (f"{buffer.components}x{per_token // buffer.components}" if buffer.components > 1
+                    else str(per_token))
+            parts.append(f"{buffer.name}={size}/token")
+        return ",".join(parts)
+
     def describe(self) -> str:
-        parts = ", ".join(f"{b.name}={b.item_len}B" for b in self.buffers)
-        return f"block_size={self.block_size} [{parts}]"
+        return f"block_size={self.block_size} [{self.spec()}]"
 
 
-AUX_ITEM_LEN = 64
+def reference_layout(block_size: int = 128, hidden_size: int = 4096, deepstack: int = 0) -> Layout:
+    """The reference EPD layout: embeddings (bf16), token ids, M-RoPE positions, aux; with
+    ``deepstack`` > 0 the reference's deepstack variant (a fifth, per-token buffer)."""
+    buffers = [
+        BufferType("embeddings", block_size * hidden_size * 2),
+        BufferType("token_ids", block_size * 4),
+        BufferType("mrope_positions", block_size * 12, components=3),
+        BufferType("aux", AUX_ITEM_LEN, per_token=False),
+    ]
+    if deepstack:
+        buffers.append(BufferType("deepstack_embeddings", block_size * hidden_size * 2 * deepstack))
+    return Layout(block_size, tuple(buffers))
 
 
-def reference_layout(block_size: int = 128, hidden_size: int = 4096) -> Layout:
-    """The reference EPD layout: embeddings (bf16), token ids, M-RoPE positions, aux."""
-    return Layout(
-        block_size=block_size,
-        buffers=(
-            BufferType("embeddings", block_size * hidden_size * 2),
-            BufferType("token_ids", block_size * 4),
-            BufferType("mrope_positions", block_size * 12),
-            BufferType("aux", AUX_ITEM_LEN, per_token=False),
-        ),
-    )
+def parse_layout(spec: str, block_size: int, hidden_size: int = 4096) -> Layout:
+    """A Layout from a spec (see the module doc); LayoutError says what is wrong with it."""
+    text = spec.strip()
+    if text == "reference":
+        return reference_layout(block_size, hidden_size)
+    if text.startswith("deepstack:"):
+        layers = text.partition(":")[2]
+        if not layers.isdigit() or not 1 <= int(layers) <= 64:
+            raise LayoutError(f"layout {spec!r}: deepstack:K needs K, the deepstack layers, in 1..64")
+        return reference_layout(block_size, hidden_size, int(layers))
+    if "=" not in text:
+        raise LayoutError(f"layout {spec!r} is not one of {', '.join(PRESETS)} nor a list of "
+                          "name=SIZE/UNIT entries (UNIT: token, block or first)")
+    buffers = []
+    for entry in text.split(","):
+        match = _ENTRY.match(entry.strip())
+        if not match:
+            raise LayoutError(f"layout entry {entry.strip()!r} is not name=N/UNIT or name=CxN/token "
+                              "(UNIT: token, block or first)")
+        name, components, size, unit = match.groups()
+        components, size = int(components or 1), int(size)
+        if components > 1 and unit != "token":
+            raise LayoutError(f"layout entry {entry.strip()!r}: components (CxN) need the unit token")
+        if size == 0 or components == 0:
+            raise LayoutError(f"layout entry {entry.strip()!r}: sizes must be positive")
+        if unit == "first":
+            buffers.append(BufferType(name, size, per_token=False))
+        elif unit == "token":
+            buffers.append(BufferType(name, components * size * block_size, components=components))
+        else:
+            buffers.append(BufferType(name, size))
+    return Layout(block_size, tuple(buffers))

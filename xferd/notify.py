@@ -1,4 +1,5 @@
-"""Status pushes to the language side (``[room, status, sender_rank]`` to tcp://ip:port).
+"""Status pushes to the language side (``[room, status]`` to tcp://ip:port; with
+``status_frames`` 3, ``[room, status, sender_rank]``).
 
 Never blocks: a peer that is gone only costs a dropped message; the status is in Redis,
 where the Receiver falls back to reading it.
@@ -19,10 +20,15 @@ MAX_SOCKETS = 512  # language endpoints come and go: keep the most recently used
 
 
 class Notifier:
-    def __init__(self, sender_rank: int, context: zmq.Context | None = None):
+    def __init__(self, sender_rank: int | None = None, context: zmq.Context | None = None):
+        """``sender_rank``: None sends two-frame statuses, a number adds it as a third frame."""
         self.sender_rank = sender_rank
         self.context = context or zmq.Context.instance()
         self._sockets: OrderedDict[str, zmq.Socket] = OrderedDict()
+
+    @classmethod
+    def for_settings(cls, settings, context: zmq.Context | None = None) -> "Notifier":
+        return cls(settings.sender_rank if settings.status_frames == 3 else None, context)
 
     def _socket(self, endpoint: str) -> zmq.Socket:
         sock = self._sockets.get(endpoint)

@@ -55,17 +55,18 @@ def runs(src: Sequence[int], dst: Sequence[int]) -> list[tuple[int, int]]:
     return out
 
 
-def check_allocation(layout: Layout, allocated_tokens: int, dst_count: int) -> None:
+def check_allocation(layout: Layout, allocated_tokens: int | None, dst_count: int) -> None:
     """Catch a block-size mismatch from the shape of an init or resume alone.
 
     The language side sends ``allocated_tokens`` for ``dst_count`` blocks of its own
-    block size; with the same block size the count is ``ceil(allocated / B)``.
-    ``allocated_tokens == 0`` (the 6-frame init) carries no size information.
+    block size; with the same block size the count is ``ceil(allocated / B)`` (the
+    reference rounds up to whole blocks: 1024 for 976 tokens left is 8 blocks either way).
+    None (the 6-frame init) carries no size information.
     """
+    if allocated_tokens is None:
+        return
     if allocated_tokens < 0:
         raise PlanError(f"allocated_tokens {allocated_tokens} is negative")
-    if allocated_tokens == 0:
-        return
     expected = layout.blocks_for(allocated_tokens)
     if dst_count != expected:
         raise PlanError(
@@ -84,11 +85,13 @@ def plan_round(
     dst_indices: Sequence[int],
     src_num_blocks: int | None = None,
     dst_num_blocks: Sequence[int | None] | None = None,
+    one_round: bool = False,
 ) -> RoundPlan:
     """Plan one round for one destination; raise PlanError instead of writing wrong data.
 
     ``src_num_blocks`` bounds source indices (the node's pool); ``dst_num_blocks`` bounds
     destination indices per buffer type (None where the language side did not say).
+    ``one_round``: the 6-frame init, whose blocks must hold every remaining token.
     """
     block = layout.block_size
     if total_tokens < 0:
@@ -108,6 +111,13 @@ def plan_round(
     remaining = total_tokens - sent_tokens
     tokens = min(remaining, allocated_tokens)
     partial = remaining > allocated_tokens
+    if partial and one_round:
+        raise PlanError(
+            f"the 6-frame init asks for all {remaining} tokens in one round, but its "
+            f"{len(dst_indices)} destination blocks hold {allocated_tokens}"
+        )
+    if partial and not tokens:
+        raise PlanError(f"allocated_tokens 0 with {remaining} tokens remaining: the round would send nothing")
     if partial and allocated_tokens % block:
         raise PlanError(
             f"partial round of {allocated_tokens} tokens (of {remaining} remaining) is not a "

@@ -18,7 +18,7 @@ import mmap
 import os
 from typing import TYPE_CHECKING
 
-from .layout import Layout
+from .layout import Layout, parse_layout
 
 if TYPE_CHECKING:
     import torch
@@ -36,33 +36,39 @@ class BlockBuffers:
         return self.buffers[buffer_index].data_ptr()
 
     def write_tokens(self, buffer_index: int, blocks, data: torch.Tensor) -> None:
-        """Write per-token rows ``data`` (tokens × token_bytes, uint8) into ``blocks`` in order."""
-        per_token = self.layout.token_bytes(buffer_index)
-        block = self.layout.block_size
-        rows = data.reshape(-1, per_token)
+        """Write per-token data into ``blocks`` in order: uint8 in its natural shape,
+        (T, token_bytes), or (C, T, token_bytes / C) for a buffer of C components (each block
+        then holds its tokens component-major, as the reference language side reads them)."""
+        buffer, block = self.layout.buffers[buffer_index], self.layout.block_size
         view = self.buffers[buffer_index]
         for i, index in enumerate(blocks):
-            chunk = rows[i * block:(i + 1) * block]
-            if not len(chunk):
+            chunk = buffer.token_range(data, i * block, block)
+            if not buffer.token_count(chunk):
                 break
-            view[index, :chunk.numel()] = chunk.reshape(-1)
+            flat = chunk.reshape(-1)
+            view[index, :flat.numel()] = flat
 
     def read_tokens(self, buffer_index: int, blocks, tokens: int) -> torch.Tensor:
-        """The first ``tokens`` per-token rows held by ``blocks``, as (tokens, token_bytes)."""
+        """The first ``tokens`` tokens held by ``blocks``, uint8 in their natural shape (as
+        ``write_tokens`` takes them)."""
+        import torch
+
+        buffer, block = self.layout.buffers[buffer_index], self.layout.block_size
         per_token = self.layout.token_bytes(buffer_index)
-        block = self.layout.block_size
         view = self.buffers[buffer_index]
         parts = []
         for i, index in enumerate(blocks):
             count = min(block, tokens - i * block)
             if count <= 0:
                 break
-            parts.append(view[index, :count * per_token])
-        import torch
-
+            part = view[index, :count * per_token]
+            parts.append(part.reshape(count, per_token) if buffer.components == 1
+                         else part.reshape(buffer.components, count, per_token // buffer.components))
+        if buffer.components == 1:
+            return torch.cat(parts) if parts else torch.empty((0, per_token), dtype=torch.uint8)
         if not parts:
-            return torch.empty((0, per_token), dtype=torch.uint8)
-        return torch.cat(parts).reshape(tokens, per_token)
+            return torch.empty((buffer.components, 0, per_token // buffer.components), dtype=torch.uint8)
+        return torch.cat(parts, dim=1)
 
     def write_item(self, buffer_index: int, block: int, data: bytes) -> None:
         import torch
@@ -83,9 +89,15 @@ def _offsets(layout: Layout, num_blocks: int) -> tuple[list[int], int]:
 
 
 def describe_pool(layout: Layout, num_blocks: int, name: str) -> dict[str, str]:
-    """What the node's pool record in Redis says of the shared-memory file."""
-    return {"shm": os.path.join(SHM_DIR, name), "layout": layout.describe(),
-            "size": str(_offsets(layout, num_blocks)[1])}
+    """What the node's pool record in Redis says of the shared-memory file and its layout
+    (the encoder side and ``inspect`` read it: see ``layout_of``)."""
+    return {"shm": os.path.join(SHM_DIR, name), "block_size": str(layout.block_size),
+            "layout": layout.spec(), "size": str(_offsets(layout, num_blocks)[1])}
+
+
+def layout_of(record: dict[str, str]) -> Layout:
+    """The layout a node's pool record names."""
+    return parse_layout(record["layout"], int(record["block_size"]))
 
 
 class SourcePool(BlockBuffers):

@@ -94,7 +94,7 @@ class Receiver:
             if not poller.poll(100):
                 continue
             try:
-                room, status, _rank = decode_status(self._pull.recv_multipart())
+                room, status = decode_status(self._pull.recv_multipart())
             except WireError:
                 continue
             with self._cond:

@@ -1,23 +1,31 @@
 """Encoder-side API: take source blocks, write embeddings into them, publish, poll, abort.
 
-    sender = Sender(settings)
+    sender = Sender(Settings.from_env())        # the node's layout and pool come from Redis
     blocks = sender.allocate(room, total_tokens)
-    sender.write(blocks, [embeddings, token_ids, mrope_positions, aux_bytes])
+    sender.write(blocks, embeddings=embeds,      # (T, hidden)
+                 token_ids=ids,                  # (T,)
+                 mrope_positions=positions,      # (3, T)
+                 aux=[total_tokens, mrope_position_delta])
     sender.publish(room, blocks, total_tokens)
     sender.poll(room)  # Status
 
-Blocks come from the node's pool in Redis and go back by themselves once the room ends
-(Success, Failed, timeout or abort) and no write from them can still be in flight.
+``write`` takes each buffer's data in its natural shape and lays it out in blocks as the
+reference language side reads it (M-RoPE component-major per block, aux as int32s in the
+first block). Blocks come from the node's pool in Redis and go back by themselves once the
+room ends (Success, Failed, timeout or abort) and no write from them can still be in flight.
 """
 from __future__ import annotations
 
+import os
+import struct
 import time
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import torch
 
 from .connections import connect, with_retry
-from .pool import SourcePool
+from .layout import BufferType
+from .pool import SourcePool, layout_of
 from .settings import Settings
 from .status import Status
 from .store import Outcome, Store
@@ -27,14 +35,22 @@ class PoolExhausted(TimeoutError):
     pass
 
 
+class NodeNotFound(RuntimeError):
+    """No node record in Redis under these settings' prefix and node name."""
+
+
 class Sender:
     def __init__(self, settings: Settings, store: Store | None = None, redis_patience: float = 60.0):
         self.settings = settings
-        self.layout = settings.layout
         self.store = store or Store(connect(settings.redis_url), settings)
-        self.pool = SourcePool(self.layout, settings.pool_blocks, settings.shm_name)
-        self._leases: dict[int, int] = {}  # room -> when its unpublished allocation expires
         self.redis_patience = redis_patience
+        record = self._redis(self.store.pool_info, "read the node record")
+        if not record:
+            raise NodeNotFound(f"node {settings.node!r} has no pool record under prefix "
+                               f"{settings.prefix!r}: is `xferd serve` running for it?")
+        self.layout = layout_of(record)
+        self.pool = SourcePool(self.layout, int(record["num_blocks"]), os.path.basename(record["shm"]))
+        self._leases: dict[int, int] = {}  # room -> when its unpublished allocation expires
 
     def _redis(self, action, what: str):
         """Ride out a Redis restart or short outage; give up after ``redis_patience`` s."""
@@ -58,25 +74,36 @@ class Sender:
             time.sleep(delay)
             delay = min(delay * 2, 0.05)
 
-    def write(self, blocks: Sequence[int], data: Sequence[torch.Tensor | bytes | None]) -> None:
-        """Write one item per buffer type: per-token tensors (first dimension = tokens) and
-        the aux bytes (written into the first block). ``None`` leaves a buffer as it is."""
-        for index, (buffer, item) in enumerate(zip(self.layout.buffers, data)):
+    def write(self, blocks: Sequence[int], data: Sequence | Mapping | None = None, **items) -> None:
+        """Write a request's data into its source blocks: by buffer name (``embeddings=...``),
+        as a mapping, or as a sequence in layout order; a buffer left out (or None) keeps
+        what it holds. Per-token data in its natural shape, any dtype: (T, ...), or (C, T, ...)
+        for a buffer of C components (M-RoPE positions: (3, T)). A first-block item: bytes,
+        a tensor, or a sequence of ints written as int32 (the reference's aux)."""
+        named = dict(data) if isinstance(data, Mapping) else {}
+        if data is not None and not isinstance(data, Mapping):
+            if len(data) > len(self.layout.buffers):
+                raise ValueError(f"{len(data)} items for a layout of {len(self.layout.buffers)} buffers")
+            named = {buffer.name: item for buffer, item in zip(self.layout.buffers, data)}
+        named.update(items)
+        unknown = set(named) - {buffer.name for buffer in self.layout.buffers}
+        if unknown:
+            raise ValueError(f"no buffer named {sorted(unknown)} in the layout ({self.layout.spec()})")
+        tokens = {}
+        for index, buffer in enumerate(self.layout.buffers):
+            item = named.get(buffer.name)
             if item is None:
                 continue
             if not buffer.per_token:
-                raw = bytes(item) if not isinstance(item, torch.Tensor) else item.contiguous().view(torch.uint8).numpy().tobytes()
-                if len(raw) > buffer.item_len:
-                    raise ValueError(f"{buffer.name}: {len(raw)} bytes exceed item_len {buffer.item_len}")
-                self.pool.write_item(index, blocks[0], raw)
+                self.pool.write_item(index, blocks[0], _item_bytes(buffer, item))
                 continue
-            rows = item.contiguous().view(torch.uint8).reshape(item.shape[0], -1)
-            if rows.shape[1] != self.layout.token_bytes(index):
-                raise ValueError(f"{buffer.name}: {rows.shape[1]} bytes per token, layout says "
-                                 f"{self.layout.token_bytes(index)}")
-            if self.layout.blocks_for(rows.shape[0]) > len(blocks):
-                raise ValueError(f"{buffer.name}: {rows.shape[0]} tokens do not fit {len(blocks)} blocks")
-            self.pool.write_tokens(index, blocks, rows)
+            natural = _natural_bytes(buffer, item, self.layout.token_bytes(index))
+            tokens[buffer.name] = buffer.token_count(natural)
+            if self.layout.blocks_for(tokens[buffer.name]) > len(blocks):
+                raise ValueError(f"{buffer.name}: {tokens[buffer.name]} tokens do not fit {len(blocks)} blocks")
+            self.pool.write_tokens(index, blocks, natural)
+        if len(set(tokens.values())) > 1:
+            raise ValueError(f"buffers hold different token counts: {tokens}")
 
     def publish(self, room: int, blocks: Sequence[int], total_tokens: int) -> Outcome:
         """Room ``room``'s embeddings are in ``blocks``: queue the transfer when destinations are ready."""
@@ -115,3 +142,33 @@ class Sender:
         if "write_until" in record and int(record["write_until"]) > self.store.now_ms():
             raise RuntimeError(f"room {room}: a write from its blocks may still be in flight")
         return self.store.release_blocks(room)
+
+
+def _natural_bytes(buffer: BufferType, item: torch.Tensor, token_bytes: int) -> torch.Tensor:
+    """``item`` as uint8 in its natural shape: (T, token_bytes) or (C, T, token_bytes / C)."""
+    if not isinstance(item, torch.Tensor):
+        raise TypeError(f"{buffer.name}: per-token data must be a tensor, not {type(item).__name__}")
+    components = buffer.components
+    if item.dim() < (1 if components == 1 else 2) or (components > 1 and item.shape[0] != components):
+        want = "(T, ...)" if components == 1 else f"({components}, T, ...), component-major"
+        raise ValueError(f"{buffer.name}: expected shape {want}, got {tuple(item.shape)}")
+    count = item.shape[0] if components == 1 else item.shape[1]
+    raw = item.detach().cpu().contiguous().view(torch.uint8)
+    if raw.numel() != count * token_bytes:
+        raise ValueError(f"{buffer.name}: {raw.numel() // max(count, 1)} bytes per token, "
+                         f"the layout says {token_bytes}")
+    return raw.reshape(count, token_bytes) if components == 1 else \
+        raw.reshape(components, count, token_bytes // components)
+
+
+def _item_bytes(buffer: BufferType, item) -> bytes:
+    if isinstance(item, torch.Tensor):
+        raw = item.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes()
+    elif isinstance(item, (bytes, bytearray, memoryview)):
+        raw = bytes(item)
+    else:
+        values = [int(v) for v in item]
+        raw = struct.pack(f"{len(values)}i", *values)
+    if len(raw) > buffer.item_len:
+        raise ValueError(f"{buffer.name}: {len(raw)} bytes exceed item_len {buffer.item_len}")
+    return raw

@@ -1,7 +1,8 @@
 """`xferd serve`: one node's service — ingress, N workers and the janitor, supervised.
 
 Creates the node's source pool (shared memory + free list in Redis) if needed, then starts
-each part as its own OS process and restarts any that dies, with backoff.
+each part as its own OS process and restarts any that dies, with backoff. With
+``--bootstrap`` it also answers the reference's HTTP bootstrap (``bootstrap.py``).
 """
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ from dataclasses import dataclass
 import redis
 
 from . import ingress, janitor, worker
+from .bootstrap import BootstrapServer
 from .connections import connect, redact, with_retry
+from .health import Health
 from .pool import SourcePool, describe_pool
 from .processes import run_service
 from .settings import Settings
@@ -48,8 +51,8 @@ def prepare_node(settings: Settings) -> SourcePool:
     warning = with_retry(lambda: check_durability(store.client), "check durability")
     if warning:
         log.warning("%s", warning)
-    pool = SourcePool(settings.layout, settings.pool_blocks, settings.shm_name, create=True)
-    description = describe_pool(settings.layout, settings.pool_blocks, settings.shm_name)
+    pool = SourcePool(settings.buffer_layout, settings.pool_blocks, settings.shm_name, create=True)
+    description = describe_pool(settings.buffer_layout, settings.pool_blocks, settings.shm_name)
     created = with_retry(lambda: store.init_pool(settings.pool_blocks, description), "init pool")
     log.info("source pool %s: %d blocks, %.1f MiB (%s)", pool.path, settings.pool_blocks,
              pool.size / 2**20, "new" if created else "kept")
@@ -75,6 +78,12 @@ class Supervisor:
                          Child("janitor", janitor.main, (settings,))]
         self.children += [Child(f"worker{i}", worker.main, (settings, i)) for i in range(settings.workers)]
         self.stopping = False
+        self.bootstrap: BootstrapServer | None = None
+
+    def serving(self) -> dict[str, bool]:
+        """Each child's name -> whether it is alive and ready."""
+        return {child.name: bool(child.process is not None and child.process.is_alive()
+                                 and child.ready.is_set()) for child in self.children}
 
     def _start(self, child: Child) -> None:
         child.ready = self.context.Event()
@@ -111,6 +120,8 @@ class Supervisor:
         self.shutdown()
 
     def shutdown(self) -> None:
+        if self.bootstrap is not None:
+            self.bootstrap.stop()
         for child in self.children:
             if child.process is not None and child.process.is_alive():
                 child.process.terminate()
@@ -136,6 +147,10 @@ def _exit_text(code: int | None) -> str:
 def serve(settings: Settings) -> None:
     def start() -> Supervisor:
         prepare_node(settings)
-        return Supervisor(settings)
+        supervisor = Supervisor(settings)
+        if settings.bootstrap:
+            health = Health(settings.redis_url, supervisor.serving)
+            supervisor.bootstrap = BootstrapServer(settings, health.check).start()
+        return supervisor
 
     run_service("serve", start)

@@ -1,4 +1,7 @@
-"""Settings as one plain dataclass, read from XFERD_* environment variables and CLI flags."""
+"""Settings as one plain dataclass, read from XFERD_* environment variables and CLI flags.
+
+A value that cannot work raises ConfigError with one readable line (``xferd`` prints it
+and exits non-zero)."""
 from __future__ import annotations
 
 import dataclasses
@@ -6,7 +9,7 @@ import os
 from dataclasses import dataclass
 
 from .keys import Keys
-from .layout import Layout, reference_layout
+from .layout import Layout, LayoutError, parse_layout
 
 
 @dataclass
@@ -20,8 +23,15 @@ class Settings:
     strict_bounds: bool = False  # refuse registrations without buffer lengths (unbounded destinations)
     curve_secret_file: str = ""  # CurveZMQ: the ingress's secret key file (zmq.auth format)
     curve_clients_dir: str = ""  # CurveZMQ: directory of allowed language peers' public key files
-    sender_rank: int = 0  # the "sender_rank" frame of status messages
-    # layout of the source pool (must match the language side's)
+    status_frames: int = 2  # [room, status] as the reference multimodal side reads; 3 adds sender_rank
+    sender_rank: int = 0  # the third status frame, when status_frames is 3
+    # the reference's HTTP bootstrap (/route, /health) on HOST:PORT; "" = off
+    bootstrap: str = ""
+    # destination pool size in blocks, for registrations that carry no buffer lengths
+    # (the reference client never sends them): bounds every destination index; 0 = unknown
+    dst_pool_blocks: int = 0
+    # layout of the source pool (must match the language side's): see xferd/layout.py
+    layout: str = "reference"  # reference | deepstack:K | name=SIZE/UNIT,...
     block_size: int = 128
     hidden_size: int = 4096
     pool_blocks: int = 1024
@@ -47,6 +57,16 @@ class Settings:
     janitor_interval: float = 0.2
     consumer_ttl: float = 60.0  # a worker silent this long, with nothing pending, is forgotten
 
+    def __post_init__(self) -> None:
+        self.buffer_layout  # noqa: B018 - refuse a bad layout now, not in a child process
+        if self.status_frames not in (2, 3):
+            raise ConfigError(f"status_frames must be 2 (the reference multimodal form) or 3, "
+                              f"got {self.status_frames}")
+        if self.dst_pool_blocks < 0:
+            raise ConfigError(f"dst_pool_blocks must be 0 (unknown) or positive, got {self.dst_pool_blocks}")
+        if self.bootstrap:
+            split_host_port(self.bootstrap, "bootstrap")
+
     @property
     def curve(self) -> bool:
         return bool(self.curve_secret_file)
@@ -56,8 +76,20 @@ class Settings:
         return Keys(self.prefix, self.node, self.shards)
 
     @property
-    def layout(self) -> Layout:
-        return reference_layout(self.block_size, self.hidden_size)
+    def buffer_layout(self) -> Layout:
+        try:
+            return parse_layout(self.layout, self.block_size, self.hidden_size)
+        except LayoutError as error:
+            raise ConfigError(f"layout: {error}") from None
+
+    def advertised_ingress(self) -> tuple[str, int]:
+        """(host, port) the language side reaches the ingress at: its bind address, or
+        ``hostname`` where it binds every interface."""
+        address = self.ingress.split("://", 1)[-1]
+        host, port = split_host_port(address, "ingress")
+        if host in ("*", "0.0.0.0", "::", "[::]", ""):
+            host = self.hostname
+        return host, port
 
     @property
     def shm_name(self) -> str:
@@ -89,9 +121,23 @@ class Settings:
             if raw is None:
                 continue
             kind = type(f.default) if f.default is not None else str
-            values[f.name] = _parse_bool(f.name, raw) if kind is bool else kind(raw)
+            try:
+                values[f.name] = _parse_bool(f.name, raw) if kind is bool else kind(raw)
+            except ValueError:
+                raise ConfigError(f"XFERD_{f.name.upper()}={raw!r} is not a valid {kind.__name__}") from None
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
+
+
+class ConfigError(ValueError):
+    """A setting that cannot work; the message is one line for the operator."""
+
+
+def split_host_port(address: str, what: str) -> tuple[str, int]:
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{what} {address!r} is not HOST:PORT")
+    return host.strip("[]") if host.startswith("[") else host, int(port)
 
 
 def _parse_bool(name: str, raw: str) -> bool:
@@ -100,4 +146,4 @@ def _parse_bool(name: str, raw: str) -> bool:
         return True
     if lowered in ("0", "false", "no", "off", ""):
         return False
-    raise ValueError(f"XFERD_{name.upper()}={raw!r} is not a boolean (true/false)")
+    raise ConfigError(f"XFERD_{name.upper()}={raw!r} is not a boolean (true/false)")

@@ -18,7 +18,9 @@ ROW_SHIFT = 61  # prime, so rows never line up with any buffer's width
 
 
 def room_data(room: int, total_tokens: int, layout: Layout) -> list[torch.Tensor]:
-    """One uint8 tensor per buffer type: (tokens, token_bytes) per-token rows, aux as (item_len,)."""
+    """One uint8 tensor per buffer type, in its natural shape (``Sender.write`` takes it):
+    (tokens, token_bytes), or (C, tokens, token_bytes / C) for a buffer of C components;
+    a first-block item as (item_len,), starting with int32 total tokens as the reference's aux."""
     generator = torch.Generator().manual_seed(room & 0x7FFF_FFFF_FFFF_FFFF)
     out = []
     for index, buffer in enumerate(layout.buffers):
@@ -31,7 +33,10 @@ def room_data(room: int, total_tokens: int, layout: Layout) -> list[torch.Tensor
         width = layout.token_bytes(index)
         noise = torch.randint(0, 256, (total_tokens * ROW_SHIFT + width,), dtype=torch.uint8,
                               generator=generator)
-        out.append(noise.as_strided((total_tokens, width), (ROW_SHIFT, 1)))
+        rows = noise.as_strided((total_tokens, width), (ROW_SHIFT, 1))
+        if buffer.components > 1:
+            rows = rows.reshape(total_tokens, buffer.components, -1).permute(1, 0, 2)
+        out.append(rows)
     return out
 
 

@@ -3,10 +3,12 @@
 Language → ingress:
   register  ["None", ip, status_port, session_id, packed_ptrs(, packed_lens)]
   init      [room, ip, status_port, session_id, "i0,i1,...", required_dst_info_num(, allocated)]
+            (6 frames, the reference's older form: everything in one round into these blocks)
   resume    [room, ip, status_port, session_id, "i0,...", required_dst_info_num, sent, allocated]
   abort     ["ABORT", room, session_id]   (xferd; no reference frame 0 is "ABORT")
 Ingress/worker → language:
-  status    [room, status, sender_rank]
+  status    [room, status]   (the reference multimodal side unpacks exactly two frames;
+            [room, status, sender_rank], the reference KV connector's form, is an option)
 
 ``packed_ptrs`` / ``packed_lens`` are native uint64s (struct "Q"), one per buffer type;
 ``packed_lens`` (the byte length of each destination buffer) is optional and lets the
@@ -60,7 +62,7 @@ class Init:
     session_id: str
     dst_indices: tuple[int, ...]
     required_dst_info_num: int
-    allocated_tokens: int
+    allocated_tokens: int | None  # None: the 6-frame form, everything in one round
 
 
 @dataclass(frozen=True)
@@ -183,7 +185,7 @@ def decode_request(frames: list[bytes]) -> Message:
             sent = _int(frames[6], "sent_tokens", 0, MAX_TOKENS)
             allocated = _int(frames[7], "allocated_tokens", 0, MAX_TOKENS)
             return Resume(room, *reply_to, session, indices, required, sent, allocated)
-        allocated = _int(frames[6], "allocated_tokens", 0, MAX_TOKENS) if len(frames) == 7 else 0
+        allocated = _int(frames[6], "allocated_tokens", 0, MAX_TOKENS) if len(frames) == 7 else None
         return Init(room, *reply_to, session, indices, required, allocated)
     except WireError as error:
         raise WireError(error.reason, room=room, reply_to=reply_to) from None
@@ -202,9 +204,11 @@ def encode_register(ip: str, status_port: int, session_id: str, ptrs, lens=None)
 
 
 def encode_init(room, ip, status_port, session_id, dst_indices, required_dst_info_num,
-                allocated_tokens) -> list[bytes]:
-    return [str(room).encode(), ip.encode(), str(status_port).encode(), session_id.encode(),
-            _join(dst_indices), str(required_dst_info_num).encode(), str(allocated_tokens).encode()]
+                allocated_tokens: int | None) -> list[bytes]:
+    """7 frames; 6 (the older form) when ``allocated_tokens`` is None."""
+    frames = [str(room).encode(), ip.encode(), str(status_port).encode(), session_id.encode(),
+              _join(dst_indices), str(required_dst_info_num).encode()]
+    return frames if allocated_tokens is None else frames + [str(allocated_tokens).encode()]
 
 
 def encode_resume(room, ip, status_port, session_id, dst_indices, required_dst_info_num,
@@ -217,18 +221,14 @@ def encode_abort(room: int, session_id: str) -> list[bytes]:
     return [ABORT_TAG, str(room).encode(), session_id.encode()]
 
 
-def encode_status(room: int, status: Status | int, sender_rank: int) -> list[bytes]:
-    return [str(room).encode(), str(int(status)).encode(), str(sender_rank).encode()]
+def encode_status(room: int, status: Status | int, sender_rank: int | None = None) -> list[bytes]:
+    """``[room, status]``; ``[room, status, sender_rank]`` when a rank is given."""
+    frames = [str(room).encode(), str(int(status)).encode()]
+    return frames if sender_rank is None else frames + [str(sender_rank).encode()]
 
 
-def decode_status(frames: list[bytes]) -> tuple[int, Status, int]:
-    if len(frames) != 3:
-        raise WireError(f"status has {len(frames)} frames, expected 3")
-    room = _int(frames[0], "room", 0, MAX_ROOM)
-    status = Status(_int(frames[1], "status", 0, 4))
-    rank_text = _ascii(frames[2], "sender_rank")
-    try:
-        rank = int(rank_text)  # the reference sends -1 when it has no rank
-    except ValueError:
-        raise WireError(f"sender_rank {rank_text[:20]!r} is not an integer") from None
-    return room, status, rank
+def decode_status(frames: list[bytes]) -> tuple[int, Status]:
+    """A status in either form; the sender rank of the three-frame form is not needed."""
+    if len(frames) not in (2, 3):
+        raise WireError(f"status has {len(frames)} frames, expected 2 (or 3 with a sender rank)")
+    return _int(frames[0], "room", 0, MAX_ROOM), Status(_int(frames[1], "status", 0, 4))

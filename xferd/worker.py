@@ -77,7 +77,8 @@ def plan_targets(layout: Layout, src_num_blocks: int, room: dict[str, str],
         check_allocation(layout, allocated, len(dst))
         plan = plan_round(layout, total_tokens=total, sent_tokens=int(room[d + "sent_tokens"]),
                           allocated_tokens=allocated, src_indices=src, dst_indices=dst,
-                          src_num_blocks=src_num_blocks, dst_num_blocks=dst_blocks)
+                          src_num_blocks=src_num_blocks, dst_num_blocks=dst_blocks,
+                          one_round=room.get(d + "one_round") == "1")
         targets.append(Target(session_id, plan, ptrs))
     return targets
 
@@ -87,11 +88,11 @@ class Worker:
         self.settings = settings
         self.consumer = f"{socket.gethostname()}-{os.getpid()}-w{index}"
         self.store = Store(connect(settings.redis_url), settings)
-        self.layout = settings.layout
+        self.layout = settings.buffer_layout
         self.pool = SourcePool(self.layout, settings.pool_blocks, settings.shm_name)
         self.engine = Engine(settings.hostname, settings.protocol, settings.metadata, settings.device)
         self.engine.register(self.pool.base_ptr, self.pool.size)
-        self.notifier = Notifier(settings.sender_rank)
+        self.notifier = Notifier.for_settings(settings)
         self.lease_ms = int(settings.lease * 1000)
         self.write_lease_ms = int(settings.write_lease * 1000)
         self.keeper = LeaseKeeper(self.store, self.consumer, self.lease_ms, self.write_lease_ms)

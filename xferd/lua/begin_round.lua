@@ -33,7 +33,7 @@ local function pick(key, fields)
 end
 local fields = {'dst_count', 'total_tokens', 'src_indices'}
 for k = 0, (num(room_key, 'dst_count') or 0) - 1 do
-  for _, name in ipairs({'session', 'dst_indices', 'allocated_tokens', 'sent_tokens'}) do
+  for _, name in ipairs({'session', 'dst_indices', 'allocated_tokens', 'sent_tokens', 'one_round'}) do
     fields[#fields + 1] = 'dst' .. k .. '.' .. name
   end
 end

@@ -1,5 +1,6 @@
 -- A destination session sent init: KEYS room, session, stream, timeouts, release;
--- ARGV policy, room, session_id, endpoint, dst_indices, required_dst_info_num, allocated.
+-- ARGV policy, room, session_id, endpoint, dst_indices, required_dst_info_num, allocated,
+-- one_round ('1': the 6-frame init, everything in one round into these blocks).
 local room_key, session_key, stream_key, timeouts_key, release_key =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local session, required = ARGV[3], tonumber(ARGV[6])
@@ -38,6 +39,7 @@ redis.call('HSET', room_key, 'required_dst_info_num', required, 'dst_count', cou
   d .. 'session', session, d .. 'endpoint', ARGV[4], d .. 'dst_indices', ARGV[5],
   d .. 'allocated_tokens', ARGV[7], d .. 'sent_tokens', 0, d .. 'ready_round', 1,
   d .. 'init_at', NOW, 'updated_at', NOW)
+if ARGV[8] == '1' then redis.call('HSET', room_key, d .. 'one_round', 1) end
 if count + 1 == required then
   redis.call('HSET', room_key, 'ready_at', NOW)
   if status < 2 then set_status(room_key, 2) end

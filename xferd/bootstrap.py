@@ -1,0 +1,106 @@
+"""The reference's HTTP bootstrap protocol, served by the node (`xferd serve --bootstrap`).
+
+A reference language side finds an embedding node at ``http://<encoder host>:<bootstrap
+port>`` (SPEC §3). The node answers for itself, so a language node needs no change and no
+separate bootstrap server, and its heartbeat tells whether xferd can serve:
+
+  GET /route?engine_rank=-1&target_dp_group=-1  {"embedding_tp_size": 1, "embedding_dp_size": 1}
+  GET /route?engine_rank=0&target_dp_group=G    {"rank_ip": ..., "rank_port": ...}: the ingress
+  GET /health                                   200 "OK" while the node serves, else 503 and why
+
+A node is one embedding rank (TP and DP size 1): a language side with N TP ranks then sends
+each rank's registration and init to the ingress with required_dst_info_num N, and every
+rank gets its own copy, which is xferd's multi-destination room. Any DP group maps to the
+node. A PUT (the reference embedding side registering its ranks) is refused: this node's
+route is its own.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable
+from urllib.parse import parse_qs, urlsplit
+
+from .settings import ConfigError, Settings, split_host_port
+
+log = logging.getLogger("xferd.bootstrap")
+TP_SIZE = DP_SIZE = 1
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: "BootstrapServer"
+    protocol_version = "HTTP/1.1"  # keep-alive: the reference polls /health on one session
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        url = urlsplit(self.path)
+        if url.path == "/health":
+            serving, why = self.server.health()
+            self._reply(200 if serving else 503, why)
+        elif url.path == "/route":
+            self._route(parse_qs(url.query))
+        else:
+            self._reply(404, f"no {url.path}: this node serves /route and /health")
+
+    def do_PUT(self) -> None:  # noqa: N802
+        self._reply(405, "xferd serves this node's route itself; register nothing here")
+
+    do_POST = do_DELETE = do_PUT
+
+    def _route(self, query: dict[str, list[str]]) -> None:
+        try:
+            rank, group = int(query["engine_rank"][0]), int(query["target_dp_group"][0])
+        except (KeyError, ValueError):
+            self._reply(400, "Missing inputs for bootstrap server: engine_rank and target_dp_group")
+            return
+        if rank == -1 and group == -1:
+            self._json({"embedding_tp_size": TP_SIZE, "embedding_dp_size": DP_SIZE})
+        elif 0 <= rank < TP_SIZE and group >= 0:
+            host, port = self.server.ingress
+            self._json({"rank_ip": host, "rank_port": port})
+        else:
+            self._reply(404, f"Bootstrap info not Found: engine_rank {rank} (this node has tp size "
+                             f"{TP_SIZE}), target_dp_group {group}")
+
+    def _json(self, body: dict) -> None:
+        self._reply(200, json.dumps(body), "application/json")
+
+    def _reply(self, code: int, body: str, content_type: str = "text/plain") -> None:
+        data = body.encode()
+        self.send_response(code)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args) -> None:  # noqa: A002 - http.server's signature
+        log.debug("%s %s", self.address_string(), format % args)
+
+
+class BootstrapServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, settings: Settings, health: Callable[[], tuple[bool, str]]):
+        host, port = split_host_port(settings.bootstrap, "bootstrap")
+        self.ingress = settings.advertised_ingress()
+        self.health = health
+        try:
+            super().__init__((host or "0.0.0.0", port), _Handler)
+        except OSError as error:
+            raise ConfigError(f"bootstrap {settings.bootstrap}: cannot listen ({error.strerror})") from None
+        self._thread = threading.Thread(target=self.serve_forever, name="xferd-bootstrap", daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> "BootstrapServer":
+        self._thread.start()
+        log.info("bootstrap on %s: route to ingress %s:%s, /health", self.url, *self.ingress)
+        return self
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()
