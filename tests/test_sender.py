@@ -72,3 +72,16 @@ def test_bad_data_is_refused_with_the_reason(node_pool, items, needle):
 def test_an_encoder_for_a_node_that_is_not_there(store):
     with pytest.raises(NodeNotFound, match="is `xferd serve` running"):
         Sender(store.settings, store)
+
+
+def test_nothing_is_written_or_taken_for_bad_data(node_pool):
+    store, pool = node_pool
+    sender = Sender(store.settings, store)
+    before = pool.buffers[1].clone()
+    with pytest.raises(ValueError, match="bytes per token"):
+        sender.write([0, 1], token_ids=torch.ones(6, dtype=torch.int32), embeddings=torch.zeros((6, 7)))
+    assert torch.equal(pool.buffers[1], before), "the good buffer was not written either"
+    free = store.free_blocks()
+    with pytest.raises(ValueError, match=r"expected shape \(3, T"):
+        sender.send(77, 6, {"mrope_positions": torch.zeros((6, 3), dtype=torch.int32)})
+    assert store.free_blocks() == free, "no source block was taken"

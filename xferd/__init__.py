@@ -1,9 +1,9 @@
 """xferd: Redis-coordinated transfer of multimodal embeddings for EPD disaggregated serving."""
-from .layout import BufferType, Layout, reference_layout
+from .layout import BufferType, Layout, parse_layout, reference_layout
 from .settings import Settings
 from .status import Status
 
-__all__ = ["BufferType", "Layout", "Receiver", "Sender", "Settings", "Status", "reference_layout"]
+__all__ = ["BufferType", "Layout", "Receiver", "Sender", "Settings", "Status", "parse_layout", "reference_layout"]
 __version__ = "0.1.0"
 
 

@@ -79,7 +79,12 @@ class Sender:
         as a mapping, or as a sequence in layout order; a buffer left out (or None) keeps
         what it holds. Per-token data in its natural shape, any dtype: (T, ...), or (C, T, ...)
         for a buffer of C components (M-RoPE positions: (3, T)). A first-block item: bytes,
-        a tensor, or a sequence of ints written as int32 (the reference's aux)."""
+        a tensor, or a sequence of ints written as int32 (the reference's aux). Everything is
+        checked before anything is written."""
+        self._write(blocks, *self._prepare(data, items))
+
+    def _prepare(self, data, items: dict) -> tuple[list[tuple[int, object]], int]:
+        """Each given buffer's bytes, checked against the layout: ([(index, payload)], tokens)."""
         named = dict(data) if isinstance(data, Mapping) else {}
         if data is not None and not isinstance(data, Mapping):
             if len(data) > len(self.layout.buffers):
@@ -89,21 +94,29 @@ class Sender:
         unknown = set(named) - {buffer.name for buffer in self.layout.buffers}
         if unknown:
             raise ValueError(f"no buffer named {sorted(unknown)} in the layout ({self.layout.spec()})")
-        tokens = {}
+        payloads, tokens = [], {}
         for index, buffer in enumerate(self.layout.buffers):
             item = named.get(buffer.name)
             if item is None:
                 continue
             if not buffer.per_token:
-                self.pool.write_item(index, blocks[0], _item_bytes(buffer, item))
+                payloads.append((index, _item_bytes(buffer, item)))
                 continue
             natural = _natural_bytes(buffer, item, self.layout.token_bytes(index))
             tokens[buffer.name] = buffer.token_count(natural)
-            if self.layout.blocks_for(tokens[buffer.name]) > len(blocks):
-                raise ValueError(f"{buffer.name}: {tokens[buffer.name]} tokens do not fit {len(blocks)} blocks")
-            self.pool.write_tokens(index, blocks, natural)
+            payloads.append((index, natural))
         if len(set(tokens.values())) > 1:
             raise ValueError(f"buffers hold different token counts: {tokens}")
+        return payloads, max(tokens.values(), default=0)
+
+    def _write(self, blocks: Sequence[int], payloads: list[tuple[int, object]], tokens: int) -> None:
+        if self.layout.blocks_for(tokens) > len(blocks):
+            raise ValueError(f"{tokens} tokens do not fit {len(blocks)} blocks")
+        for index, payload in payloads:
+            if self.layout.buffers[index].per_token:
+                self.pool.write_tokens(index, blocks, payload)
+            else:
+                self.pool.write_item(index, blocks[0], payload)
 
     def publish(self, room: int, blocks: Sequence[int], total_tokens: int) -> Outcome:
         """Room ``room``'s embeddings are in ``blocks``: queue the transfer when destinations are ready."""
@@ -118,8 +131,10 @@ class Sender:
                            "publish")
 
     def send(self, room: int, total_tokens: int, data, timeout: float = 30.0) -> Outcome:
+        """allocate + write + publish; bad data is refused before any block is taken."""
+        prepared = self._prepare(data, {})
         blocks = self.allocate(room, total_tokens, timeout)
-        self.write(blocks, data)
+        self._write(blocks, *prepared)
         return self.publish(room, blocks, total_tokens)
 
     def poll(self, room: int) -> Status:
