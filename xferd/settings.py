@@ -20,7 +20,7 @@ class Settings:
     shards: int = 4
     workers: int = 2
     ingress: str = "tcp://127.0.0.1:17500"  # bind address of the ingress PULL socket
-    strict_bounds: bool = False  # refuse registrations without buffer lengths (unbounded destinations)
+    strict_bounds: bool = False  # refuse registrations that cannot be bounds-checked (see dst_pool_blocks)
     curve_secret_file: str = ""  # CurveZMQ: the ingress's secret key file (zmq.auth format)
     curve_clients_dir: str = ""  # CurveZMQ: directory of allowed language peers' public key files
     status_frames: int = 2  # [room, status] as the reference multimodal side reads; 3 adds sender_rank
@@ -121,8 +121,11 @@ class Settings:
             if raw is None:
                 continue
             kind = type(f.default) if f.default is not None else str
+            if kind is bool:
+                values[f.name] = _parse_bool(f.name, raw)
+                continue
             try:
-                values[f.name] = _parse_bool(f.name, raw) if kind is bool else kind(raw)
+                values[f.name] = kind(raw)
             except ValueError:
                 raise ConfigError(f"XFERD_{f.name.upper()}={raw!r} is not a valid {kind.__name__}") from None
         values.update({k: v for k, v in overrides.items() if v is not None})

@@ -1,0 +1,43 @@
+"""Settings: what the operator sets, and one clear line when it cannot work."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from xferd.settings import ConfigError, Settings
+
+
+def test_layout_and_wire_options_from_the_environment():
+    settings = Settings.from_env({"XFERD_LAYOUT": "deepstack:2", "XFERD_STATUS_FRAMES": "3",
+                                  "XFERD_DST_POOL_BLOCKS": "64", "XFERD_BOOTSTRAP": "0.0.0.0:8998"})
+    assert [b.name for b in settings.buffer_layout.buffers][-1] == "deepstack_embeddings"
+    assert (settings.status_frames, settings.dst_pool_blocks, settings.bootstrap) == (3, 64, "0.0.0.0:8998")
+
+
+@pytest.mark.parametrize("environ,needle", [
+    ({"XFERD_WORKERS": "two"}, "XFERD_WORKERS='two' is not a valid int"),
+    ({"XFERD_STRICT_BOUNDS": "maybe"}, "is not a boolean"),
+    ({"XFERD_LAYOUT": "deepstack"}, "layout: layout 'deepstack' is not one of"),
+    ({"XFERD_STATUS_FRAMES": "4"}, "status_frames must be 2"),
+    ({"XFERD_BOOTSTRAP": "8998"}, "bootstrap '8998' is not HOST:PORT"),
+    ({"XFERD_DST_POOL_BLOCKS": "-1"}, "dst_pool_blocks must be"),
+])
+def test_a_setting_that_cannot_work_says_which(environ, needle):
+    with pytest.raises(ConfigError, match=needle):
+        Settings.from_env(environ)
+
+
+def test_the_ingress_is_advertised_where_the_language_side_reaches_it():
+    assert Settings(ingress="tcp://10.0.0.5:17500").advertised_ingress() == ("10.0.0.5", 17500)
+    assert Settings(ingress="tcp://*:17501", hostname="10.0.0.6").advertised_ingress() == ("10.0.0.6", 17501)
+
+
+def test_the_cli_exits_with_one_line():
+    done = subprocess.run([sys.executable, "-m", "xferd", "serve", "--layout", "vision=3/pixels"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.strip().splitlines() == [
+        "xferd: layout: layout entry 'vision=3/pixels' is not name=N/UNIT or name=CxN/token "
+        "(UNIT: token, block or first)"]
