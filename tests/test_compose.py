@@ -25,4 +25,8 @@ def test_compose_runs_redis_with_aof_and_xferd_serve():
     for name in xferd_service["environment"]:
         assert name.startswith("XFERD_") and name[len("XFERD_"):] in fields, name
     assert xferd_service["ipc"] == "host", "the encoder must see the shared-memory source pool"
+    command = xferd_service["command"]
+    port = command[command.index("--bootstrap") + 1].rsplit(":", 1)[1]
+    assert f"127.0.0.1:{port}/health" in " ".join(xferd_service["healthcheck"]["test"]), \
+        "the health check asks the bootstrap's /health"
     assert (ROOT / "Dockerfile").exists()
