@@ -84,12 +84,6 @@ class Layout:
     def blocks_for(self, tokens: int) -> int:
         return -(-tokens // self.block_size)
 
-    def index(self, name: str) -> int:
-        for i, buffer in enumerate(self.buffers):
-            if buffer.name == name:
-                return i
-        raise KeyError(f"the layout has no buffer {name!r} (it has {[b.name for b in self.buffers]})")
-
     def spec(self) -> str:
         """The canonical spec: ``parse_layout(layout.spec(), layout.block_size)`` is this layout."""
         parts = []
