@@ -38,12 +38,23 @@ class BufferType:
     per_token: bool = True  # False: one item per request, sent with the first block only
     components: int = 1  # > 1: a block of n tokens stores (components, n) items, component-major
 
+    # The natural shape of per-token data: (T, token_bytes), or (C, T, token_bytes / C) for a
+    # buffer of C components. Every reader and writer of per-token data goes through these.
+    @property
+    def token_axis(self) -> int:
+        return 0 if self.components == 1 else 1
+
+    def natural_shape(self, tokens: int, token_bytes: int) -> tuple[int, ...]:
+        if self.components == 1:
+            return (tokens, token_bytes)
+        return (self.components, tokens, token_bytes // self.components)
+
     def token_range(self, natural, start: int, count: int):
-        """Tokens [start, start + count) of data in its natural shape (T, ...) or (C, T, ...)."""
+        """Tokens [start, start + count) of data in its natural shape."""
         return natural[start:start + count] if self.components == 1 else natural[:, start:start + count]
 
     def token_count(self, natural) -> int:
-        return natural.shape[0] if self.components == 1 else natural.shape[1]
+        return natural.shape[self.token_axis]
 
 
 @dataclass(frozen=True)
@@ -138,8 +149,6 @@ def parse_layout(spec: str, block_size: int, hidden_size: int = 4096) -> Layout:
         components, size = int(components or 1), int(size)
         if components > 1 and unit != "token":
             raise LayoutError(f"layout entry {entry.strip()!r}: components (CxN) need the unit token")
-        if size == 0 or components == 0:
-            raise LayoutError(f"layout entry {entry.strip()!r}: sizes must be positive")
         if unit == "first":
             buffers.append(BufferType(name, size, per_token=False))
         elif unit == "token":

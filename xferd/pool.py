@@ -61,14 +61,10 @@ class BlockBuffers:
             count = min(block, tokens - i * block)
             if count <= 0:
                 break
-            part = view[index, :count * per_token]
-            parts.append(part.reshape(count, per_token) if buffer.components == 1
-                         else part.reshape(buffer.components, count, per_token // buffer.components))
-        if buffer.components == 1:
-            return torch.cat(parts) if parts else torch.empty((0, per_token), dtype=torch.uint8)
+            parts.append(view[index, :count * per_token].reshape(buffer.natural_shape(count, per_token)))
         if not parts:
-            return torch.empty((buffer.components, 0, per_token // buffer.components), dtype=torch.uint8)
-        return torch.cat(parts, dim=1)
+            return torch.empty(buffer.natural_shape(0, per_token), dtype=torch.uint8)
+        return torch.cat(parts, dim=buffer.token_axis)
 
     def write_item(self, buffer_index: int, block: int, data: bytes) -> None:
         import torch

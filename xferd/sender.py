@@ -167,13 +167,12 @@ def _natural_bytes(buffer: BufferType, item: torch.Tensor, token_bytes: int) -> 
     if item.dim() < (1 if components == 1 else 2) or (components > 1 and item.shape[0] != components):
         want = "(T, ...)" if components == 1 else f"({components}, T, ...), component-major"
         raise ValueError(f"{buffer.name}: expected shape {want}, got {tuple(item.shape)}")
-    count = item.shape[0] if components == 1 else item.shape[1]
+    count = buffer.token_count(item)
     raw = item.detach().cpu().contiguous().view(torch.uint8)
     if raw.numel() != count * token_bytes:
         raise ValueError(f"{buffer.name}: {raw.numel() // max(count, 1)} bytes per token, "
                          f"the layout says {token_bytes}")
-    return raw.reshape(count, token_bytes) if components == 1 else \
-        raw.reshape(components, count, token_bytes // components)
+    return raw.reshape(buffer.natural_shape(count, token_bytes))
 
 
 def _item_bytes(buffer: BufferType, item) -> bytes:

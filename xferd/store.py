@@ -83,7 +83,6 @@ class Store:
         self.settings = settings
         self.keys: Keys = settings.keys
         self.policy = settings.policy()
-        self.block_size = settings.block_size
         self._scripts = {name: client.register_script(_load(name)) for name in SCRIPTS}
         # every read of the worker's loop names all shard streams: built once
         self._shard_of_stream = {self.keys.stream(shard): shard for shard in range(self.keys.shards)}
@@ -178,7 +177,7 @@ class Store:
         """The 6-frame init (``allocated_tokens`` None) allocates its blocks' worth of tokens
         and asks for everything in one round (``dst<k>.one_round``)."""
         if message.allocated_tokens is None:
-            allocated = len(message.dst_indices) * self.block_size
+            allocated = len(message.dst_indices) * self.settings.block_size
             return self._dst_change("dst_init", message, allocated, 1)
         return self._dst_change("dst_init", message, message.allocated_tokens, 0)
 
