@@ -1,13 +1,16 @@
 #!/usr/bin/env python3
-"""Chaos run: the demo workload while workers are SIGKILLed and Redis crash-restarts.
+"""Chaos run: the demo workload (2 ranks, resumes, every byte compared) under faults.
 
-    scripts/chaos.py                      # 500 requests, a kill every 0.2-0.5 s, Redis
-                                          # SIGKILLed + restarted from AOF half-way
+    scripts/chaos.py                      # 500 requests, a worker SIGKILLed every 0.2-0.5 s,
+                                          # Redis SIGKILLed + restarted from AOF half-way
+    scripts/chaos.py --pause              # workers SIGSTOPped for 1-5 s every 0.5-1.5 s, then
+                                          # SIGCONTed (lease 1 s): stopped, not dead
+    scripts/chaos.py --mixed              # pauses + SIGKILLs + one Redis crash-restart
     scripts/chaos.py --requests 100 --redis-down 3 --json chaos.json
 
-Prints requests, Success, Failed with reasons, bytes verified, reclaimed entries, rounds
-written twice, leaked blocks. Exits non-zero unless every request succeeded with every
-byte right and no source block leaked.
+Prints requests, Success, Failed with reasons, bytes verified, writers fenced, rounds handed
+back and redone, leaked blocks, latency. Exits non-zero unless every request succeeded with
+every byte right and no source block leaked.
 """
 from __future__ import annotations
 
@@ -21,10 +24,16 @@ from _venv import ROOT, ensure_venv
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=500)
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, help="worker processes (default 2; 3 with pauses)")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--pause", action="store_true", help="pause workers (SIGSTOP/SIGCONT) instead of "
+                      "killing them, and no Redis crash")
+    mode.add_argument("--mixed", action="store_true", help="pauses, SIGKILLs and a Redis crash-restart")
     parser.add_argument("--kill-every", type=float, nargs=2, default=(0.2, 0.5), metavar=("MIN", "MAX"))
     parser.add_argument("--kill-any", action="store_true",
                         help="kill any child of serve (ingress, janitor, workers), not workers only")
+    parser.add_argument("--pause-every", type=float, nargs=2, default=(0.5, 1.5), metavar=("MIN", "MAX"))
+    parser.add_argument("--pause-for", type=float, nargs=2, default=(1.0, 5.0), metavar=("MIN", "MAX"))
     parser.add_argument("--redis-crash-at", type=float, nargs="*", default=[0.5],
                         help="fractions of requests done at which Redis is SIGKILLed and restarted")
     parser.add_argument("--redis-down", type=float, default=0.0, help="seconds Redis stays down each time")
@@ -36,10 +45,13 @@ def main() -> int:
     from xferd.chaos import Chaos
     from xferd.demo import run_demo
 
-    chaos = Chaos(kill_every=tuple(args.kill_every), kill_any=args.kill_any, lease=args.lease,
-                  redis_crashes=tuple((at, args.redis_down) for at in args.redis_crash_at))
-    code = run_demo(requests=args.requests, workers=args.workers, seed=args.seed, chaos=chaos,
-                    json_path=args.json)
+    pauses = args.pause or args.mixed
+    chaos = Chaos(kill_every=None if args.pause else tuple(args.kill_every), kill_any=args.kill_any,
+                  pause_every=tuple(args.pause_every) if pauses else None, pause_for=tuple(args.pause_for),
+                  lease=args.lease,
+                  redis_crashes=() if args.pause else tuple((at, args.redis_down) for at in args.redis_crash_at))
+    workers = args.workers or (3 if pauses else 2)
+    code = run_demo(requests=args.requests, workers=workers, seed=args.seed, chaos=chaos, json_path=args.json)
     print(f"report written to {args.json}")
     return code
 

@@ -43,7 +43,7 @@ def _cleanup(client, settings: Settings) -> None:
 
 
 def make_settings(**overrides) -> Settings:
-    values = dict(prefix=f"xt{uuid.uuid4().hex[:8]}", node="n1", shards=2, block_size=128,
+    values = dict(prefix=f"xt{uuid.uuid4().hex[:8]}", node="n1", block_size=128,
                   hidden_size=64, pool_blocks=256)
     values.update(overrides)
     return Settings(**values)
@@ -61,6 +61,7 @@ def store(request, redis_url):
     store = Store(client, settings)
     store.ensure_groups()
     store.load_scripts()  # as a worker does at start, so round-trip counts see no NOSCRIPT miss
+    store.init_pool(settings.pool_blocks, {"shm": "test"})
     yield store
     _cleanup(client, settings)
 

@@ -111,8 +111,7 @@ def serve_transfer_inspect(url: str, tmp_path_factory) -> tuple[str, str]:
         finally:
             rx.close()
         shown = subprocess.run([sys.executable, "-m", "xferd", "inspect", str(room), "--redis", url,
-                                "--prefix", node.settings.prefix, "--node", node.settings.node,
-                                "--shards", str(node.settings.shards)],
+                                "--prefix", node.settings.prefix, "--node", node.settings.node],
                                capture_output=True, text=True, timeout=60)
         assert "Success" in shown.stdout, shown.stdout + shown.stderr
     finally:

@@ -1,6 +1,7 @@
-"""The demo workload under faults (SPEC §6): workers SIGKILLed, Redis crash-restarted from
-its AOF or down for seconds. Real processes, real Redis, real Mooncake; every byte is
-compared by the simulated language side. ``scripts/chaos.py`` is the long version."""
+"""The demo workload under faults (SPEC §6, §6a): workers SIGKILLed, workers paused past
+their lease and resumed, Redis crash-restarted from its AOF or down for seconds. Real
+processes, real Redis, real Mooncake; every byte is compared by the simulated language
+side. ``scripts/chaos.py`` is the long version."""
 from __future__ import annotations
 
 import io
@@ -14,10 +15,10 @@ from xferd.demo import run_demo
 pytestmark = pytest.mark.integration
 
 
-def chaos_run(tmp_path, requests: int, chaos: Chaos) -> dict:
+def chaos_run(tmp_path, requests: int, chaos: Chaos, workers: int = 2) -> dict:
     out = io.StringIO()
     report_path = tmp_path / "report.json"
-    code = run_demo(requests=requests, seed=3, chaos=chaos, json_path=str(report_path), out=out)
+    code = run_demo(requests=requests, workers=workers, seed=3, chaos=chaos, json_path=str(report_path), out=out)
     report = json.loads(report_path.read_text())
     assert code == 0 and report["ok"], out.getvalue()
     assert report["success"] == requests and report["wrong_bytes"] == 0 and report["leaked_blocks"] == 0
@@ -25,16 +26,24 @@ def chaos_run(tmp_path, requests: int, chaos: Chaos) -> dict:
     return report
 
 
-def test_short_chaos_run_kills_workers_and_crashes_redis(tmp_path):
-    report = chaos_run(tmp_path, 100, Chaos(kill_every=(0.3, 0.3), redis_crashes=((0.5, 0.0),)))
-    assert report["process_kills"] >= 10, report
+def test_mixed_chaos_kills_and_pauses_workers_and_crashes_redis(tmp_path):
+    report = chaos_run(tmp_path, 100, Chaos(kill_every=(0.3, 0.6), pause_every=(0.5, 1.0), pause_for=(1.0, 3.0),
+                                            redis_crashes=((0.5, 0.0),)), workers=3)
+    assert report["process_kills"] >= 5 and report["pauses"] >= 5, report
     assert len(report["redis_outages_s"]) == 1, "Redis was SIGKILLed and restarted from its AOF"
-    assert report["reclaimed"] >= 1, "killed workers' rounds were taken over"
+    assert report["handed_back"] >= 1, "stopped workers' rounds were handed on"
     assert report["dead_letters"] == 0
+
+
+def test_paused_workers_are_fenced_before_their_rounds_move_on(tmp_path):
+    report = chaos_run(tmp_path, 80, Chaos(kill_every=None, pause_every=(0.3, 0.8), pause_for=(1.5, 3.0)),
+                       workers=3)
+    assert report["pauses"] >= 5, report
+    assert report["writers_fenced"] >= 1, "a paused holder was SIGKILLed before its round was redone"
 
 
 def test_a_three_second_redis_outage_mid_run(tmp_path):
     report = chaos_run(tmp_path, 30, Chaos(kill_every=None, redis_crashes=((0.3, 3.0),)))
     assert report["redis_outages_s"] and report["redis_outages_s"][0] >= 3.0
-    # every pending entry looks idle after an outage; live workers renew before any is taken
-    assert report["rounds_written_twice"] == 0, report
+    # every pending entry looks idle after an outage; live workers renew before any is fenced
+    assert report["rounds_written_twice"] == 0 and report["writers_fenced"] == 0, report

@@ -70,6 +70,7 @@ def test_bad_data_is_refused_with_the_reason(node_pool, items, needle):
 
 
 def test_an_encoder_for_a_node_that_is_not_there(store):
+    store.client.delete(store.keys.record)
     with pytest.raises(NodeNotFound, match="is `xferd serve` running"):
         Sender(store.settings, store)
 

@@ -1,4 +1,5 @@
-"""Faults injected into a running demo: worker SIGKILLs and Redis crash-restarts.
+"""Faults injected into a running demo: worker SIGKILLs, worker pauses (SIGSTOP for longer
+than a lease, then SIGCONT) and Redis crash-restarts.
 
 Used by `xferd demo --chaos` and ``scripts/chaos.py``; each fault runs in its own thread
 beside the simulated encoder and language side, and counts what it did.
@@ -16,6 +17,7 @@ from typing import Callable
 
 from .connections import TRANSIENT
 from .embedded import EmbeddedRedis
+from .fencing import Identity, proc_stat
 from .store import Store
 
 log = logging.getLogger("xferd.chaos")
@@ -26,35 +28,32 @@ class Chaos:
     kill_every: tuple[float, float] | None = (0.2, 0.5)  # seconds between SIGKILLs
     kill_any: bool = False  # pick among all of serve's children (ingress, janitor too), not workers only
     redis_crashes: tuple[tuple[float, float], ...] = ()  # (fraction of requests done, seconds down)
-    lease: float = 1.0  # short, so killed workers' rounds are reclaimed quickly
+    pause_every: tuple[float, float] | None = None  # seconds between SIGSTOPs of a random worker
+    pause_for: tuple[float, float] = (1.0, 5.0)  # how long each pause lasts before SIGCONT
+    lease: float = 1.0  # short, so stopped workers' rounds are handed back quickly
 
     def describe(self) -> str:
         parts = []
         if self.kill_every:
             whom = "child of serve (ingress, janitor or worker)" if self.kill_any else "worker"
             parts.append(f"SIGKILL a random {whom} every {self.kill_every[0]}–{self.kill_every[1]}s")
+        if self.pause_every:
+            parts.append(f"SIGSTOP a random worker for {self.pause_for[0]}–{self.pause_for[1]}s every "
+                         f"{self.pause_every[0]}–{self.pause_every[1]}s, then SIGCONT")
         for fraction, down in self.redis_crashes:
             parts.append(f"SIGKILL Redis (AOF) at {fraction:.0%} of requests, down {down:g}s, restart")
         return "; ".join(parts) or "none"
 
 
-def _stat(pid: int | str) -> list[str] | None:
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()  # state, ppid, ...
-    except OSError:
-        return None
-
-
 def running(pid: int) -> bool:
-    stat = _stat(pid)
+    stat = proc_stat(pid)
     return stat is not None and stat[0] != "Z"
 
 
 def children_of(pid: int) -> list[int]:
     """Running child processes of ``pid`` (Linux /proc)."""
     return [int(entry) for entry in os.listdir("/proc") if entry.isdigit()
-            and (stat := _stat(entry)) is not None and int(stat[1]) == pid and stat[0] != "Z"]
+            and (stat := proc_stat(entry)) is not None and int(stat[1]) == pid and stat[0] != "Z"]
 
 
 class WorkerKiller(threading.Thread):
@@ -72,8 +71,8 @@ class WorkerKiller(threading.Thread):
         if self.serve_pid is not None:
             return children_of(self.serve_pid)
         # workers that are up and serving: a fresh heartbeat, not already killed
-        live = self.store.live_workers(within_s=2.0)
-        return [int(name.split("-")[-2]) for name in live]  # consumer name: host-pid-wN
+        return [i.pid for i in map(Identity.parse, self.store.live_workers(within_s=2.0))
+                if i is not None and i.running()]
 
     def run(self) -> None:
         while not self.done.wait(self.rng.uniform(self.low, self.high)):
@@ -89,9 +88,55 @@ class WorkerKiller(threading.Thread):
                 self.kills += 1
                 if self.serve_pid is None:
                     live = self.store.live_workers(within_s=2.0)
-                    self.store.client.hdel(self.store.keys.workers, *[w for w in live if f"-{pid}-" in w])
+                    self.store.client.hdel(self.store.keys.workers, *[w for w in live if f"-p{pid}-" in w])
             except (ProcessLookupError, TRANSIENT):
                 pass
+
+
+class WorkerPauser(threading.Thread):
+    """Every ``every`` seconds SIGSTOPs a random live worker for ``length`` seconds, then
+    SIGCONTs it: a process that stops without dying (GC, cgroup throttling, a VM freeze).
+    Pauses overlap. A worker is checked against its start time before each signal (the
+    node's fencer may have killed it, and its pid may belong to another process by then)."""
+
+    def __init__(self, store: Store, every: tuple[float, float], length: tuple[float, float], seed: int):
+        super().__init__(name="pauser", daemon=True)
+        self.store, self.every, self.length = store, every, length
+        self.rng = random.Random(seed + 1)
+        self.pauses = 0
+        self.paused_s = 0.0
+        self.done = threading.Event()
+        self._paused: dict[Identity, threading.Timer] = {}
+
+    def run(self) -> None:
+        while not self.done.wait(self.rng.uniform(*self.every)):
+            try:
+                live = self.store.live_workers(within_s=2.0)
+            except TRANSIENT:
+                continue
+            identities = [i for i in map(Identity.parse, live)
+                          if i is not None and i not in self._paused and i.running()]
+            if not identities:
+                continue
+            victim = self.rng.choice(identities)
+            pause = self.rng.uniform(*self.length)
+            try:
+                os.kill(victim.pid, signal.SIGSTOP)
+            except ProcessLookupError:
+                continue
+            self.pauses += 1
+            self.paused_s += pause
+            self._paused[victim] = timer = threading.Timer(pause, self._resume, (victim,))
+            timer.daemon = True
+            timer.start()
+        for victim, timer in list(self._paused.items()):  # the run is over: let every pause end
+            timer.cancel()
+            self._resume(victim)
+
+    def _resume(self, victim: Identity) -> None:
+        self._paused.pop(victim, None)
+        if victim.running():  # else the fencer killed it meanwhile
+            os.kill(victim.pid, signal.SIGCONT)
 
 
 class RedisCrasher(threading.Thread):

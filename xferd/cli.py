@@ -12,11 +12,10 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         "env XFERD_REDIS_URL")
     parser.add_argument("--prefix", help="key prefix (default xferd)")
     parser.add_argument("--node", help="embedding node name, part of every key (default node0)")
-    parser.add_argument("--shards", type=int, help="shards (streams) per node (default 4)")
 
 
 def _settings(args: argparse.Namespace, **extra) -> Settings:
-    fields = {k: getattr(args, k, None) for k in ("redis_url", "prefix", "node", "shards", "workers",
+    fields = {k: getattr(args, k, None) for k in ("redis_url", "prefix", "node", "workers", "take_over",
                                                    "ingress", "block_size", "hidden_size", "pool_blocks",
                                                    "strict_bounds", "curve_secret_file", "curve_clients_dir",
                                                    "layout", "bootstrap", "dst_pool_blocks", "status_frames", "hostname")}
@@ -50,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--strict-bounds", action="store_const", const=True, dest="strict_bounds",
                        help="refuse registrations that cannot be bounds-checked (no buffer "
                             "lengths, and no --dst-pool-blocks)")
+    serve.add_argument("--take-over", action="store_const", const=True, dest="take_over",
+                       help="serve a node whose record says another host serves it: only when that "
+                            "host is gone for good (its workers cannot be fenced from here)")
     serve.add_argument("--curve-secret-file", dest="curve_secret_file",
                        help="CurveZMQ: the ingress's key pair (from `xferd keygen`)")
     serve.add_argument("--curve-clients-dir", dest="curve_clients_dir",
@@ -78,8 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--workers", type=int, default=2)
     demo.add_argument("--seed", type=int, default=7)
     demo.add_argument("--chaos", action="store_true",
-                      help="SIGKILL a random worker every 0.2-0.5 s (lease 1 s) and crash-restart the "
-                           "embedded Redis (AOF) half-way; all must still succeed")
+                      help="SIGKILL a random worker every 0.2-0.5 s, SIGSTOP one for 1-5 s every "
+                           "0.5-1.5 s (lease 1 s), and crash-restart the embedded Redis (AOF) "
+                           "half-way; all must still succeed")
     return parser
 
 
@@ -117,6 +120,7 @@ def _run(args: argparse.Namespace) -> None:
     elif args.command == "demo":
         from .demo import run_demo
         from .chaos import Chaos
-        chaos = Chaos(redis_crashes=((0.5, 0.0),) if not args.redis_url else ()) if args.chaos else None
+        chaos = Chaos(pause_every=(0.5, 1.5), redis_crashes=((0.5, 0.0),) if not args.redis_url else ()) \
+            if args.chaos else None
         sys.exit(run_demo(redis_url=args.redis_url, requests=args.requests, workers=args.workers,
                           seed=args.seed, chaos=chaos))

@@ -13,7 +13,7 @@ import sys
 import tempfile
 import time
 
-from .chaos import Chaos, RedisCrasher, WorkerKiller
+from .chaos import Chaos, RedisCrasher, WorkerKiller, WorkerPauser
 from .connections import connect, redact, with_retry
 from .embedded import EmbeddedRedis, free_port
 from .langsim import LanguageSim
@@ -83,11 +83,10 @@ def run_demo(redis_url: str | None = None, requests: int = 100, workers: int = 2
     url = redis_url or embedded.url
     redis_kind = embedded.kind if embedded else f"configured: {redact(url)}"
     tag = f"demo{os.getpid()}"
-    settings = Settings(redis_url=url, prefix="xferd-demo", node=tag, shards=4, workers=workers,
+    settings = Settings(redis_url=url, prefix="xferd-demo", node=tag, workers=workers,
                         ingress=f"tcp://127.0.0.1:{free_port()}", hidden_size=hidden_size,
                         pool_blocks=512, pool_name=f"xferd-{tag}", round_timeout=120,
-                        lease=chaos.lease if chaos else 5.0, write_lease=3 * chaos.lease if chaos else 10.0,
-                        consumer_ttl=10.0 if chaos else 60.0)
+                        lease=chaos.lease if chaos else 5.0, consumer_ttl=10.0 if chaos else 60.0)
     store = Store(connect(url), settings)
     log_dir = tempfile.mkdtemp(prefix="xferd-demo-")
     serve_log = open(os.path.join(log_dir, "serve.log"), "w")
@@ -109,6 +108,8 @@ def run_demo(redis_url: str | None = None, requests: int = 100, workers: int = 2
             if chaos.kill_every:
                 faults.append(WorkerKiller(store, *chaos.kill_every, seed,
                                            serve.pid if chaos.kill_any else None))
+            if chaos.pause_every:
+                faults.append(WorkerPauser(store, chaos.pause_every, chaos.pause_for, seed))
             if crashes:
                 faults.append(RedisCrasher(embedded, crashes, lambda: len(sim.results) / requests))
             for fault in faults:
@@ -169,7 +170,7 @@ def _summary(settings, plan, results, sim, elapsed, redis_kind, free) -> str:
         "",
         "xferd demo — summary",
         f"  redis           {redis_kind}",
-        f"  node            {settings.workers} workers, {settings.shards} shards, {settings.buffer_layout.describe()}",
+        f"  node            {settings.workers} workers, lease {settings.lease:g}s, {settings.buffer_layout.describe()}",
         f"  requests        {len(plan)} ({sum(r.ranks == 2 for r in plan)} with 2 destination ranks), "
         f"{min(tokens)}–{max(tokens)} tokens",
         f"  outcome         {len(ok)} Success, {len(failed)} Failed",
@@ -199,10 +200,8 @@ def _holders(store: Store, limit: int = 5) -> str:
     for key in list(store.client.scan_iter(store.keys.pool_owned("*"), count=1000))[:limit]:
         room = int(key.decode().rsplit(":", 1)[1])
         record = store.room(room)
-        queued = store.client.zscore(store.keys.release(store.keys.shard_of(room)), str(room))
-        fields = {k: record.get(k) for k in ("status_name", "round", "write_owner", "write_until")}
-        lines.append(f"    room {room}: {store.client.llen(key)} blocks, {fields}, release queue {queued}, "
-                     f"now {store.now_ms()}")
+        fields = {k: record.get(k) for k in ("status_name", "round", "holder", "epoch", "lease_until")}
+        lines.append(f"    room {room}: {store.held_blocks(room)} blocks, {fields}, now {store.now_ms()}")
     return "\n".join(lines)
 
 
@@ -212,15 +211,19 @@ def _chaos_summary(faults, stats: dict[str, int], consumers: dict[str, int]) -> 
         if isinstance(fault, WorkerKiller):
             whom = "children of serve" if fault.serve_pid else "workers"
             lines.append(f"  chaos           {fault.kills} {whom} SIGKILLed during the run")
+        elif isinstance(fault, WorkerPauser):
+            lines.append(f"  pauses          {fault.pauses} workers SIGSTOPped ({fault.paused_s:.0f}s in all), "
+                         f"then SIGCONTed")
         elif isinstance(fault, RedisCrasher):
             outages = ", ".join(f"{s:.1f}s" for s in fault.outages) or "none reached"
             lines.append(f"  redis crashes   {len(fault.outages)} SIGKILL + restart from AOF (down {outages})")
-    lines.append(f"  recovery        {stats.get('reclaimed', 0)} entries reclaimed, "
-                 f"{stats.get('redone_rounds', 0)} rounds written twice (same bytes, redone after a kill), "
-                 f"{stats.get('stale_commits', 0)} stale commits refused, "
+    lines.append(f"  fencing         {stats.get('writers_fenced', 0)} stale writers stopped (SIGKILL) before "
+                 f"their rounds moved on, {stats.get('handed_back', 0)} rounds handed back")
+    lines.append(f"  recovery        {stats.get('redone_rounds', 0)} rounds written again (same bytes, after "
+                 f"their writer was stopped), {stats.get('stale_commits', 0)} stale commits refused, "
                  f"{stats.get('dead_letters', 0)} dead letters")
-    lines.append(f"  consumers       {len(consumers)} names left in the groups (dead workers' are "
-                 f"removed once idle and with nothing pending)")
+    lines.append(f"  consumers       {len(consumers)} names left in the group (stopped workers' are "
+                 f"removed once nothing is pending on them)")
     return "\n".join(lines)
 
 
@@ -228,14 +231,18 @@ def _write_json(path, ok, results, sim, elapsed, free, settings, faults, stats, 
     import json
 
     failed = [r for r in results if r.status != Status.Success]
+    latencies = [r.latency * 1000 for r in results if r.status == Status.Success]
     report = {
         "ok": ok, "requests": len(results), "success": len(results) - len(failed),
         "failed": [{"room": r.room, "reason": r.reason} for r in failed],
         "bytes_verified": sim.bytes_landed, "wrong_bytes": sim.wrong_bytes,
         "elapsed_s": round(elapsed, 2), "leaked_blocks": settings.pool_blocks - free,
+        "latency_ms": {"p50": round(_percentile(latencies, 0.5), 1), "p99": round(_percentile(latencies, 0.99), 1)},
         "process_kills": sum(getattr(f, "kills", 0) for f in faults),
+        "pauses": sum(getattr(f, "pauses", 0) for f in faults),
+        "writers_fenced": stats.get("writers_fenced", 0), "handed_back": stats.get("handed_back", 0),
         "redis_outages_s": [round(s, 2) for f in faults for s in getattr(f, "outages", [])],
-        "reclaimed": stats.get("reclaimed", 0), "rounds_written_twice": stats.get("redone_rounds", 0),
+        "rounds_written_twice": stats.get("redone_rounds", 0),
         "stale_commits": stats.get("stale_commits", 0), "dead_letters": stats.get("dead_letters", 0),
         "messages_sent_again": sum(r.resent for r in sim.receivers), "consumers_left": consumers,
     }

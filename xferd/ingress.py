@@ -20,7 +20,6 @@ from .notify import Notifier
 from .planning import PlanError, check_allocation
 from .processes import run_service
 from .settings import Settings
-from .status import Status
 from .store import Outcome, Store
 from .wire import (MAX_MESSAGE_BYTES, Abort, Init, Register, Resume, WireError, check_frame_count,
                    decode_request)
@@ -123,9 +122,14 @@ class Ingress:
                             "which is not one of its destinations")
 
     def _report(self, room: int, outcome: Outcome, sender: str | None = None) -> None:
+        """Push the status the transition made due (Failed, once no write of the room is in
+        flight; a late message for a room that succeeded gets nothing) to the room's
+        destinations and the message's sender."""
         if outcome.failed:
-            log.warning("room %s failed: %s", room, outcome.note)
-            self.notifier.send(list(outcome.endpoints) + ([sender] if sender else []), room, Status.Failed)
+            log.warning("room %s failed: %s%s", room, outcome.note,
+                        "" if outcome.notify else " (Failed waits for the write in flight)")
+        if outcome.notify:
+            self.notifier.send(list(outcome.endpoints) + ([sender] if sender else []), room, outcome.status)
 
     def reject(self, error: WireError, peer: str = "") -> None:
         self.counts["rejected"] += 1
@@ -139,10 +143,7 @@ class Ingress:
             return
         log.warning("rejected message for room %s: %s", error.room, error.reason)
         outcome = self._redis(lambda: self.store.fail_room(error.room, error.reason), "fail room")
-        sender = f"{error.reply_to[0]}:{error.reply_to[1]}" if error.reply_to else None
-        if outcome.failed or sender:
-            self.notifier.send(list(outcome.endpoints) + ([sender] if sender else []),
-                               error.room, Status.Failed)
+        self._report(error.room, outcome, f"{error.reply_to[0]}:{error.reply_to[1]}" if error.reply_to else None)
 
     def _may_fail(self, room: int, peer: str) -> bool:
         """With CURVE, a bad message fails a room only if its sender is one of the room's

@@ -6,7 +6,8 @@ import time
 from .connections import redact
 from .store import Store
 
-_TIMES = ("created_at", "updated_at", "source_at", "ready_at", "queued_at", "committed_at", "failed_at")
+_TIMES = ("created_at", "updated_at", "source_at", "ready_at", "queued_at", "taken_at", "committed_at",
+          "failed_at", "drained_at")
 
 
 def _when(ms: str, now_ms: int) -> str:
@@ -48,14 +49,16 @@ def render(store: Store, room: int, redis_url: str | None) -> str:
                      f"{' (6-frame init: all in one round)' if record.get(d + 'one_round') else ''}")
     if "deadline" in record:
         lines.append(f"  deadline      {_when(record['deadline'], now)}: {record.get('deadline_reason')}")
-    if "write_owner" in record:
-        lines.append(f"  writing       round {record.get('write_round')} by {record['write_owner']}, "
-                     f"lease until {_when(record['write_until'], now)}")
+    if "holder" in record:
+        lines.append(f"  writing       round {record.get('queued_round')} by {record['holder']} (epoch "
+                     f"{record.get('epoch')}), lease until {_when(record['lease_until'], now)}")
+    elif record.get("epoch", "0") != "0":
+        lines.append(f"  fencing       epoch {record['epoch']}, {record.get('takes', 0)} takes of the "
+                     f"queued round, {record.get('rewrites', 0)} rounds redone")
     for field in _TIMES:
         if field in record:
             lines.append(f"  {field:<13} {_when(record[field], now)}")
     if ttl and ttl > 0:
         lines.append(f"  expires in    {ttl / 1000:.0f}s (retention)")
-    held = store.client.llen(store.keys.pool_owned(room))
-    lines.append(f"  source blocks held: {held}")
+    lines.append(f"  source blocks held: {store.held_blocks(room)}")
     return "\n".join(lines)

@@ -1,7 +1,10 @@
-"""Janitor process: timeouts, source-block release, stream trimming.
+"""Janitor process: timeouts, fencing, unpublished allocations, stream trimming.
 
 Each pass: fail rooms whose deadline passed (the script re-checks the record, so a stale
-zset entry is harmless), return the blocks of ended rooms, trim acknowledged entries.
+zset entry is harmless; Failed is pushed once no write of the room is in flight), fence
+stale or dead workers and hand their rounds back (``fencer.py``), return allocations never
+published. Every few seconds: rebuild a lost pool, trim acknowledged entries, forget
+consumers whose process is gone.
 """
 from __future__ import annotations
 
@@ -11,13 +14,14 @@ import time
 import redis
 
 from .connections import TRANSIENT, connect, wait_for_redis
+from .fencer import Fencer
+from .fencing import Identity
 from .keys import GROUP
 from .notify import Notifier
-from .pool import describe_pool
+from .claim import node_record
 from .processes import run_service
 from .settings import Settings
-from .status import Status
-from .store import Store
+from .store import Store, _hash
 
 log = logging.getLogger("xferd.janitor")
 TRIM_EVERY_S = 10.0
@@ -28,22 +32,23 @@ class Janitor:
         self.settings = settings
         self.store = store or Store(connect(settings.redis_url), settings)
         self.notifier = Notifier.for_settings(settings)
+        self.fencer = Fencer(self.store, settings, self.notifier, time.monotonic)
         self.stopping = False
         self.next_trim = 0.0
-        self.pool_description = describe_pool(settings.buffer_layout, settings.pool_blocks, settings.shm_name)
+        self.pool_description = node_record(settings)
 
     def pass_once(self) -> dict[str, int]:
-        store, keys = self.store, self.store.keys
+        store = self.store
         now = store.now_ms()
-        counts = {"timed_out": 0, "released": 0}
-        for shard in range(keys.shards):
-            for room in store.due(keys.timeouts(shard), now):
-                outcome = store.fail_room(room, "", expired=True)
-                if outcome.failed:
-                    counts["timed_out"] += 1
-                    log.warning("room %s failed: %s", room, outcome.note)
-                    self.notifier.send(outcome.endpoints, room, Status.Failed)
-            counts["released"] += store.release_due(shard, now)
+        counts = {"timed_out": 0, "released": 0, "handed_back": 0}
+        for room in store.due(store.keys.timeouts, now):
+            outcome = store.fail_room(room, "", mode="expired")
+            if outcome.failed:
+                counts["timed_out"] += 1
+                log.warning("room %s failed: %s", room, outcome.note)
+            if outcome.notify:
+                self.notifier.send(outcome.endpoints, room, outcome.status)
+        counts["handed_back"] = self.fencer.pass_once()
         orphaned = store.expire_allocations(now)
         if orphaned:
             log.warning("returned %d source blocks allocated but never published within %.0fs",
@@ -55,30 +60,38 @@ class Janitor:
                 log.error("Redis lost this node's state (restarted without AOF, or flushed): rooms in "
                           "flight are gone; source pool free list rebuilt with %d free blocks", rebuilt)
             self.trim()
-            removed = store.remove_dead_consumers(int(self.settings.consumer_ttl * 1000))
+            removed = store.remove_dead_consumers(self._gone)
             if removed:
                 log.info("removed consumers of dead workers: %s", ", ".join(sorted(set(removed))))
             self.next_trim = time.monotonic() + min(TRIM_EVERY_S, self.settings.consumer_ttl / 2)
         return counts
 
+    def _gone(self, name: str) -> bool:
+        """A consumer whose process is gone; one that names no process on this host, once
+        silent for ``consumer_ttl``."""
+        identity = Identity.parse(name)
+        running = identity.running() if identity is not None else None
+        if running is not None:
+            return not running
+        seen = _hash(self.store.client.hgetall(self.store.keys.workers)).get(name)
+        return (time.time() * 1000 - int(seen or 0)) / 1000 > self.settings.consumer_ttl
+
     def trim(self) -> None:
         """Drop entries every consumer has acknowledged: below the oldest pending id and
         the group's last delivered id (never a pending entry)."""
-        client, keys = self.store.client, self.store.keys
-        for shard in range(keys.shards):
-            stream = keys.stream(shard)
-            try:
-                groups = client.xinfo_groups(stream)
-            except redis.ResponseError:
-                continue
-            group = next((g for g in groups if g["name"] in (GROUP, GROUP.encode())), None)
-            if group is None:
-                continue
-            floor = group["last-delivered-id"]
-            pending = client.xpending(stream, GROUP)
-            if pending and pending.get("pending"):
-                floor = min(floor, pending["min"], key=_id_key)
-            client.xtrim(stream, minid=floor, approximate=False)
+        client, stream = self.store.client, self.store.keys.stream
+        try:
+            groups = client.xinfo_groups(stream)
+        except redis.ResponseError:
+            return
+        group = next((g for g in groups if g["name"] in (GROUP, GROUP.encode())), None)
+        if group is None:
+            return
+        floor = group["last-delivered-id"]
+        pending = client.xpending(stream, GROUP)
+        if pending and pending.get("pending"):
+            floor = min(floor, pending["min"], key=_id_key)
+        client.xtrim(stream, minid=floor, approximate=False)
 
     def run(self) -> None:
         log.info("janitor running every %.2fs", self.settings.janitor_interval)

@@ -47,24 +47,27 @@ def start_serve(settings, store, log, env: dict[str, str] | None = None,
     return process
 
 
-def _die_with_supervisor() -> None:
-    """Linux: SIGTERM this child when `serve` dies, even by SIGKILL, so that no orphaned
-    ingress or worker keeps serving beside the fresh set a restarted `serve` starts."""
+def _die_with_supervisor(death_signal: int) -> None:
+    """Linux: signal this child when `serve` dies, even by SIGKILL, so that no orphaned
+    ingress or worker keeps serving beside the fresh set a restarted `serve` starts.
+    Workers get SIGKILL: a write in flight must not outlive the node's fencer."""
     parent = multiprocessing.parent_process()
     if parent is None or not sys.platform.startswith("linux"):
         return
     try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(death_signal))  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         return
     if os.getppid() != parent.pid:  # it died before the request took effect
         sys.exit(0)
 
 
-def run_service(name: str, make: Callable[[], Service], ready=None) -> None:
-    """Build the service, tell the supervisor it is ready (``ready``: an Event), run it."""
+def run_service(name: str, make: Callable[[], Service], ready=None,
+                death_signal: int = signal.SIGTERM) -> None:
+    """Build the service, tell the supervisor it is ready (``ready``: an Event), run it;
+    ``death_signal`` ends it when the supervisor dies."""
     logs.setup(name)
-    _die_with_supervisor()
+    _die_with_supervisor(death_signal)
     service = make()
     if ready is not None:
         ready.set()

@@ -8,6 +8,8 @@
 
 Statuses arrive over ZMQ; when none arrives for ``fallback_after`` seconds the Receiver
 reads the room from Redis (if given a Store), so a lost notification never hangs a request.
+Failed is the drain acknowledgment: once it arrives no write into the room's blocks is in
+flight and they may be reused (the fallback waits for the same).
 A message lost on the way in (the ingress killed with it queued) is sent again after
 ``resend_after`` quiet seconds: init and resume are idempotent, and a register is
 repeated only when Redis has no record of the session.
@@ -140,13 +142,15 @@ class Receiver:
 
     def _fallback(self, room: int) -> None:
         try:
-            record = self.store.client.hmget(self.store.keys.room(room), "status", "round")
+            record = self.store.client.hmget(self.store.keys.room(room), "status", "round", "holder")
             self._maybe_resend(room, record[0])
         except TRANSIENT:
             return  # Redis is down: keep waiting on ZMQ, try again at the next poll
         if record[0] is None:
             return
         status, committed = Status(int(record[0])), int(record[1] or 0)
+        if status == Status.Failed and record[2] is not None:
+            return  # a write into this room's blocks is still in flight: Failed is not due yet
         with self._cond:
             expected = self._rounds.get(room, 1)
             if status.terminal or (status == Status.Transferring and committed >= expected):

@@ -12,7 +12,9 @@
 ``write`` takes each buffer's data in its natural shape and lays it out in blocks as the
 reference language side reads it (M-RoPE component-major per block, aux as int32s in the
 first block). Blocks come from the node's pool in Redis and go back by themselves once the
-room ends (Success, Failed, timeout or abort) and no write from them can still be in flight.
+room ends (Success, Failed, timeout or abort) and no write from them is in flight.
+``abort`` fails the room at once and tells the language side (Failed, once no write into
+its blocks is in flight) like every other path.
 """
 from __future__ import annotations
 
@@ -21,9 +23,11 @@ import struct
 import time
 from typing import Mapping, Sequence
 
+import redis
 import torch
 
 from .connections import connect, with_retry
+from .notify import Notifier
 from .layout import BufferType
 from .pool import SourcePool, layout_of
 from .settings import Settings
@@ -50,7 +54,9 @@ class Sender:
                                f"{settings.prefix!r}: is `xferd serve` running for it?")
         self.layout = layout_of(record)
         self.pool = SourcePool(self.layout, int(record["num_blocks"]), os.path.basename(record["shm"]))
-        self._leases: dict[int, int] = {}  # room -> when its unpublished allocation expires
+        # statuses in the node's form (the language side reads the node's, not this process's)
+        frames = int(record.get("status_frames", settings.status_frames))
+        self.notifier = Notifier(int(record.get("sender_rank", 0)) if frames == 3 else None)
 
     def _redis(self, action, what: str):
         """Ride out a Redis restart or short outage; give up after ``redis_patience`` s."""
@@ -67,7 +73,6 @@ class Sender:
         while True:
             allocation = self._redis(lambda: self.store.alloc_blocks(room, count), "allocate")
             if allocation is not None:
-                self._leases[room] = allocation.expires_at
                 return allocation.blocks
             if time.monotonic() >= deadline:
                 raise PoolExhausted(f"no {count} free source blocks within {timeout}s")
@@ -126,9 +131,7 @@ class Sender:
         outside = [b for b in blocks if not 0 <= b < self.pool.num_blocks]
         if outside:
             raise ValueError(f"source blocks {outside[:8]} are outside the pool of {self.pool.num_blocks}")
-        expires_at = self._leases.pop(room, None)
-        return self._redis(lambda: self.store.publish_source(room, total_tokens, blocks, expires_at),
-                           "publish")
+        return self._redis(lambda: self.store.publish_source(room, total_tokens, blocks), "publish")
 
     def send(self, room: int, total_tokens: int, data, timeout: float = 30.0) -> Outcome:
         """allocate + write + publish; bad data is refused before any block is taken."""
@@ -145,18 +148,21 @@ class Sender:
         return self.store.failure(room)
 
     def abort(self, room: int, reason: str = "aborted by the encoder") -> Outcome:
-        """Fail the room; its blocks go back once no write from them can be in flight."""
-        return self._redis(lambda: self.store.fail_room(room, reason), "abort")
+        """Fail the room and push Failed to its destinations; with a write in flight, its
+        writer pushes Failed and returns the blocks when the write ends. Blocks allocated
+        but not published go back at once (this encoder writes no more into them)."""
+        outcome = self._redis(lambda: self.store.fail_room(room, reason, mode="encoder"), "abort")
+        if outcome.notify:
+            self.notifier.send(outcome.endpoints, room, outcome.status)
+        return outcome
 
     def release(self, room: int) -> int:
         """Give an ended room's blocks back now (they also go back by themselves); returns
-        how many. Refuses while the room is live or a write from its blocks may be in flight."""
-        record = self.store.room(room)
-        if record and not Status(int(record["status"])).terminal:
-            raise RuntimeError(f"room {room} is {record['status_name']}: abort it first")
-        if "write_until" in record and int(record["write_until"]) > self.store.now_ms():
-            raise RuntimeError(f"room {room}: a write from its blocks may still be in flight")
-        return self.store.release_blocks(room)
+        how many. Refuses while the room is live or a write from its blocks is in flight."""
+        try:
+            return self.store.release_blocks(room)
+        except redis.ResponseError as error:
+            raise RuntimeError(str(error)) from None
 
 
 def _natural_bytes(buffer: BufferType, item: torch.Tensor, token_bytes: int) -> torch.Tensor:

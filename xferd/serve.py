@@ -1,14 +1,17 @@
 """`xferd serve`: one node's service — ingress, N workers and the janitor, supervised.
 
-Creates the node's source pool (shared memory + free list in Redis) if needed, then starts
-each part as its own OS process and restarts any that dies, with backoff. With
-``--bootstrap`` it also answers the reference's HTTP bootstrap (``bootstrap.py``).
+Claims the node (one serve per node, on one host: ``claim.py``), creates its source pool
+(shared memory + free list in Redis) if needed, then starts each part as its own OS process
+and restarts any that dies, with backoff. Workers die with it (PDEATHSIG SIGKILL), so no
+writer outlives the node's fencer. With ``--bootstrap`` it also answers the reference's
+HTTP bootstrap (``bootstrap.py``).
 """
 from __future__ import annotations
 
 import logging
 import multiprocessing
 import signal
+import threading
 import time
 from dataclasses import dataclass
 
@@ -18,7 +21,9 @@ from . import ingress, janitor, worker
 from .bootstrap import BootstrapServer
 from .connections import connect, redact, with_retry
 from .health import Health
-from .pool import SourcePool, describe_pool
+from .claim import check_schema, claim, node_record, refresh, release
+from .fencing import Identity
+from .pool import SourcePool
 from .processes import run_service
 from .settings import Settings
 from .store import Store
@@ -44,19 +49,21 @@ def check_durability(client) -> str | None:
     return None
 
 
-def prepare_node(settings: Settings) -> SourcePool:
-    """Create the source pool file and its free list (kept as is if the shape matches)."""
+def prepare_node(settings: Settings, me: Identity) -> Store:
+    """Claim the node, create the source pool file and its free list (kept as is if the
+    shape matches). Raises NodeRefused (one line) when this serve must not run the node."""
     store = Store(connect(settings.redis_url), settings)
+    with_retry(lambda: check_schema(store), "check schema")
+    with_retry(lambda: claim(store, me, settings.take_over), "claim node")
     with_retry(store.ensure_groups, "create consumer groups")
     warning = with_retry(lambda: check_durability(store.client), "check durability")
     if warning:
         log.warning("%s", warning)
     pool = SourcePool(settings.buffer_layout, settings.pool_blocks, settings.shm_name, create=True)
-    description = describe_pool(settings.buffer_layout, settings.pool_blocks, settings.shm_name)
-    created = with_retry(lambda: store.init_pool(settings.pool_blocks, description), "init pool")
+    created = with_retry(lambda: store.init_pool(settings.pool_blocks, node_record(settings)), "init pool")
     log.info("source pool %s: %d blocks, %.1f MiB (%s)", pool.path, settings.pool_blocks,
              pool.size / 2**20, "new" if created else "kept")
-    return pool
+    return store
 
 
 @dataclass
@@ -71,8 +78,10 @@ class Child:
 
 
 class Supervisor:
-    def __init__(self, settings: Settings):
-        self.settings = settings
+    def __init__(self, settings: Settings, store: Store | None = None, me: Identity | None = None):
+        self.settings, self.store, self.me = settings, store, me
+        self._refresher = threading.Thread(target=self._refresh_claim, name="claim", daemon=True)
+        self._refresher_stop = threading.Event()
         self.context = multiprocessing.get_context("spawn")
         self.children = [Child("ingress", ingress.main, (settings,)),
                          Child("janitor", janitor.main, (settings,))]
@@ -92,6 +101,8 @@ class Supervisor:
         child.process.start()
 
     def run(self) -> None:
+        if self.store is not None:
+            self._refresher.start()
         for child in self.children:
             self._start(child)
         log.info("serving node %s: ingress %s, %d workers, redis %s", self.settings.node,
@@ -119,6 +130,17 @@ class Supervisor:
             time.sleep(0.1)
         self.shutdown()
 
+    def _refresh_claim(self) -> None:
+        """Keep the node record's serve fields fresh, in a thread of its own: a Redis that
+        hangs never holds up the restart of a child."""
+        while True:
+            try:
+                refresh(self.store, self.me)
+            except Exception as error:  # Redis down: the children ride it out, so does this
+                log.debug("claim refresh failed: %s", error)
+            if self._refresher_stop.wait(2.0):
+                return
+
     def shutdown(self) -> None:
         if self.bootstrap is not None:
             self.bootstrap.stop()
@@ -132,6 +154,14 @@ class Supervisor:
                 if child.process.is_alive():
                     child.process.kill()
                     child.process.join()
+        if self.store is not None:
+            self._refresher_stop.set()
+            if self._refresher.is_alive():
+                self._refresher.join(timeout=12)
+            try:
+                release(self.store, self.me)  # a serve on another host may start without --take-over
+            except Exception as error:
+                log.warning("could not release the node record: %s", error)
         log.info("node %s stopped", self.settings.node)
 
 
@@ -146,8 +176,9 @@ def _exit_text(code: int | None) -> str:
 
 def serve(settings: Settings) -> None:
     def start() -> Supervisor:
-        prepare_node(settings)
-        supervisor = Supervisor(settings)
+        me = Identity.current()
+        store = prepare_node(settings, me)
+        supervisor = Supervisor(settings, store, me)
         if settings.bootstrap:
             health = Health(settings.redis_url, supervisor.serving)
             supervisor.bootstrap = BootstrapServer(settings, health.check).start()

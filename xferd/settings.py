@@ -17,7 +17,6 @@ class Settings:
     redis_url: str | None = None  # None: `serve` uses the local default, `demo` embeds one
     prefix: str = "xferd"
     node: str = "node0"
-    shards: int = 4
     workers: int = 2
     ingress: str = "tcp://127.0.0.1:17500"  # bind address of the ingress PULL socket
     strict_bounds: bool = False  # refuse registrations that cannot be bounds-checked (see dst_pool_blocks)
@@ -48,12 +47,16 @@ class Settings:
     round_timeout: float = 120.0
     alloc_timeout: float = 300.0  # an encoder must publish within this of allocating blocks
     retention: float = 3600.0
-    # work queue
-    lease: float = 5.0  # idle time after which another worker reclaims an entry
-    # source blocks stay held this long after a write starts or its lease was last renewed
-    # (every lease/3 while writing): how long a dead worker's blocks wait before going back
-    write_lease: float = 10.0
-    max_deliveries: int = 10  # poison-entry limit; chaos at 0.2-0.5 s kills reached 6
+    # work queue and fencing (SPEC §6a)
+    # a worker that has not renewed its claim on an entry for this long (every lease/3 while
+    # it writes) is stopped by the node (SIGKILL) and its round handed to another worker
+    lease: float = 5.0
+    # after stopping a worker, wait at most this long for its orphaned sockets to deliver
+    # (or drop) the bytes it had handed to the kernel, before the round moves on
+    drain_timeout: float = 5.0
+    max_deliveries: int = 10  # hand-backs of one round before it goes to the dead letters
+    # serve a node whose record says another host serves it (that host is gone for good)
+    take_over: bool = False
     janitor_interval: float = 0.2
     consumer_ttl: float = 60.0  # a worker silent this long, with nothing pending, is forgotten
 
@@ -66,6 +69,10 @@ class Settings:
             raise ConfigError(f"dst_pool_blocks must be 0 (unknown) or positive, got {self.dst_pool_blocks}")
         if self.bootstrap:
             split_host_port(self.bootstrap, "bootstrap")
+        if not self.lease > 0:
+            raise ConfigError(f"lease must be positive, got {self.lease}")
+        if self.max_deliveries < 1:
+            raise ConfigError(f"max_deliveries must be at least 1, got {self.max_deliveries}")
 
     @property
     def curve(self) -> bool:
@@ -73,7 +80,7 @@ class Settings:
 
     @property
     def keys(self) -> Keys:
-        return Keys(self.prefix, self.node, self.shards)
+        return Keys(self.prefix, self.node)
 
     @property
     def buffer_layout(self) -> Layout:

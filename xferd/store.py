@@ -1,7 +1,8 @@
-"""The Redis side of xferd: records, queues and the Lua scripts that change them.
+"""The Redis side of xferd: records, the work queue and the Lua scripts that change them.
 
 Every state transition is one Lua script (``xferd/lua``), run by EVALSHA through
-``register_script``; this module only names keys and converts replies.
+``register_script``, with every key of the node under one hash tag; this module only names
+keys and converts replies. Every room script gets the same eight keys (``_keys``).
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from .status import Status
 from .wire import Init, Register, Resume
 
 SCRIPTS = ("publish_source", "dst_init", "dst_resume", "begin_round", "keep_lease", "commit_round",
-           "fail_room", "requeue", "pool_alloc", "pool_release", "pool_expire")
+           "fail_room", "hand_back", "requeue", "pool_alloc", "pool_expire", "release")
 
 
 def _text(value) -> str:
@@ -34,19 +35,20 @@ def _hash(reply) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What a state transition did: the room's status, a note, whom to notify, and whether
-    the room ended with no write in flight, so its source blocks may go back now."""
+    """What a state transition did: the room's status, a note (the failure, for Failed), and
+    whom to push the status to now (``notify``: a round's end, or Failed once no write of
+    the room is in flight)."""
 
     status: int
     note: str
     endpoints: tuple[str, ...] = ()
-    release_now: bool = False
+    notify: bool = False
 
     @classmethod
     def parse(cls, reply) -> "Outcome":
-        """``{status, note}`` or ``{status, note, release_now, endpoints...}``."""
-        return cls(int(reply[0]), _text(reply[1]), tuple(_text(e) for e in reply[3:]),
-                   len(reply) > 2 and int(reply[2]) == 1)
+        """``{status, note, notify, endpoints...}`` (the scripts' ``reply``)."""
+        notify = len(reply) > 2 and int(reply[2]) == 1
+        return cls(int(reply[0]), _text(reply[1]), tuple(_text(e) for e in reply[3:] if e), notify)
 
     @property
     def failed(self) -> bool:
@@ -63,13 +65,22 @@ class Allocation:
 
 @dataclass(frozen=True)
 class Round:
-    """A work entry read from a shard stream."""
+    """A work entry read from the node's stream."""
 
-    shard: int
     entry_id: str
     room: int
     round: int
     sessions: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Take:
+    """A round taken by begin_round: its fencing epoch and what planning reads."""
+
+    epoch: str
+    room: dict[str, str]
+    sessions: list[dict[str, str]]
+    redo: bool  # an earlier taker never completed it
 
 
 def _load(name: str) -> str:
@@ -84,27 +95,17 @@ class Store:
         self.keys: Keys = settings.keys
         self.policy = settings.policy()
         self._scripts = {name: client.register_script(_load(name)) for name in SCRIPTS}
-        # every read of the worker's loop names all shard streams: built once
-        self._shard_of_stream = {self.keys.stream(shard): shard for shard in range(self.keys.shards)}
-        self._new_entries = dict.fromkeys(self._shard_of_stream, ">")
+        self._new_entries = {self.keys.stream: ">"}
 
-    def _run(self, name: str, keys: list[str], room: int | str, *args):
-        return self._scripts[name](keys=keys, args=[self.policy, str(room), *args])
-
-    # ---- shard plumbing
-    def _room_keys(self, room: int) -> tuple[str, str, str, str, int]:
-        shard = self.keys.shard_of(room)
+    def _keys(self, room: int | str) -> list[str]:
+        """The keys every room script takes, in the prelude's order."""
         k = self.keys
-        return k.room(room), k.stream(shard), k.timeouts(shard), k.release(shard), shard
+        return [k.room(room), k.stream, k.timeouts, k.writing, k.pool_free, k.pool_owned(room),
+                k.pool_leases, k.dead]
 
-    def _create_group(self, shard: int, start: str) -> bool:
-        try:
-            self.client.xgroup_create(self.keys.stream(shard), GROUP, id=start, mkstream=True)
-            return True
-        except redis.ResponseError as error:
-            if "BUSYGROUP" not in str(error):
-                raise
-            return False
+    def _run(self, name: str, room: int | str, *args, sessions: tuple[str, ...] = ()):
+        keys = self._keys(room) + [self.keys.session(s) for s in sessions]
+        return self._scripts[name](keys=keys, args=[self.policy, str(room), *args])
 
     def load_scripts(self) -> None:
         """Load every script into Redis's cache in one round trip, at start and after a Redis
@@ -114,48 +115,70 @@ class Store:
             pipe.script_load(script.script)
         pipe.execute()
 
+    # ---- the work queue
+    def _create_group(self, start: str) -> bool:
+        try:
+            self.client.xgroup_create(self.keys.stream, GROUP, id=start, mkstream=True)
+            return True
+        except redis.ResponseError as error:
+            if "BUSYGROUP" not in str(error):
+                raise
+            return False
+
     def ensure_groups(self) -> None:
-        """Create each shard's consumer group at first start (from the stream's beginning)."""
-        for shard in range(self.keys.shards):
-            self._create_group(shard, "0")
+        """Create the node's consumer group at first start (from the stream's beginning)."""
+        self._create_group("0")
 
     def recover_groups(self) -> int:
-        """Recreate consumer groups that were lost (NOGROUP): at the stream's end, so old
+        """Recreate the consumer group if it was lost (NOGROUP): at the stream's end, so old
         entries are not replayed as new, then queue again the pending round of every live
-        room of that shard (its entry went with the group). Returns rounds queued again."""
-        requeued = 0
-        for shard in range(self.keys.shards):
-            if not self._create_group(shard, "$"):
-                continue  # the group exists: another process recovered it, or it was never lost
-            keys = self.keys
-            for member in self.client.zrange(keys.timeouts(shard), 0, -1):
-                room = int(_text(member))
-                requeued += int(self._run("requeue", [keys.room(room), keys.stream(shard),
-                                                      keys.timeouts(shard)], room))
-        return requeued
+        room (its entry went with the group). Returns rounds queued again."""
+        if not self._create_group("$"):
+            return 0  # the group exists: another process recovered it, or it was never lost
+        return sum(int(self._run("requeue", int(_text(member))))
+                   for member in self.client.zrange(self.keys.timeouts, 0, -1))
+
+    def read_rounds(self, consumer: str, count: int, block_ms: int) -> list[Round]:
+        """Take up to ``count`` new round entries, waiting up to ``block_ms``."""
+        reply = self.client.xreadgroup(GROUP, consumer, self._new_entries, count=count, block=block_ms)
+        out = []
+        for _, entries in reply or []:
+            for entry_id, fields in entries:
+                if fields:  # None: deleted while pending
+                    out.append(self.round_from(_text(entry_id), fields))
+        return out
+
+    @staticmethod
+    def round_from(entry_id: str, fields) -> Round:
+        f = {_text(k): _text(v) for k, v in fields.items()}
+        sessions = tuple(s for s in f.get("sessions", "").split(",") if s)
+        return Round(entry_id, int(f["room"]), int(f["round"]), sessions)
+
+    def entry(self, entry_id: str) -> Round | None:
+        """The round an entry carries; None if it was trimmed."""
+        found = self.client.xrange(self.keys.stream, entry_id, entry_id, count=1)
+        return self.round_from(entry_id, found[0][1]) if found and found[0][1] else None
 
     # ---- language side
     def register_session(self, message: Register, owner: str = "") -> None:
-        """Record a session in every shard (scripts read it in their own slot); clears failure.
-        ``owner``: the CurveZMQ key of the peer that registered it ('' without CURVE)."""
-        fields = {
+        """Record a session, clearing any failure mark. ``owner``: the CurveZMQ key of the
+        peer that registered it ('' without CURVE)."""
+        key = self.keys.session(message.session_id)
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hdel(key, "failed")
+        pipe.hset(key, mapping={
             "owner": owner,
             "session": message.session_id,
             "endpoint": f"{message.ip}:{message.status_port}",
             "ptrs": ",".join(map(str, message.ptrs)),
             "lens": ",".join(map(str, message.lens)) if message.lens else "",
             "registered_at": int(time.time() * 1000),
-        }
-        pipe = self.client.pipeline(transaction=False)
-        for shard in range(self.keys.shards):
-            key = self.keys.session(shard, message.session_id)
-            pipe.hdel(key, "failed")
-            pipe.hset(key, mapping=fields)
+        })
         pipe.execute()
 
     def session_owner(self, session_id: str) -> str | None:
         """The key of the peer that registered the session; None when it is not registered."""
-        owner = self.client.hget(self.keys.session(0, session_id), "owner")
+        owner = self.client.hget(self.keys.session(session_id), "owner")
         return None if owner is None else _text(owner)
 
     def destinations(self, room: int) -> list[str]:
@@ -167,11 +190,7 @@ class Store:
                                                    [f"dst{k}.session" for k in range(count)]) if s]
 
     def mark_session_failed(self, session_id: str, reason: str) -> None:
-        pipe = self.client.pipeline(transaction=False)
-        for shard in range(self.keys.shards):
-            key = self.keys.session(shard, session_id)
-            pipe.hset(key, "failed", reason)
-        pipe.execute()
+        self.client.hset(self.keys.session(session_id), "failed", reason)
 
     def dst_init(self, message: Init) -> Outcome:
         """The 6-frame init (``allocated_tokens`` None) allocates its blocks' worth of tokens
@@ -185,26 +204,22 @@ class Store:
         return self._dst_change("dst_resume", message, message.sent_tokens, message.allocated_tokens)
 
     def _dst_change(self, script: str, message: Init | Resume, *tokens: int) -> Outcome:
-        room_key, stream, timeouts, release, shard = self._room_keys(message.room)
-        keys = [room_key, self.keys.session(shard, message.session_id), stream, timeouts, release]
         return Outcome.parse(self._run(
-            script, keys, message.room, message.session_id, f"{message.ip}:{message.status_port}",
-            ",".join(map(str, message.dst_indices)), message.required_dst_info_num, *tokens))
+            script, message.room, message.session_id, f"{message.ip}:{message.status_port}",
+            ",".join(map(str, message.dst_indices)), message.required_dst_info_num, *tokens,
+            sessions=(message.session_id,)))
 
     # ---- encoder side
-    def publish_source(self, room: int, total_tokens: int, src_indices,
-                       expires_at: int | None = None) -> Outcome:
-        """``expires_at``: the block allocation's lease (``Allocation``); past it the room fails."""
-        room_key, stream, timeouts, release, _ = self._room_keys(room)
-        return Outcome.parse(self._run("publish_source", [room_key, stream, timeouts, release], room,
-                                       total_tokens, ",".join(map(str, src_indices)),
-                                       "" if expires_at is None else expires_at))
+    def publish_source(self, room: int, total_tokens: int, src_indices) -> Outcome:
+        """The blocks must be the room's own allocation (``alloc_blocks``)."""
+        return Outcome.parse(self._run("publish_source", room, total_tokens,
+                                       ",".join(map(str, src_indices))))
 
-    def fail_room(self, room: int, reason: str, entry_id: str = "", expired: bool = False,
-                  consumer: str = "") -> Outcome:
-        room_key, stream, timeouts, release, _ = self._room_keys(room)
-        return Outcome.parse(self._run("fail_room", [room_key, timeouts, release, stream], room,
-                                       reason, entry_id, GROUP, "expired" if expired else "", consumer))
+    def fail_room(self, room: int, reason: str, mode: str = "") -> Outcome:
+        """mode '' (abort, bad message), 'expired' (a due deadline), 'encoder' (the encoder's
+        abort: an unpublished allocation goes back too); see fail_room.lua. ``notify``:
+        Failed is due now (no write of the room is in flight)."""
+        return Outcome.parse(self._run("fail_room", room, reason, mode))
 
     def room(self, room: int) -> dict[str, str]:
         return _hash(self.client.hgetall(self.keys.room(room)))
@@ -219,48 +234,67 @@ class Store:
         return _text(reason) if reason else None
 
     # ---- workers
-    def read_rounds(self, consumer: str, count: int, block_ms: int, release: tuple[int, ...] = ()) -> list[Round]:
-        """Take up to ``count`` new round entries, waiting up to ``block_ms``. ``release``:
-        ended rooms whose blocks go back in the same round trip (a pipeline ahead of the read).
-        Their release-queue entries stay: the janitor drops them (a no-op release) once due,
-        so a worker killed while this read blocks can never lose a release."""
-        streams = self._new_entries
-        if not release:
-            reply = self.client.xreadgroup(GROUP, consumer, streams, count=count, block=block_ms)
-            return self._rounds(reply or [])
-        # EVALSHA by hand: a Script in a pipeline costs an extra SCRIPT EXISTS round trip
-        sha = self._scripts["pool_release"].sha
+    def begin_round(self, work: Round, consumer: str, lease_ms: int) -> tuple[Take | None, str]:
+        """Take the round: (Take, '') with a fencing epoch, or (None, why it is stale)."""
+        reply = self._run("begin_round", work.room, work.round, work.entry_id, consumer, lease_ms,
+                          sessions=work.sessions)
+        verdict = _text(reply[0])
+        if verdict == "stale":
+            return None, _text(reply[1])
+        return Take(_text(reply[1]), _hash(reply[2]), [_hash(s) for s in reply[3:]], verdict == "redo"), ""
+
+    def keep_lease(self, work: Round, consumer: str, epoch: str, lease_ms: int) -> tuple[bool, int | str]:
+        """Renew the holder's lease: (True, room status) or (False, why the round is not held)."""
+        reply = self._run("keep_lease", work.room, work.entry_id, consumer, epoch, lease_ms)
+        if _text(reply[0]) == "ok":
+            return True, int(reply[1])
+        return False, _text(reply[1])
+
+    def commit_round(self, work: Round, consumer: str, epoch: str,
+                     sent_after: list[int]) -> tuple[str, Outcome | str]:
+        """('ok', Outcome) committed; ('ended', Outcome) the room failed while we wrote (it is
+        settled now, Failed due); ('stale', why) this holder no longer holds the round."""
+        reply = self._run("commit_round", work.room, work.round, work.entry_id, consumer, epoch,
+                          *sent_after)
+        verdict = _text(reply[0])
+        if verdict == "stale":
+            return verdict, _text(reply[1])
+        return verdict, Outcome.parse(reply[1:])
+
+    def fail_held_round(self, work: Round, consumer: str, epoch: str, reason: str) -> Outcome:
+        """The holder fails its own round (its write is over): lets go and acknowledges."""
+        return Outcome.parse(self._run("fail_room", work.room, reason, "holder", consumer, epoch,
+                                       work.entry_id))
+
+    def hand_back(self, consumer: str, room: int, entry_id: str = "") -> tuple[str, Outcome | None]:
+        """A stopped worker's entry or hold goes back (the fencer): (verdict, Outcome) with
+        verdict 'requeued', 'dead', 'ended', 'stale' or 'none'."""
+        reply = self._run("hand_back", room, consumer, entry_id, self.settings.max_deliveries)
+        verdict = _text(reply[0])
+        return verdict, Outcome.parse(reply[1:]) if len(reply) > 1 else None
+
+    def pending(self, consumer: str | None = None, min_idle_ms: int | None = None,
+                count: int = 100) -> list[tuple[str, str]]:
+        """(entry id, consumer) of pending entries: of one consumer, or idle at least ``min_idle_ms``."""
+        found = self.client.xpending_range(self.keys.stream, GROUP, min="-", max="+", count=count,
+                                           consumername=consumer, idle=min_idle_ms)
+        return [(_text(p["message_id"]), _text(p["consumer"])) for p in found]
+
+    def holds(self, expired_by_ms: int | None = None) -> list[tuple[int, str]]:
+        """(room, holder) of rounds being written; only holds whose lease ran out by
+        ``expired_by_ms`` (Redis ms) if given."""
+        rooms = [int(_text(m)) for m in (
+            self.client.zrange(self.keys.writing, 0, -1) if expired_by_ms is None
+            else self.client.zrangebyscore(self.keys.writing, "-inf", expired_by_ms))]
+        if not rooms:
+            return []
         pipe = self.client.pipeline(transaction=False)
-        for room in release:
-            pipe.evalsha(sha, 3, *self._pool_keys(room), self.policy, str(room))
-        pipe.xreadgroup(GROUP, consumer, streams, count=count, block=block_ms)
-        replies = pipe.execute(raise_on_error=False)
-        for room, reply in zip(release, replies):
-            if isinstance(reply, redis.exceptions.NoScriptError):  # not loaded yet: load and redo
-                self.release_blocks(room)
-            elif isinstance(reply, Exception):
-                raise reply
-        if isinstance(replies[-1], Exception):
-            raise replies[-1]
-        return self._rounds(replies[-1] or [])
-
-    def _rounds(self, reply) -> list[Round]:
-        out = []
-        for stream, entries in reply:
-            shard = self._shard_of_stream[_text(stream)]
-            for entry_id, fields in entries:
-                if fields is None:  # deleted while pending
-                    continue
-                out.append(self.round_from(shard, _text(entry_id), fields))
-        return out
-
-    def round_from(self, shard: int, entry_id: str, fields) -> Round:
-        f = {_text(k): _text(v) for k, v in fields.items()}
-        sessions = tuple(s for s in f.get("sessions", "").split(",") if s)
-        return Round(shard, entry_id, int(f["room"]), int(f["round"]), sessions)
+        for room in rooms:
+            pipe.hget(self.keys.room(room), "holder")
+        return [(room, _text(holder) if holder else "") for room, holder in zip(rooms, pipe.execute())]
 
     def count(self, counter: str, amount: int = 1) -> None:
-        """Bump a node counter (``stats`` hash: reclaimed, redone_rounds, dead_letters, ...)."""
+        """Bump a node counter (``stats`` hash: handed_back, writers_fenced, dead_letters, ...)."""
         self.client.hincrby(self.keys.stats, counter, amount)
 
     def stats(self) -> dict[str, int]:
@@ -281,105 +315,54 @@ class Store:
         return [name for name, seen in _hash(self.client.hgetall(self.keys.workers)).items()
                 if int(seen) >= cutoff]
 
-    def _group_consumers(self):
-        """(stream, consumer info) for every consumer of every shard's group."""
-        for shard in range(self.keys.shards):
-            stream = self.keys.stream(shard)
-            try:
-                found = self.client.xinfo_consumers(stream, GROUP)
-            except redis.ResponseError:
-                continue  # no stream or group yet
-            for consumer in found:
-                yield stream, consumer
+    def _group_consumers(self) -> list[dict]:
+        try:
+            return self.client.xinfo_consumers(self.keys.stream, GROUP)
+        except redis.ResponseError:
+            return []  # no stream or group yet
 
     def consumers(self) -> dict[str, int]:
-        """Every consumer name in the node's groups -> entries pending on it."""
-        names: dict[str, int] = {}
-        for _, consumer in self._group_consumers():
-            name = _text(consumer["name"])
-            names[name] = names.get(name, 0) + int(consumer["pending"])
-        return names
+        """Every consumer name in the node's group -> entries pending on it."""
+        return {_text(c["name"]): int(c["pending"]) for c in self._group_consumers()}
 
-    def remove_dead_consumers(self, silent_ms: int) -> list[str]:
-        """Forget workers silent for ``silent_ms``: their heartbeat, and their consumer in each
-        group once nothing is pending on it (reclaimed first: DELCONSUMER drops pending)."""
-        cutoff = int(time.time() * 1000) - silent_ms
-        beats = {name: int(seen) for name, seen in _hash(self.client.hgetall(self.keys.workers)).items()}
+    def remove_dead_consumers(self, gone) -> list[str]:
+        """Forget workers that ``gone(name)`` says are gone: their heartbeat, and their
+        consumer in the group once nothing is pending on it (the fencer hands it back first:
+        DELCONSUMER would drop pending entries)."""
         removed = []
-        for stream, consumer in self._group_consumers():
+        for consumer in self._group_consumers():
             name = _text(consumer["name"])
-            if beats.get(name, 0) >= cutoff or consumer["pending"] or consumer["idle"] < silent_ms:
-                continue
-            self.client.xgroup_delconsumer(stream, GROUP, name)
-            removed.append(name)
-        gone = [name for name, seen in beats.items() if seen < cutoff]
-        if gone:
-            self.client.hdel(self.keys.workers, *gone)
+            if not consumer["pending"] and gone(name):
+                self.client.xgroup_delconsumer(self.keys.stream, GROUP, name)
+                removed.append(name)
+        beats = [name for name in _hash(self.client.hgetall(self.keys.workers)) if gone(name)]
+        if beats:
+            self.client.hdel(self.keys.workers, *beats)
         return removed
 
-    def reclaim(self, consumer: str, min_idle_ms: int, limit: int = 1, max_pages: int = 4) -> list[Round]:
-        """Take over up to ``limit`` entries idle longer than the lease (a dead worker's).
+    # ---- the node record and its source block pool
+    def record(self) -> dict[str, str]:
+        return _hash(self.client.hgetall(self.keys.record))
 
-        Claim only what will be processed now: a claimed entry counts a delivery, and one
-        that waits behind others would be charged again if this worker died meanwhile.
-        Bounded: fakeredis' XAUTOCLAIM cursor differs from Redis', never loop on it alone."""
-        out: list[Round] = []
-        for shard in range(self.keys.shards):
-            cursor = "0-0"
-            for _ in range(max_pages):
-                if len(out) >= limit:
-                    return out
-                reply = self.client.xautoclaim(self.keys.stream(shard), GROUP, consumer, min_idle_ms,
-                                               start_id=cursor, count=limit - len(out))
-                cursor, entries = _text(reply[0]), reply[1]
-                for entry_id, fields in entries:
-                    if fields:  # None: the entry was trimmed while pending
-                        out.append(self.round_from(shard, _text(entry_id), fields))
-                if cursor == "0-0" or not entries:
-                    break
-        return out
+    pool_info = record  # the encoder side reads the pool's shape and layout from it
 
-    def begin_round(self, work: Round, consumer: str, lease_ms: int):
-        """Take the write lease: ((room, sessions), 'ok' | 'redo') or (None, why stale)."""
-        keys = [self.keys.room(work.room), self.keys.stream(work.shard)]
-        keys += [self.keys.session(work.shard, s) for s in work.sessions]
-        reply = self._run("begin_round", keys, work.room, work.round, work.entry_id, GROUP,
-                          consumer, lease_ms)
-        verdict = _text(reply[0])
-        if verdict == "stale":
-            return None, _text(reply[1])
-        return (_hash(reply[1]), [_hash(s) for s in reply[2:]]), verdict
-
-    def keep_lease(self, work: Round, consumer: str, write_lease_ms: int) -> tuple[str, str]:
-        """Renew this worker's claim on a round it is still writing: ('ok', ''), or
-        ('ended' | 'taken', why the claim is lost)."""
-        reply = self._run("keep_lease", [self.keys.room(work.room), self.keys.stream(work.shard)],
-                          work.room, work.round, work.entry_id, GROUP, consumer, write_lease_ms)
-        return _text(reply[0]), _text(reply[1]) if len(reply) > 1 else ""
-
-    def commit_round(self, work: Round, consumer: str, sent_after: list[int]) -> Outcome | None:
-        room_key, stream, timeouts, release, _ = self._room_keys(work.room)
-        reply = self._run("commit_round", [room_key, stream, timeouts, release], work.room,
-                          work.round, work.entry_id, GROUP, consumer, *sent_after)
-        if _text(reply[0]) != "ok":
-            return None
-        return Outcome(int(reply[1]), "committed", tuple(_text(e) for e in reply[3:]), int(reply[2]) == 1)
-
-    # ---- source block pool
     def init_pool(self, num_blocks: int, description: dict[str, str]) -> bool:
-        """Create the node's free list unless a pool of the same shape exists; True if created."""
-        current = _hash(self.client.hgetall(self.keys.pool))
+        """Write the node record; make the free list unless a pool of the same shape exists.
+        True if the free list was (re)made."""
+        current = self.record()
         wanted = {"num_blocks": str(num_blocks), **{k: str(v) for k, v in description.items()}}
-        if current and all(current.get(k) == v for k, v in wanted.items()):
+        if current and all(current.get(k) == wanted[k] for k in ("num_blocks", "shm", "size", "layout",
+                                                                   "block_size") if k in wanted):
+            self.client.hset(self.keys.record, mapping=wanted)
             return False
         self._write_pool(range(num_blocks), wanted)
         return True
 
     def rebuild_pool(self, num_blocks: int, description: dict[str, str]) -> int | None:
-        """If Redis lost the pool record and free list (a restart without AOF, a flush), make
+        """If Redis lost the node record and free list (a restart without AOF, a flush), make
         them again: every block free except those a surviving ``pool:owned`` list holds.
         Returns the free count when it rebuilt, None when nothing was lost."""
-        if self.client.exists(self.keys.pool, self.keys.pool_free):
+        if self.client.exists(self.keys.record, self.keys.pool_free):
             return None
         held = set()
         for key in self.client.scan_iter(self.keys.pool_owned("*"), count=1000):
@@ -390,40 +373,35 @@ class Store:
 
     def _write_pool(self, free_blocks, record: dict[str, str]) -> None:
         pipe = self.client.pipeline(transaction=True)
-        pipe.delete(self.keys.pool_free, self.keys.pool)
+        pipe.delete(self.keys.pool_free)
         free_blocks = list(free_blocks)
         for start in range(0, len(free_blocks), 10_000):
             pipe.zadd(self.keys.pool_free, {str(b): b for b in free_blocks[start:start + 10_000]})
-        pipe.hset(self.keys.pool, mapping=record)
+        pipe.hset(self.keys.record, mapping=record)
         pipe.execute()
 
-    def pool_info(self) -> dict[str, str]:
-        return _hash(self.client.hgetall(self.keys.pool))
-
-    def _pool_keys(self, room: int) -> list[str]:
-        return [self.keys.pool_free, self.keys.pool_owned(room), self.keys.pool_leases]
-
     def alloc_blocks(self, room: int, count: int) -> Allocation | None:
-        """The lowest ``count`` free blocks, leased to ``room`` until published; None if too few."""
-        reply = self._run("pool_alloc", self._pool_keys(room), room, count)
+        """The lowest ``count`` free blocks, leased to ``room`` until published; None if too
+        few. A retry (or a second call for the room) gets the same blocks."""
+        reply = self._run("pool_alloc", room, count)
         if reply is None:
             return None
         return Allocation([int(b) for b in reply[1:]], int(reply[0]))
 
     def release_blocks(self, room: int) -> int:
-        return int(self._run("pool_release", self._pool_keys(room), room))
+        """Give an ended room's blocks back now; raises while it is live or being written."""
+        return int(self._run("release", room))
 
     def expire_allocations(self, now_ms: int) -> int:
         """Return the blocks of allocations never published before their lease ran out (the
-        encoder died between allocating and publishing); published ones are forgotten."""
-        released = 0
-        for room in self.due(self.keys.pool_leases, now_ms):
-            published = self.client.hexists(self.keys.room(room), "total_tokens")
-            released += int(self._run("pool_expire", self._pool_keys(room), room, int(published)))
-        return released
+        encoder died between allocating and publishing)."""
+        return sum(int(self._run("pool_expire", room)) for room in self.due(self.keys.pool_leases, now_ms))
 
     def free_blocks(self) -> int:
         return int(self.client.zcard(self.keys.pool_free))
+
+    def held_blocks(self, room: int) -> int:
+        return int(self.client.llen(self.keys.pool_owned(room)))
 
     # ---- janitor
     def now_ms(self) -> int:
@@ -433,14 +411,3 @@ class Store:
 
     def due(self, key: str, now_ms: int, limit: int = 100) -> list[int]:
         return [int(_text(m)) for m in self.client.zrangebyscore(key, "-inf", now_ms, start=0, num=limit)]
-
-    def release_room(self, room: int) -> int:
-        """Return one ended room's blocks and drop it from the release queue; idempotent.
-        Only once its last write is over: ``Outcome.release_now`` or a due queue entry."""
-        released = self.release_blocks(room)
-        self.client.zrem(self.keys.release(self.keys.shard_of(room)), str(room))
-        return released
-
-    def release_due(self, shard: int, now_ms: int) -> int:
-        """Return the blocks of every ended room whose last write is over (the janitor)."""
-        return sum(self.release_room(room) for room in self.due(self.keys.release(shard), now_ms))

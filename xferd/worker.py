@@ -1,23 +1,24 @@
 """Worker process: consume round entries, write with Mooncake, commit, notify.
 
-A round is: begin (Lua: checks the entry is current, takes the write lease, returns the
-room and its sessions) → plan (pure) → Mooncake writes, the claim kept alive meanwhile
-(``lease.py``) → commit (Lua: compare-and-set plus XACK). A worker killed anywhere before
-the commit leaves the entry pending; another worker reclaims it after the lease and
-redoes it, rewriting the same bytes. After the commit a redelivered entry is stale and
-changes nothing.
-"""
+A round is: read (XREADGROUP: the entry is pending on this worker) → begin (Lua: checks the
+entry is current, takes the round under a new fencing epoch, returns the room and its
+sessions) → plan (pure) → Mooncake writes, the lease kept alive meanwhile (``lease.py``) →
+commit (Lua: compare-and-set, XACK, the blocks of a finished room back, all for this epoch
+only). Three Redis round trips. A worker that stops anywhere before the commit (killed,
+paused, cut off from Redis) keeps its entry pending; the node's fencer stops its process
+for certain and only then hands the round to another worker (``fencer.py``), which
+rewrites the same bytes. After the commit a redelivered entry is stale and changes nothing."""
 from __future__ import annotations
 
 import logging
-import os
-import socket
+import signal
 import time
 from dataclasses import dataclass
 
-from .connections import TRANSIENT, connect, last_recovery, wait_for_redis, with_retry
+from .connections import TRANSIENT, connect, wait_for_redis, with_retry
 from .engine import Engine, WriteError
 from .faults import maybe_die, maybe_stall
+from .fencing import Identity
 from .keys import GROUP
 from .layout import Layout
 from .lease import LeaseKeeper
@@ -26,8 +27,7 @@ from .planning import PlanError, RoundPlan, check_allocation, plan_round
 from .pool import SourcePool
 from .processes import run_service
 from .settings import Settings
-from .status import Status
-from .store import Round, Store
+from .store import Outcome, Round, Store, Take
 
 log = logging.getLogger("xferd.worker")
 
@@ -86,7 +86,7 @@ def plan_targets(layout: Layout, src_num_blocks: int, room: dict[str, str],
 class Worker:
     def __init__(self, settings: Settings, index: int = 0):
         self.settings = settings
-        self.consumer = f"{socket.gethostname()}-{os.getpid()}-w{index}"
+        self.consumer = Identity.current().name(f"w{index}")  # says which process holds an entry
         self.store = Store(connect(settings.redis_url), settings)
         self.layout = settings.buffer_layout
         self.pool = SourcePool(self.layout, settings.pool_blocks, settings.shm_name)
@@ -94,13 +94,12 @@ class Worker:
         self.engine.register(self.pool.base_ptr, self.pool.size)
         self.notifier = Notifier.for_settings(settings)
         self.lease_ms = int(settings.lease * 1000)
-        self.write_lease_ms = int(settings.write_lease * 1000)
-        self.keeper = LeaseKeeper(self.store, self.consumer, self.lease_ms, self.write_lease_ms)
+        self.keeper = LeaseKeeper(self.store, self.consumer, self.lease_ms)
         # hot-path metrics, added to the node's stats with each heartbeat (`xferd bench`)
         self.metrics = dict.fromkeys(("worker_rounds", "worker_round_trips", "worker_entries",
                                       "worker_runs"), 0)
         self._per_token_buffers = sum(b.per_token for b in self.layout.buffers)
-        self._to_release: list[int] = []  # ended rooms whose blocks go back with the next read
+        self._held: tuple[Round, str] | None = None  # the round this worker holds, and its epoch
         self.stopping = False
 
     def _redis(self, action, what: str):
@@ -108,66 +107,70 @@ class Worker:
 
     # ---- one round
     def process(self, work: Round) -> None:
-        state, note = self._redis(lambda: self.store.begin_round(work, self.consumer, self.write_lease_ms),
-                                  "begin round")
-        if state is None:
-            log.debug("room %s round %s skipped: %s", work.room, work.round, note)
+        take, why = self._redis(lambda: self.store.begin_round(work, self.consumer, self.lease_ms),
+                                "begin round")
+        if take is None:
+            log.debug("room %s round %s skipped: %s", work.room, work.round, why)
             return
-        room, sessions = state
-        if note == "redo":
-            log.info("room %s round %s: redoing a round another worker began", work.room, work.round)
+        if take.redo:
+            log.info("room %s round %s: redoing a round a stopped worker began", work.room, work.round)
             self._redis(lambda: self.store.count("redone_rounds"), "count")
         maybe_die("after_begin", self.store)
+        self._held = (work, take.epoch)
         try:
-            targets = plan_targets(self.layout, self.pool.num_blocks, room, sessions, work.sessions,
-                                   self.settings.strict_bounds)
-        except (PlanError, KeyError, ValueError) as error:
-            self.fail(work, f"round {work.round} cannot be planned: {error}")
+            self._write_and_commit(work, take)
+        finally:
+            self._held = None
+
+    def _write_and_commit(self, work: Round, take: Take) -> None:
+        epoch = take.epoch
+        with self.keeper.hold(work, epoch):  # until the commit: its retries may outlast a lease
+            try:
+                targets = plan_targets(self.layout, self.pool.num_blocks, take.room, take.sessions,
+                                       work.sessions, self.settings.strict_bounds)
+            except (PlanError, KeyError, ValueError) as error:
+                self.fail(work, epoch, f"round {work.round} cannot be planned: {error}")
+                return
+            self._count(targets)
+            for target in targets:
+                if not self.keeper.may_write():
+                    break  # the room failed meanwhile (the commit settles it), or the claim is lost
+                try:
+                    with self.keeper.writing():
+                        self.write(target)
+                except WriteError as error:
+                    reason = f"round {work.round}: {error}"
+                    self._redis(lambda: self.store.mark_session_failed(target.session_id, reason),
+                                "mark session failed")
+                    self.fail(work, epoch, reason)
+                    return
+                maybe_stall(self.store)
+            if self.keeper.lost:
+                # only the fencer takes a round from a live holder, and it stops the holder
+                # first: this process is about to be killed; change nothing
+                log.warning("room %s round %s abandoned: %s", work.room, work.round, self.keeper.lost)
+                return
+            maybe_die("after_write", self.store)
+            verdict, outcome = self._redis(
+                lambda: self.store.commit_round(work, self.consumer, epoch,
+                                                [t.plan.sent_after for t in targets]), "commit round")
+        if verdict == "stale":
+            log.warning("room %s round %s: commit refused: %s", work.room, work.round, outcome)
+            self._redis(lambda: self.store.count("stale_commits"), "count")
             return
+        maybe_die("after_commit", self.store)
+        self._notify(work.room, outcome)
+
+    def _count(self, targets: list[Target]) -> None:
         for target in targets:
             entries = target.plan.entries
             self.metrics["worker_entries"] += len(entries)
             self.metrics["worker_runs"] += target.plan.runs * self._per_token_buffers + sum(
                 not self.layout.buffers[e.buffer].per_token for e in entries)
-        with self.keeper.hold(work):  # until the commit: its retries may outlast a lease too
-            for target in targets:
-                if not self.keeper.still_held():  # ended or taken over: write no more
-                    self._abandon(work, targets)
-                    return
-                try:
-                    self.write(target)
-                except WriteError as error:
-                    reason = f"round {work.round}: {error}"
-                    self._redis(lambda: self.store.mark_session_failed(target.session_id, reason),
-                                "mark session failed")
-                    self.fail(work, reason)
-                    return
-                maybe_stall(self.store)
-            if self.keeper.lost:
-                self._abandon(work, targets)
-                return
-            maybe_die("after_write", self.store)
-            outcome = self._commit(work, targets)
-        if outcome is None:
-            log.info("room %s round %s: commit was stale (room ended or round redone)", work.room, work.round)
-            self._redis(lambda: self.store.count("stale_commits"), "count")
-            return
-        maybe_die("after_commit", self.store)
-        self.notifier.send(outcome.endpoints, work.room, outcome.status)
-        self._release(work.room, outcome)
 
-    def _abandon(self, work: Round, targets: list[Target]) -> None:
-        """Stop a round whose claim is lost. Taken over: leave the entry to its new owner.
-        Room over: the stale commit acknowledges the entry and drops this worker's write
-        lease, so the room's source blocks go back now rather than when the lease runs out."""
-        log.warning("room %s round %s abandoned: %s", work.room, work.round, self.keeper.lost)
-        if self.keeper.room_ended:
-            self._commit(work, targets)  # stale by now: it only acknowledges and lets go
-
-    def _commit(self, work: Round, targets: list[Target]):
-        return self._redis(lambda: self.store.commit_round(work, self.consumer,
-                                                           [t.plan.sent_after for t in targets]),
-                           "commit round")
+    def _notify(self, room: int, outcome: Outcome) -> None:
+        if outcome.notify:
+            self.notifier.send(outcome.endpoints, room, outcome.status)
 
     def write(self, target: Target) -> None:
         base, offsets = self.pool.base_ptr, self.pool.offsets
@@ -178,84 +181,35 @@ class Worker:
             lengths.append(entry.length)
         self.engine.write(target.session_id, src, dst, lengths)
 
-    def fail(self, work: Round, reason: str) -> None:
+    def fail(self, work: Round, epoch: str, reason: str) -> None:
+        """Fail the round this worker holds (its write is over): Failed is due at once."""
         log.warning("room %s failed: %s", work.room, reason)
-        outcome = self._redis(lambda: self.store.fail_room(work.room, reason, entry_id=work.entry_id,
-                                                                 consumer=self.consumer),
-                              "fail room")
-        if outcome.failed:
-            self.notifier.send(outcome.endpoints, work.room, Status.Failed)
-            self._release(work.room, outcome)
-
-    def _release(self, room: int, outcome) -> None:
-        """The room ended and no write reads its blocks: give them back with this worker's
-        next read (same round trip), not at the janitor's next pass — which still does it
-        if this worker dies first."""
-        if outcome.release_now:
-            self._to_release.append(room)
+        self._notify(work.room, self._redis(
+            lambda: self.store.fail_held_round(work, self.consumer, epoch, reason), "fail room"))
 
     # ---- the loop
-    def reclaim(self) -> list[Round]:
-        """Entries a dead worker left pending; past the delivery limit they go to dead letters."""
-        claimed = self.store.reclaim(self.consumer, self.lease_ms)
-        live = []
-        for work in claimed:
-            stream = self.store.keys.stream(work.shard)
-            info = self.store.client.xpending_range(stream, GROUP, min=work.entry_id,
-                                                    max=work.entry_id, count=1)
-            deliveries = info[0]["times_delivered"] if info else 1
-            if deliveries > self.settings.max_deliveries:
-                self.store.client.xadd(self.store.keys.dead(work.shard), {
-                    "room": work.room, "round": work.round, "entry": work.entry_id,
-                    "deliveries": deliveries}, maxlen=10_000, approximate=True)
-                self.store.count("dead_letters")
-                self.fail(work, f"round {work.round} was delivered {deliveries} times without "
-                                f"completing (limit {self.settings.max_deliveries})")
-            else:
-                log.info("reclaimed room %s round %s (delivery %s)", work.room, work.round, deliveries)
-                self.store.count("reclaimed")
-                live.append(work)
-        return live
-
     def run(self) -> None:
         self._redis(self.store.ensure_groups, "create consumer groups")
         self._redis(self.store.load_scripts, "load scripts")
         log.info("worker %s ready (engine %s)", self.consumer, self.engine.session_id)
-        next_reclaim = next_beat = 0.0
+        next_beat = 0.0
         while not self.stopping:
             try:
                 if time.monotonic() >= next_beat:
                     self.store.heartbeat(self.consumer, self.metrics)
                     self.metrics = dict.fromkeys(self.metrics, 0)
                     next_beat = time.monotonic() + 1.0
-                batch: list[Round] = []
-                # After an outage every pending entry looks idle: give live workers a lease
-                # to renew their claims before taking any over.
-                if time.monotonic() >= max(next_reclaim, last_recovery() + self.settings.lease):
-                    batch = self.reclaim()
-                    # found one: look again right after it; else not before half a lease
-                    next_reclaim = 0.0 if batch else time.monotonic() + self.settings.lease / 2
-                for work in batch:  # reclaimed: not counted in the hot-path metrics
-                    self.process_safely(work)
                 trips = self.store.client.round_trips
-                # COUNT 1 per shard stream: an entry read is pending on this worker until
-                # committed, so taking more would hold back work an idle worker could do now
-                # (one read can still bring one entry from each shard that has work)
-                release, self._to_release = tuple(self._to_release), []
-                try:
-                    fresh = self.store.read_rounds(self.consumer, count=1, block_ms=200, release=release)
-                except Exception:
-                    self._to_release[:0] = release  # unknown whether they went: releasing is idempotent
-                    raise
-                for work in fresh:
+                # COUNT 1: an entry read is pending on this worker until committed, so taking
+                # more would hold back work an idle worker could do now
+                for work in self.store.read_rounds(self.consumer, count=1, block_ms=200):
                     self.process_safely(work)
                     # the read that brought the round, and every call while doing it
                     self.metrics["worker_round_trips"] += self.store.client.round_trips - trips
                     self.metrics["worker_rounds"] += 1
-                    trips = self.store.client.round_trips
             except TRANSIENT:
                 # wait it out with backoff (one log line per outage), then carry on: entries
-                # this worker left pending are still its own, or reclaimed by another
+                # this worker left pending are still its own until the fencer stops it
                 wait_for_redis(self.store.client, "worker loop", lambda: self.stopping)
                 self._redis(self.store.load_scripts, "load scripts")  # a restarted Redis has none
             except Exception as error:
@@ -274,8 +228,14 @@ class Worker:
             raise  # leave the entry pending; it is redone once Redis is back
         except Exception as error:
             log.exception("room %s round %s: unexpected error", work.room, work.round)
-            self.fail(work, f"internal error in round {work.round}: {type(error).__name__}: {error}")
+            reason = f"internal error in round {work.round}: {type(error).__name__}: {error}"
+            if self._held is not None and self._held[0] is work:
+                self.fail(work, self._held[1], reason)
+                return
+            # not taken yet: fail the room, and drop the entry (pending on this worker only)
+            self._notify(work.room, self._redis(lambda: self.store.fail_room(work.room, reason), "fail room"))
+            self._redis(lambda: self.store.client.xack(self.store.keys.stream, GROUP, work.entry_id), "ack")
 
 
 def main(settings: Settings, index: int = 0, ready=None) -> None:
-    run_service(f"worker{index}", lambda: Worker(settings, index), ready)
+    run_service(f"worker{index}", lambda: Worker(settings, index), ready, death_signal=signal.SIGKILL)

@@ -1,7 +1,12 @@
 -- Prepended to every xferd script (Redis scripts cannot import).
+-- KEYS[1..8] are one room's keys, always in this order (Store._keys): room, rounds stream,
+-- timeouts, writing, pool:free, pool:owned:<room>, pool:leases, dead; a script that reads
+-- sessions takes their keys after these. Every key carries the node's hash tag.
 -- ARGV[1] = policy "bootstrap_ms,waiting_ms,transfer_ms,round_ms,retention_ms,alloc_ms",
 -- ARGV[2] = room.
 local unpack = unpack or table.unpack
+local ROOM_KEY, STREAM, TIMEOUTS, WRITING, FREE, OWNED, LEASES, DEAD = unpack(KEYS, 1, 8)
+local GROUP = 'workers'  -- keys.GROUP
 local POLICY = {}
 for value in string.gmatch(ARGV[1], '[^,]+') do POLICY[#POLICY + 1] = tonumber(value) end
 local BOOTSTRAP_MS, WAITING_MS, TRANSFER_MS, ROUND_MS, RETENTION_MS, ALLOC_MS = unpack(POLICY)
@@ -14,52 +19,61 @@ end
 local NAMES = {[0] = 'Failed', [1] = 'Bootstrapping', [2] = 'WaitingForInput',
                [3] = 'Transferring', [4] = 'Success'}
 
-local function num(key, field)
-  local value = redis.call('HGET', key, field)
+local function num(field)
+  local value = redis.call('HGET', ROOM_KEY, field)
   if value then return tonumber(value) end
   return nil
 end
 
-local function ensure_room(room_key)
-  if redis.call('EXISTS', room_key) == 0 then
-    redis.call('HSET', room_key, 'room', ROOM, 'status', 1, 'status_name', 'Bootstrapping',
+local function terminal(status) return status == 0 or status == 4 end
+
+local function ensure_room()
+  if redis.call('EXISTS', ROOM_KEY) == 0 then
+    redis.call('HSET', ROOM_KEY, 'room', ROOM, 'status', 1, 'status_name', 'Bootstrapping',
       'created_at', NOW, 'updated_at', NOW, 'required_dst_info_num', 0, 'dst_count', 0,
-      'round', 0, 'queued_round', 0, 'sent_tokens', 0)
+      'round', 0, 'queued_round', 0, 'sent_tokens', 0, 'epoch', 0)
   end
-  return num(room_key, 'status')
+  return num('status')
 end
 
-local function set_status(room_key, status)
-  redis.call('HSET', room_key, 'status', status, 'status_name', NAMES[status], 'updated_at', NOW)
+local function set_status(status)
+  redis.call('HSET', ROOM_KEY, 'status', status, 'status_name', NAMES[status], 'updated_at', NOW)
 end
 
-local function endpoints(room_key)
+-- One field of every destination, in order (endpoint, session, ...).
+local function dst_values(name)
   local out = {}
-  for k = 0, (num(room_key, 'dst_count') or 0) - 1 do
-    out[#out + 1] = redis.call('HGET', room_key, 'dst' .. k .. '.endpoint')
+  for k = 0, (num('dst_count') or 0) - 1 do
+    out[#out + 1] = redis.call('HGET', ROOM_KEY, 'dst' .. k .. '.' .. name)
   end
   return out
 end
 
-local function find_dst(room_key, session)
-  for k = 0, (num(room_key, 'dst_count') or 0) - 1 do
-    if redis.call('HGET', room_key, 'dst' .. k .. '.session') == session then return k end
+local function find_dst(session)
+  for k = 0, (num('dst_count') or 0) - 1 do
+    if redis.call('HGET', ROOM_KEY, 'dst' .. k .. '.session') == session then return k end
   end
   return nil
 end
 
 local function secs(ms) return tostring(ms / 1000) .. 's' end
 
+local function split(text)
+  local out = {}
+  for item in string.gmatch(text, '[^,]+') do out[#out + 1] = item end
+  return out
+end
+
 -- The one deadline a live room has, by phase; the janitor fails the room when it passes.
-local function refresh_deadline(room_key, timeouts_key)
-  local h = redis.call('HMGET', room_key, 'status', 'required_dst_info_num', 'dst_count',
+local function refresh_deadline()
+  local h = redis.call('HMGET', ROOM_KEY, 'status', 'required_dst_info_num', 'dst_count',
     'total_tokens', 'round', 'queued_round', 'created_at', 'ready_at', 'committed_at', 'queued_at')
   local status, required, count = tonumber(h[1]), tonumber(h[2]), tonumber(h[3])
   local round, queued = tonumber(h[5]), tonumber(h[6])
   local deadline, reason
-  if status == 0 or status == 4 then
-    redis.call('HDEL', room_key, 'deadline', 'deadline_reason')
-    redis.call('ZREM', timeouts_key, ROOM)
+  if terminal(status) then
+    redis.call('HDEL', ROOM_KEY, 'deadline', 'deadline_reason')
+    redis.call('ZREM', TIMEOUTS, ROOM)
     return
   elseif queued > round then
     deadline = tonumber(h[10]) + ROUND_MS
@@ -78,81 +92,102 @@ local function refresh_deadline(room_key, timeouts_key)
   else
     return
   end
-  redis.call('HSET', room_key, 'deadline', deadline, 'deadline_reason', reason)
-  redis.call('ZADD', timeouts_key, deadline, ROOM)
-end
-
--- When an ended room's source blocks may go back: once no write from them can be in flight
--- (the write lease, if one is held). nil when no source was published, so nothing is held.
-local function release_at(room_key)
-  if redis.call('HEXISTS', room_key, 'total_tokens') == 0 then return nil end
-  return math.max(NOW, num(room_key, 'write_until') or 0)
-end
-
--- 1 when the caller may return the blocks itself right away, else 0 (the janitor will).
-local function release_now(room_key)
-  return release_at(room_key) == NOW and 1 or 0
-end
-
--- Terminal bookkeeping: no deadline, source blocks queued for release, record kept for the
--- retention period.
-local function finish(room_key, timeouts_key, release_key)
-  redis.call('HDEL', room_key, 'deadline', 'deadline_reason')
-  redis.call('ZREM', timeouts_key, ROOM)
-  local at = release_at(room_key)
-  if at then redis.call('ZADD', release_key, at, ROOM) end
-  redis.call('PEXPIRE', room_key, RETENTION_MS)
-end
-
--- Fail a live room (creating a failed record if none exists); false if already terminal.
-local function fail(room_key, timeouts_key, release_key, reason)
-  local status = ensure_room(room_key)
-  if status == 0 or status == 4 then return false end
-  set_status(room_key, 0)
-  redis.call('HSET', room_key, 'failure', reason, 'failed_at', NOW)
-  finish(room_key, timeouts_key, release_key)
-  return true
-end
-
--- {0, reason, release_now, endpoints...}
-local function failed_reply(room_key)
-  return {0, redis.call('HGET', room_key, 'failure') or 'failed', release_now(room_key),
-    unpack(endpoints(room_key))}
-end
-
--- The work entry of one round (Store.round_from reads it), stamped in the room as queued now.
-local function add_entry(room_key, stream_key, round, sessions)
-  redis.call('XADD', stream_key, '*', 'room', ROOM, 'round', round,
-    'sessions', table.concat(sessions, ','))
-  redis.call('HSET', room_key, 'queued_at', NOW)
+  redis.call('HSET', ROOM_KEY, 'deadline', deadline, 'deadline_reason', reason)
+  redis.call('ZADD', TIMEOUTS, deadline, ROOM)
 end
 
 -- Put every block the room holds back on the free list; returns how many.
-local function give_back_blocks(free_key, owned_key)
-  local blocks = redis.call('LRANGE', owned_key, 0, -1)
-  for _, block in ipairs(blocks) do redis.call('ZADD', free_key, tonumber(block), block) end
-  redis.call('DEL', owned_key)
+local function give_back_blocks()
+  local blocks = redis.call('LRANGE', OWNED, 0, -1)
+  for _, block in ipairs(blocks) do redis.call('ZADD', FREE, tonumber(block), block) end
+  redis.call('DEL', OWNED)
+  redis.call('ZREM', LEASES, ROOM)
   return #blocks
 end
 
+-- Whether a write of this room may be in flight: a holder took its round and has not let
+-- go (its write returned) nor been stopped by the fencer.
+local function writing() return redis.call('HEXISTS', ROOM_KEY, 'holder') == 1 end
+
+-- The holder's write is over: the round is no longer anyone's. Records the epoch that let
+-- go, so that a retried commit or fail by the same holder finds its own work done.
+local function let_go(entry)
+  if entry and entry ~= '' then redis.call('XACK', STREAM, GROUP, entry) end
+  redis.call('HSET', ROOM_KEY, 'done_epoch', redis.call('HGET', ROOM_KEY, 'epoch'))
+  redis.call('HDEL', ROOM_KEY, 'holder', 'holder_entry', 'lease_until')
+  redis.call('ZREM', WRITING, ROOM)
+end
+
+-- A terminal room once no write of it is in flight: its published source blocks go back
+-- (an unpublished allocation waits: its encoder may still be writing into it) and the
+-- record expires after the retention period. False while a write may still read the
+-- blocks: the holder's end, or the fencer, settles the room then.
+local function settle()
+  if writing() then return false end
+  if redis.call('HEXISTS', ROOM_KEY, 'total_tokens') == 1 then give_back_blocks() end
+  if redis.call('HEXISTS', ROOM_KEY, 'drained_at') == 0 then
+    redis.call('HSET', ROOM_KEY, 'drained_at', NOW)
+  end
+  redis.call('PEXPIRE', ROOM_KEY, RETENTION_MS)
+  return true
+end
+
+-- Fail a live room (creating a failed record if none exists); false if already terminal.
+-- Redis says Failed at once, so nothing new starts; the blocks wait for a write in flight.
+local function fail(reason)
+  if terminal(ensure_room()) then return false end
+  set_status(0)
+  redis.call('HSET', ROOM_KEY, 'failure', reason, 'failed_at', NOW)
+  redis.call('HDEL', ROOM_KEY, 'deadline', 'deadline_reason')
+  redis.call('ZREM', TIMEOUTS, ROOM)
+  settle()
+  return true
+end
+
+-- What a transition did: {status, note, notify, endpoints...}. notify 1: the caller pushes
+-- the status to the endpoints now. A round's end is pushed by its holder (notify given);
+-- Failed is pushed by whoever sees it once no write of the room is in flight (the drain
+-- acknowledgment, SPEC §3), and never while one is.
+local function reply(note, notify)
+  local status = num('status')
+  if status == 0 then
+    notify = not writing()
+    note = redis.call('HGET', ROOM_KEY, 'failure') or note
+  end
+  if not notify then return {status, note, 0} end
+  return {status, note, 1, unpack(dst_values('endpoint'))}
+end
+
+-- The work entry of one round (Store.round_from reads it); the room remembers it as the
+-- entry that carries its queued round, so any other entry for that round is stale.
+local function add_entry(round)
+  local id = redis.call('XADD', STREAM, '*', 'room', ROOM, 'round', round,
+    'sessions', table.concat(dst_values('session'), ','))
+  redis.call('HSET', ROOM_KEY, 'entry', id, 'queued_at', NOW)
+  return id
+end
+
 -- Queue the next round once the source is known and every destination is ready for it.
-local function maybe_enqueue(room_key, stream_key)
-  local h = redis.call('HMGET', room_key, 'status', 'required_dst_info_num', 'dst_count',
+local function maybe_enqueue()
+  local h = redis.call('HMGET', ROOM_KEY, 'status', 'required_dst_info_num', 'dst_count',
     'total_tokens', 'round', 'queued_round')
   local status, required, count = tonumber(h[1]), tonumber(h[2]), tonumber(h[3])
-  if status == 0 or status == 4 or required == 0 or count < required or not h[4] then
+  if terminal(status) or required == 0 or count < required or not h[4] then
     return false
   end
   local total, nxt = tonumber(h[4]), tonumber(h[5]) + 1
   if tonumber(h[6]) >= nxt then return false end
-  local sessions = {}
   for k = 0, count - 1 do
-    local d = redis.call('HMGET', room_key, 'dst' .. k .. '.sent_tokens',
-      'dst' .. k .. '.ready_round', 'dst' .. k .. '.session')
+    local d = redis.call('HMGET', ROOM_KEY, 'dst' .. k .. '.sent_tokens', 'dst' .. k .. '.ready_round')
     if tonumber(d[1]) < total and tonumber(d[2]) < nxt then return false end
-    sessions[#sessions + 1] = d[3]
   end
-  add_entry(room_key, stream_key, nxt, sessions)
-  redis.call('HSET', room_key, 'queued_round', nxt)
+  redis.call('HSET', ROOM_KEY, 'queued_round', nxt, 'takes', 0, 'handbacks', 0)
+  add_entry(nxt)
   return true
+end
+
+-- Whether `entry` is pending on `consumer` (delivered to it, not acknowledged).
+local function pending_on(entry, consumer)
+  local p = redis.call('XPENDING', STREAM, GROUP, entry, entry, 1)
+  return #p == 1 and p[1][2] == consumer
 end

@@ -1,26 +1,39 @@
--- Fail a room with a reason: KEYS room, timeouts, release, stream;
--- ARGV policy, room, reason, entry_id ('' for none), group, mode, consumer ('' for none).
+-- Fail a room with a reason: KEYS room keys; ARGV policy, room, reason, mode, then for
+-- mode 'holder': consumer, epoch, entry_id.
+-- mode '': an abort or a bad message. Redis says Failed at once; the blocks and the Failed
+--   push wait until no write of the room is in flight.
 -- mode 'expired': only if the room's deadline has passed, with the deadline's reason.
--- consumer: the worker failing its own round; its write is over, so its lease goes.
--- Returns {0, reason, endpoints...} when this call failed it, else {status, note}.
-local room_key, timeouts_key, release_key, stream_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local reason = ARGV[3]
-if ARGV[4] ~= '' then redis.call('XACK', stream_key, ARGV[5], ARGV[4]) end
-if ARGV[7] ~= '' and redis.call('HGET', room_key, 'write_owner') == ARGV[7] then
-  redis.call('HDEL', room_key, 'write_round', 'write_owner', 'write_until')
-end
-if ARGV[6] == 'expired' then
-  if redis.call('EXISTS', room_key) == 0 then
-    redis.call('ZREM', timeouts_key, ROOM)
-    return {-1, 'room record is gone'}
+-- mode 'encoder': the encoder's own abort; an allocation it never published goes back now
+--   (it will not write into it any more).
+-- mode 'holder': the worker holding the round fails it (its write is over): lets go,
+--   acknowledges the entry. Changes nothing unless (consumer, epoch) holds the round; a
+--   retry whose first reply was lost gets the same answer.
+-- Returns the prelude's reply {status, note, notify, endpoints...}; {-1, why, 0} when
+-- nothing was due.
+local reason, mode = ARGV[3], ARGV[4]
+if mode == 'expired' then
+  if redis.call('EXISTS', ROOM_KEY) == 0 then
+    redis.call('ZREM', TIMEOUTS, ROOM)
+    return {-1, 'room record is gone', 0}
   end
-  local deadline = num(room_key, 'deadline')
+  local deadline = num('deadline')
   if not deadline or deadline > NOW then
-    if deadline then redis.call('ZADD', timeouts_key, deadline, ROOM)
-    else redis.call('ZREM', timeouts_key, ROOM) end
-    return {-1, 'not due'}
+    if deadline then redis.call('ZADD', TIMEOUTS, deadline, ROOM)
+    else redis.call('ZREM', TIMEOUTS, ROOM) end
+    return {-1, 'not due', 0}
   end
-  reason = redis.call('HGET', room_key, 'deadline_reason')
+  reason = redis.call('HGET', ROOM_KEY, 'deadline_reason')
+elseif mode == 'holder' then
+  local consumer, epoch = ARGV[5], ARGV[6]
+  local h = redis.call('HMGET', ROOM_KEY, 'holder', 'epoch', 'done_epoch')
+  if h[1] ~= consumer or h[2] ~= epoch then
+    if not h[1] and h[2] == epoch and h[3] == epoch then return reply('', false) end
+    return {num('status') or -1, 'epoch ' .. epoch .. ' no longer holds the round', 0}
+  end
+  let_go(ARGV[7])
+  if not fail(reason) then settle() end
+  return reply('', false)
 end
-if fail(room_key, timeouts_key, release_key, reason) then return failed_reply(room_key) end
-return {num(room_key, 'status'), 'already terminal'}
+local failed_now = fail(reason)
+if mode == 'encoder' and not writing() then give_back_blocks() end
+return reply(failed_now and '' or 'already ' .. NAMES[num('status')], false)

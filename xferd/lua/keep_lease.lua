@@ -1,21 +1,16 @@
--- A worker still writing a round keeps its claim: KEYS room, stream;
--- ARGV policy, room, round, entry_id, group, consumer, write_lease_ms.
--- Re-claims the entry with JUSTID (resets its idle time without counting a delivery, so no
--- other worker reclaims it) and extends the write lease on the source blocks.
--- Returns {'ok'}, or why the claim is lost: {'ended', why} (the room is over: the entry
--- is of no use to anyone) or {'taken', why} (another worker has the round now).
-local room_key, stream_key = KEYS[1], KEYS[2]
-local h = redis.call('HMGET', room_key, 'status', 'write_round', 'write_owner')
-if not h[1] then return {'ended', 'room record is gone'} end
-local status = tonumber(h[1])
-if status == 0 or status == 4 then return {'ended', 'room is ' .. NAMES[status]} end
-if h[3] ~= ARGV[6] or tonumber(h[2]) ~= tonumber(ARGV[3]) then
-  return {'taken', 'round ' .. ARGV[3] .. ' was taken over by ' .. tostring(h[3])}
+-- The holder of a round, still writing it, renews its lease: KEYS room keys;
+-- ARGV policy, room, entry_id, consumer, epoch, lease_ms.
+-- Resets the entry's idle time (XCLAIM JUSTID: no delivery counted) and pushes the lease
+-- deadline the fencer watches. Kept up whatever happened to the room meanwhile: its blocks
+-- stay held while the write runs. Returns {'ok', status}, or {'lost', why} when
+-- (consumer, epoch) no longer holds the round (nothing is changed then).
+local entry, consumer, epoch, lease_ms = ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6])
+local h = redis.call('HMGET', ROOM_KEY, 'holder', 'epoch', 'status')
+if h[1] ~= consumer or h[2] ~= epoch then
+  return {'lost', 'epoch ' .. epoch .. ' no longer holds the round (epoch ' .. tostring(h[2]) ..
+    ', holder ' .. tostring(h[1]) .. ')'}
 end
-local pending = redis.call('XPENDING', stream_key, ARGV[5], ARGV[4], ARGV[4], 1)
-if #pending == 0 or pending[1][2] ~= ARGV[6] then
-  return {'taken', 'entry ' .. ARGV[4] .. ' is no longer pending on this worker'}
-end
-redis.call('XCLAIM', stream_key, ARGV[5], ARGV[6], 0, ARGV[4], 'JUSTID')
-redis.call('HSET', room_key, 'write_until', NOW + tonumber(ARGV[7]))
-return {'ok'}
+redis.call('XCLAIM', STREAM, GROUP, consumer, 0, entry, 'JUSTID')
+redis.call('HSET', ROOM_KEY, 'lease_until', NOW + lease_ms)
+redis.call('ZADD', WRITING, NOW + lease_ms, ROOM)
+return {'ok', tonumber(h[3])}

@@ -1,16 +1,27 @@
--- Take the lowest free source blocks for a room: KEYS pool_free, pool_owned(room), pool_leases;
--- ARGV policy, room, count. Returns {expires_at, blocks...}, or false when too few are free.
+-- Take the lowest free source blocks for a room: KEYS room keys; ARGV policy, room, count.
+-- Returns {expires_at, blocks...}, or false when too few are free.
 -- The allocation is leased: a room not published by expires_at (the encoder died between
 -- allocating and publishing) has its blocks returned by the janitor (pool_expire).
-local free_key, owned_key, leases_key, count = KEYS[1], KEYS[2], KEYS[3], tonumber(ARGV[3])
+-- Idempotent: a retried call whose first reply was lost gets the same blocks, never a
+-- second set.
+local count = tonumber(ARGV[3])
+local held = redis.call('LRANGE', OWNED, 0, -1)
+if #held > 0 then
+  local expires = redis.call('ZSCORE', LEASES, ROOM)
+  if #held ~= count or not expires then
+    return redis.error_reply('room ' .. ROOM .. ' already holds ' .. #held ..
+      ' source blocks; another allocation for it would leak them')
+  end
+  return {tonumber(expires), unpack(held)}
+end
 local expires_at = NOW + ALLOC_MS
 if count == 0 then return {expires_at} end
-if redis.call('ZCARD', free_key) < count then return false end
-local popped = redis.call('ZPOPMIN', free_key, count)
+if redis.call('ZCARD', FREE) < count then return false end
+local popped = redis.call('ZPOPMIN', FREE, count)
 local out = {expires_at}
 for i = 1, #popped, 2 do
   out[#out + 1] = popped[i]
-  redis.call('RPUSH', owned_key, popped[i])
+  redis.call('RPUSH', OWNED, popped[i])
 end
-redis.call('ZADD', leases_key, expires_at, ROOM)
+redis.call('ZADD', LEASES, expires_at, ROOM)
 return out

@@ -1,29 +1,44 @@
--- The encoder published the room's source: KEYS room, stream, timeouts, release;
--- ARGV policy, room, total_tokens, src_indices, expires_at (of the block allocation; '' none).
-local room_key, stream_key, timeouts_key, release_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local status = ensure_room(room_key)
-if ARGV[5] ~= '' and NOW >= tonumber(ARGV[5]) and not redis.call('HGET', room_key, 'total_tokens') then
-  -- the janitor may have returned the blocks already: never name them in the record
-  fail(room_key, timeouts_key, release_key, 'source published after its block allocation expired ('
-    .. secs(ALLOC_MS) .. ' after allocating)')
-  return failed_reply(room_key)
-end
-if status == 0 then
-  -- the room already failed (abort, timeout): its blocks go straight back
-  redis.call('HSET', room_key, 'total_tokens', ARGV[3], 'src_indices', ARGV[4], 'source_at', NOW)
-  redis.call('ZADD', release_key, NOW, ROOM)
-  return failed_reply(room_key)
-end
-local total = redis.call('HGET', room_key, 'total_tokens')
-if total then
-  if total == ARGV[3] and redis.call('HGET', room_key, 'src_indices') == ARGV[4] then
-    return {status, 'duplicate publish ignored'}
+-- The encoder published the room's source: KEYS room keys; ARGV policy, room, total_tokens,
+-- src_indices. The blocks must be the room's own allocation (pool_alloc), checked here in
+-- the same step that stops its lease, so a publish racing the lease's expiry either keeps
+-- every block or names none.
+local total, src = ARGV[3], ARGV[4]
+local status = ensure_room()
+local recorded = redis.call('HGET', ROOM_KEY, 'total_tokens')
+if recorded then
+  if recorded == total and redis.call('HGET', ROOM_KEY, 'src_indices') == src then
+    return reply('duplicate publish ignored', false)
   end
-  fail(room_key, timeouts_key, release_key, 'source published twice with different blocks or total')
-  return failed_reply(room_key)
+  if not terminal(status) then fail('source published twice with different blocks or total') end
+  return reply('second publish with other blocks or total ignored', false)
 end
-redis.call('HSET', room_key, 'total_tokens', ARGV[3], 'src_indices', ARGV[4], 'source_at', NOW,
+local owned, problem = {}, nil
+for _, block in ipairs(redis.call('LRANGE', OWNED, 0, -1)) do owned[block] = true end
+if next(owned) == nil then
+  problem = 'source blocks ' .. src .. ' are not allocated to this room (never allocated, or ' ..
+    'not published within ' .. secs(ALLOC_MS) .. ' of allocating, so they went back)'
+else
+  local seen = {}
+  for _, block in ipairs(split(src)) do
+    if not owned[block] then
+      problem = 'source block ' .. block .. ' is not allocated to this room'
+      break
+    elseif seen[block] then
+      problem = 'source block ' .. block .. ' is named twice'
+      break
+    end
+    seen[block] = true
+  end
+end
+if problem or status == 0 then
+  -- nothing of it is named in the record; the encoder is done with what it did allocate
+  give_back_blocks()
+  if problem and not terminal(status) then fail('bad publish: ' .. problem) end
+  return reply(problem or 'publish for a failed room: its blocks went back', false)
+end
+redis.call('ZREM', LEASES, ROOM)  -- published: the room's end returns the blocks
+redis.call('HSET', ROOM_KEY, 'total_tokens', total, 'src_indices', src, 'source_at', NOW,
   'updated_at', NOW)
-maybe_enqueue(room_key, stream_key)
-refresh_deadline(room_key, timeouts_key)
-return {num(room_key, 'status'), 'ok'}
+maybe_enqueue()
+refresh_deadline()
+return reply('ok', false)
