@@ -56,3 +56,21 @@ def test_the_previous_rounds_push_never_passes_for_the_next_rounds(store, previo
         pusher.close(0)
         rx.close()
         ingress.close(0)
+
+
+def test_failed_from_redis_waits_until_no_write_is_in_flight(store):
+    """Failed is the drain acknowledgment: Redis says Failed at once, but while a holder
+    still writes the room's blocks the Receiver's fallback does not report it."""
+    ingress = zmq.Context.instance().socket(zmq.PULL)
+    port = ingress.bind_to_random_port("tcp://127.0.0.1")
+    rx = Receiver(f"tcp://127.0.0.1:{port}", store.settings.buffer_layout, 8, store=store, fallback_after=0.1)
+    room, record = 78, store.keys.room(78)
+    try:
+        rx.init(room, [0, 1], 256)
+        store.client.hset(record, mapping={"status": int(Status.Failed), "round": 0, "holder": "w1"})
+        assert rx.wait(room, 0.6) == Status.WaitingForInput and rx.fallbacks == 0
+        store.client.hdel(record, "holder")  # the write ended
+        assert rx.wait(room, 5) == Status.Failed and rx.fallbacks == 1
+    finally:
+        rx.close()
+        ingress.close(0)

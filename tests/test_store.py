@@ -541,3 +541,13 @@ def test_every_key_of_the_node_shares_one_hash_tag(store):
     keys = [k.decode() for k in store.client.scan_iter(store.keys.all_pattern(), count=1000)]
     assert len(keys) >= 8
     assert {k.split("{", 1)[1].split("}", 1)[0] for k in keys} == {store.settings.node}
+
+
+def test_an_entry_left_behind_by_a_lost_read_reply_comes_back_with_the_heartbeat(store):
+    register(store)
+    init(store, 92, indices=[0], allocated=100)
+    publish(store, 92, 100)
+    work = take(store, 92)  # as if the reply was lost and redis-py's retry read again
+    assert store.heartbeat("w1") == [work]
+    run_round(store, work, [100])
+    assert store.heartbeat("w1") == []

@@ -65,9 +65,7 @@ class Fencer:
 
     def candidates(self) -> dict[str, bool]:
         """Consumer name -> stale (past its lease) for every consumer with work pending."""
-        found: dict[str, bool] = {}
-        for _, name in self.store.pending():
-            found.setdefault(name, False)
+        found: dict[str, bool] = dict.fromkeys(self.store.pending_consumers(), False)
         for _, holder in self.store.holds():
             if holder:
                 found.setdefault(holder, False)

@@ -34,12 +34,13 @@ def stop_process(process: subprocess.Popen, timeout: float = 10.0) -> None:
 def start_serve(settings, store, log, env: dict[str, str] | None = None,
                 timeout: float = 60.0) -> subprocess.Popen:
     """`xferd serve` as a child configured by ``settings`` (XFERD_* variables, or ``env``),
-    its output to the file ``log``; returns once all its workers are up. Raises RuntimeError,
-    the child stopped, if they are not within ``timeout`` seconds."""
+    its output to the file ``log``; returns once the node record is written and all its
+    workers are up. Raises RuntimeError, the child stopped, if they are not within
+    ``timeout`` seconds."""
     process = subprocess.Popen([sys.executable, "-m", "xferd", "serve"], env=env or settings.to_env(),
                                stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + timeout
-    while len(store.live_workers()) < settings.workers:
+    while len(store.live_workers()) < settings.workers or not store.record():
         if process.poll() is not None or time.monotonic() > deadline:
             stop_process(process)
             raise RuntimeError(f"xferd serve did not come up; see {log.name}")

@@ -140,7 +140,10 @@ class Store:
 
     def read_rounds(self, consumer: str, count: int, block_ms: int) -> list[Round]:
         """Take up to ``count`` new round entries, waiting up to ``block_ms``."""
-        reply = self.client.xreadgroup(GROUP, consumer, self._new_entries, count=count, block=block_ms)
+        return self._rounds(self.client.xreadgroup(GROUP, consumer, self._new_entries, count=count,
+                                                   block=block_ms))
+
+    def _rounds(self, reply) -> list[Round]:
         out = []
         for _, entries in reply or []:
             for entry_id, fields in entries:
@@ -280,6 +283,11 @@ class Store:
                                            consumername=consumer, idle=min_idle_ms)
         return [(_text(p["message_id"]), _text(p["consumer"])) for p in found]
 
+    def pending_consumers(self) -> list[str]:
+        """Every consumer with entries pending on it."""
+        summary = self.client.xpending(self.keys.stream, GROUP)
+        return [_text(c["name"]) for c in (summary or {}).get("consumers") or []]
+
     def holds(self, expired_by_ms: int | None = None) -> list[tuple[int, str]]:
         """(room, holder) of rounds being written; only holds whose lease ran out by
         ``expired_by_ms`` (Redis ms) if given."""
@@ -301,14 +309,17 @@ class Store:
         return {k: int(v) for k, v in _hash(self.client.hgetall(self.keys.stats)).items()
                 if v.lstrip("-").isdigit()}
 
-    def heartbeat(self, consumer: str, counters: dict[str, int] | None = None) -> None:
-        """The worker is alive; adds ``counters`` to the node's stats in the same round trip."""
+    def heartbeat(self, consumer: str, counters: dict[str, int] | None = None) -> list[Round]:
+        """The worker is alive; adds ``counters`` to the node's stats in the same round trip.
+        Returns the entries pending on it (between rounds there should be none: a read whose
+        reply was lost and retried leaves one behind, which the worker then does itself)."""
         pipe = self.client.pipeline(transaction=False)
         pipe.hset(self.keys.workers, consumer, int(time.time() * 1000))
         for name, amount in (counters or {}).items():
             if amount:
                 pipe.hincrby(self.keys.stats, name, amount)
-        pipe.execute()
+        pipe.xreadgroup(GROUP, consumer, {self.keys.stream: "0"}, count=10)
+        return self._rounds(pipe.execute()[-1])
 
     def live_workers(self, within_s: float = 5.0) -> list[str]:
         cutoff = (time.time() - within_s) * 1000

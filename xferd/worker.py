@@ -196,9 +196,13 @@ class Worker:
         while not self.stopping:
             try:
                 if time.monotonic() >= next_beat:
-                    self.store.heartbeat(self.consumer, self.metrics)
+                    left_behind = self.store.heartbeat(self.consumer, self.metrics)
                     self.metrics = dict.fromkeys(self.metrics, 0)
                     next_beat = time.monotonic() + 1.0
+                    for work in left_behind:  # not counted in the hot-path metrics
+                        log.info("room %s round %s: an entry of this worker's was left behind by a "
+                                 "retried read; doing it now", work.room, work.round)
+                        self.process_safely(work)
                 trips = self.store.client.round_trips
                 # COUNT 1: an entry read is pending on this worker until committed, so taking
                 # more would hold back work an idle worker could do now
