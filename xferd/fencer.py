@@ -34,13 +34,15 @@ class Fencer:
         self.store, self.settings, self.notifier = store, settings, notifier
         self.clock = clock  # time.monotonic, or a test's
         self.lease_ms = int(settings.lease * 1000)
+        self._unfenceable: set[str] = set()  # reported once
 
     def _stopped(self, name: str, stale: bool) -> bool | None:
         """Whether the consumer's process is stopped for certain: True (now or already),
         False (it could not be stopped yet), None (not stale and still running)."""
         identity = Identity.parse(name)
         if identity is None:
-            if stale:
+            if stale and name not in self._unfenceable:
+                self._unfenceable.add(name)
                 log.error("worker %r holds a round past its lease, but its name says no process: "
                           "it cannot be fenced, its round waits", name)
             return False if stale else None
@@ -56,9 +58,9 @@ class Fencer:
         if running:
             log.warning("worker %s (pid %d) holds a round past its %.1fs lease: stopping it",
                         name, identity.pid, self.settings.lease)
-            if not stop(identity, timeout=5.0):
-                log.error("worker %s (pid %d) did not die within 5s of SIGKILL; its rounds wait",
-                          name, identity.pid)
+            if not stop(identity, timeout=1.0):  # the next pass looks again
+                log.error("worker %s (pid %d) has not died within 1s of SIGKILL (uninterruptible "
+                          "sleep?); its rounds wait", name, identity.pid)
                 return False
             self.store.count("writers_fenced")
         return True
