@@ -37,3 +37,37 @@ def test_three_round_trips_and_one_entry_per_run_and_buffer(redis_url, tmp_path_
         assert stats["worker_entries"] == 4 * 4 + 3, stats
     finally:
         node.stop()
+
+
+def test_an_unexpected_error_after_the_take_fails_the_room_as_its_holder(redis_url, monkeypatch):
+    """The round this worker holds is let go with the room's failure: its blocks go back and
+    Failed is due at once, with nothing left for the fencer (which would kill the worker)."""
+    from conftest import _cleanup, make_settings
+    from test_store import init, publish, register
+    from xferd import worker as module
+    from xferd.connections import connect
+    from xferd.pool import SourcePool
+    from xferd.store import Store
+
+    settings = make_settings(redis_url=redis_url, pool_blocks=16)
+    settings = settings.replace(pool_name=f"xferd-{settings.prefix}")
+    pool = SourcePool(settings.buffer_layout, 16, settings.shm_name, create=True)
+    store = Store(connect(redis_url), settings)
+    store.ensure_groups()
+    store.init_pool(16, {"shm": "test"})
+    made = module.Worker(settings)
+    try:
+        register(store)
+        init(store, 5, indices=[0], allocated=100)
+        publish(store, 5, 100)
+        [work] = store.read_rounds(made.consumer, count=1, block_ms=100)
+        monkeypatch.setattr(module, "plan_targets", lambda *a: (_ for _ in ()).throw(RuntimeError("boom")))
+        made.process_safely(work)
+        record = store.room(5)
+        assert record["status_name"] == "Failed" and "internal error in round 1: RuntimeError: boom" in record["failure"]
+        assert "holder" not in record and "drained_at" in record, "let go by its holder"
+        assert store.free_blocks() == 16 and store.pending() == []
+    finally:
+        made.keeper.close()
+        pool.unlink()
+        _cleanup(store.client, settings)

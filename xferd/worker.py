@@ -99,7 +99,6 @@ class Worker:
         self.metrics = dict.fromkeys(("worker_rounds", "worker_round_trips", "worker_entries",
                                       "worker_runs"), 0)
         self._per_token_buffers = sum(b.per_token for b in self.layout.buffers)
-        self._held: tuple[Round, str] | None = None  # the round this worker holds, and its epoch
         self.stopping = False
 
     def _redis(self, action, what: str):
@@ -116,11 +115,13 @@ class Worker:
             log.info("room %s round %s: redoing a round a stopped worker began", work.room, work.round)
             self._redis(lambda: self.store.count("redone_rounds"), "count")
         maybe_die("after_begin", self.store)
-        self._held = (work, take.epoch)
         try:
             self._write_and_commit(work, take)
-        finally:
-            self._held = None
+        except TRANSIENT:
+            raise  # the round stays this worker's; it is redone once Redis is back
+        except Exception as error:  # let go of the round with the room's failure
+            log.exception("room %s round %s: unexpected error", work.room, work.round)
+            self.fail(work, take.epoch, _internal(work, error))
 
     def _write_and_commit(self, work: Round, take: Take) -> None:
         epoch = take.epoch
@@ -230,15 +231,16 @@ class Worker:
             self.process(work)
         except TRANSIENT:
             raise  # leave the entry pending; it is redone once Redis is back
-        except Exception as error:
+        except Exception as error:  # before the take (process handles the rest): nothing held
             log.exception("room %s round %s: unexpected error", work.room, work.round)
-            reason = f"internal error in round {work.round}: {type(error).__name__}: {error}"
-            if self._held is not None and self._held[0] is work:
-                self.fail(work, self._held[1], reason)
-                return
-            # not taken yet: fail the room, and drop the entry (pending on this worker only)
+            reason = _internal(work, error)
             self._notify(work.room, self._redis(lambda: self.store.fail_room(work.room, reason), "fail room"))
+            # the entry is pending on this worker only: drop it
             self._redis(lambda: self.store.client.xack(self.store.keys.stream, GROUP, work.entry_id), "ack")
+
+
+def _internal(work: Round, error: Exception) -> str:
+    return f"internal error in round {work.round}: {type(error).__name__}: {error}"
 
 
 def main(settings: Settings, index: int = 0, ready=None) -> None:
