@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from test_store import init, publish, register, take
+from test_store import init, publish, register, take, writing
 from xferd.fencer import Fencer
 from xferd.fencing import Identity
 from xferd.status import Status
@@ -44,17 +44,12 @@ def stand_in():
 def fencer_for(store, lease=0.1):
     store.settings.lease = lease
     pushes = Pushes()
-    return Fencer(store, store.settings, pushes, time.monotonic), pushes
+    return Fencer(store, store.settings, pushes), pushes
 
 
-def round_taken_by(store, room, name, tokens=100):
-    register(store)
-    init(store, room, indices=[0], allocated=tokens)
-    publish(store, room, tokens)
-    work = take(store, room, name)
-    taken, why = store.begin_round(work, name, int(store.settings.lease * 1000))
-    assert taken is not None, why
-    return work, taken.epoch
+def round_taken_by(store, room, name):
+    """``name`` took the room's round under the store's (short) lease."""
+    return writing(store, room, name, lease_ms=int(store.settings.lease * 1000))
 
 
 def test_a_paused_holder_is_killed_before_its_round_is_handed_back(store, stand_in):

@@ -56,6 +56,11 @@ def children_of(pid: int) -> list[int]:
             and (stat := proc_stat(entry)) is not None and int(stat[1]) == pid and stat[0] != "Z"]
 
 
+def live_worker_identities(store: Store) -> list[Identity]:
+    """Workers that are up and serving: a fresh heartbeat, and their process still runs."""
+    return [i for i in map(Identity.parse, store.live_workers(within_s=2.0)) if i is not None and i.running()]
+
+
 class WorkerKiller(threading.Thread):
     """SIGKILLs a random live worker (or, given ``serve_pid``, any child of serve) every
     ``low``–``high`` seconds."""
@@ -70,9 +75,7 @@ class WorkerKiller(threading.Thread):
     def _candidates(self) -> list[int]:
         if self.serve_pid is not None:
             return children_of(self.serve_pid)
-        # workers that are up and serving: a fresh heartbeat, not already killed
-        return [i.pid for i in map(Identity.parse, self.store.live_workers(within_s=2.0))
-                if i is not None and i.running()]
+        return [identity.pid for identity in live_worker_identities(self.store)]
 
     def run(self) -> None:
         while not self.done.wait(self.rng.uniform(self.low, self.high)):
@@ -111,11 +114,9 @@ class WorkerPauser(threading.Thread):
     def run(self) -> None:
         while not self.done.wait(self.rng.uniform(*self.every)):
             try:
-                live = self.store.live_workers(within_s=2.0)
+                identities = [i for i in live_worker_identities(self.store) if i not in self._paused]
             except TRANSIENT:
                 continue
-            identities = [i for i in map(Identity.parse, live)
-                          if i is not None and i not in self._paused and i.running()]
             if not identities:
                 continue
             victim = self.rng.choice(identities)

@@ -93,5 +93,5 @@ def _now_ms() -> int:
 
 def release(store: Store, me: Identity) -> None:
     """A clean stop: the node is free for a serve on any host (if this one still holds it)."""
-    if store.client.hget(store.keys.record, "serve") in (me.name("serve"), me.name("serve").encode()):
+    if store.record().get("serve") == me.name("serve"):
         store.client.hdel(store.keys.record, "serve", "serve_seen")

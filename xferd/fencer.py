@@ -17,7 +17,7 @@ worker (PDEATHSIG, ``processes.py``), and the next serve's fencer finds them gon
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
+import time
 
 from .connections import last_recovery
 from .fencing import Identity, stop, wait_drained
@@ -30,9 +30,8 @@ log = logging.getLogger("xferd.fencer")
 
 
 class Fencer:
-    def __init__(self, store: Store, settings: Settings, notifier: Notifier, clock):
+    def __init__(self, store: Store, settings: Settings, notifier: Notifier):
         self.store, self.settings, self.notifier = store, settings, notifier
-        self.clock = clock  # time.monotonic, or a test's
         self.lease_ms = int(settings.lease * 1000)
         self._unfenceable: set[str] = set()  # reported once
 
@@ -65,44 +64,42 @@ class Fencer:
             self.store.count("writers_fenced")
         return True
 
-    def candidates(self) -> dict[str, bool]:
-        """Consumer name -> stale (past its lease) for every consumer with work pending."""
-        found: dict[str, bool] = dict.fromkeys(self.store.pending_consumers(), False)
-        for _, holder in self.store.holds():
-            if holder:
-                found.setdefault(holder, False)
+    def candidates(self, holds: list[tuple[int, str, int]]) -> dict[str, bool]:
+        """Consumer name -> stale (past its lease) for every consumer with work: entries
+        pending on it, or a round it holds (``holds``: Store.holds)."""
+        found = {name: False for name, pending in self.store.consumers().items() if pending}
+        found.update((holder, False) for _, holder, _ in holds if holder)
         # after an outage every lease looks run out: give live workers one to renew
-        if self.clock() >= last_recovery() + self.settings.lease:
+        if time.monotonic() >= last_recovery() + self.settings.lease:
             for _, name in self.store.pending(min_idle_ms=self.lease_ms):
                 found[name] = True
-            for _, holder in self.store.holds(expired_by_ms=self.store.now_ms()):
-                if holder:
-                    found[holder] = True
+            now = self.store.now_ms()
+            found.update((holder, True) for _, holder, until in holds if holder and until <= now)
         return found
 
     def pass_once(self) -> int:
         """Fence every stale or gone consumer and hand back what it held; returns hand-backs."""
-        stopped = [name for name, stale in self.candidates().items() if self._stopped(name, stale)]
+        holds = self.store.holds()
+        stopped = [name for name, stale in self.candidates(holds).items() if self._stopped(name, stale)]
         if not stopped:
             return 0
         left = wait_drained(self.settings.drain_timeout)
         if left:
             log.warning("%d orphaned connections still hold unsent bytes after %.1fs; handing back "
                         "anyway", left, self.settings.drain_timeout)
-        return sum(self.hand_back(name) for name in stopped)
+        return sum(self.hand_back(name, [room for room, holder, _ in holds if holder == name])
+                   for name in stopped)
 
-    def hand_back(self, name: str) -> int:
-        """Hand back everything the stopped consumer ``name`` holds; returns how many."""
-        held: dict[int, list[str]] = defaultdict(list)  # room -> its entries pending on `name`
+    def hand_back(self, name: str, held_rooms: list[int]) -> int:
+        """Hand back everything the stopped consumer ``name`` holds: the entries pending on
+        it, and the rounds of ``held_rooms``; returns how many."""
+        held: dict[int, list[str]] = {room: [] for room in held_rooms}  # room -> its entries
         for entry_id, _ in self.store.pending(consumer=name, count=1000):
             work = self.store.entry(entry_id)
             if work is None:  # trimmed while pending: nothing to redo, just let it go
                 self.store.client.xack(self.store.keys.stream, GROUP, entry_id)
                 continue
-            held[work.room].append(entry_id)
-        for room, holder in self.store.holds():
-            if holder == name:
-                held.setdefault(room, [])
+            held.setdefault(work.room, []).append(entry_id)
         done = 0
         for room, entries in held.items():
             for entry_id in entries or [""]:

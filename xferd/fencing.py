@@ -15,15 +15,12 @@ destination's kernel.
 """
 from __future__ import annotations
 
-import logging
 import os
 import re
 import signal
 import socket
 import time
 from dataclasses import dataclass
-
-log = logging.getLogger("xferd.fencing")
 
 _NAME = re.compile(r"^(?P<host>.+)-b(?P<boot>[0-9a-f]{8})-p(?P<pid>\d+)-s(?P<start>\d+)-(?P<role>\w+)$")
 
@@ -83,10 +80,6 @@ class Identity:
         if match is None:
             return None
         return cls(match["host"], match["boot"], int(match["pid"]), int(match["start"]))
-
-    @property
-    def local(self) -> bool:
-        return self.host == HOST
 
     def running(self) -> bool | None:
         """True while the process runs (or is stopped: SIGSTOP is not death); False when it is

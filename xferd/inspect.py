@@ -27,7 +27,7 @@ def render(store: Store, room: int, redis_url: str | None) -> str:
     record = store.room(room)
     now = store.now_ms()
     lines = [f"room {room}  (key {store.keys.room(room)}, redis {redact(redis_url or 'default')})"]
-    pool = store.pool_info()
+    pool = store.record()
     if pool:
         lines.append(f"  node layout   block_size {pool.get('block_size')}: {pool.get('layout')}")
     if not record:

@@ -21,7 +21,7 @@ from .notify import Notifier
 from .claim import node_record
 from .processes import run_service
 from .settings import Settings
-from .store import Store, _hash
+from .store import Store
 
 log = logging.getLogger("xferd.janitor")
 TRIM_EVERY_S = 10.0
@@ -32,7 +32,7 @@ class Janitor:
         self.settings = settings
         self.store = store or Store(connect(settings.redis_url), settings)
         self.notifier = Notifier.for_settings(settings)
-        self.fencer = Fencer(self.store, settings, self.notifier, time.monotonic)
+        self.fencer = Fencer(self.store, settings, self.notifier)
         self.stopping = False
         self.next_trim = 0.0
         self.pool_description = node_record(settings)
@@ -66,15 +66,14 @@ class Janitor:
             self.next_trim = time.monotonic() + min(TRIM_EVERY_S, self.settings.consumer_ttl / 2)
         return counts
 
-    def _gone(self, name: str) -> bool:
+    def _gone(self, name: str, seen_ms: int) -> bool:
         """A consumer whose process is gone; one that names no process on this host, once
-        silent for ``consumer_ttl``."""
+        its heartbeat is ``consumer_ttl`` old."""
         identity = Identity.parse(name)
         running = identity.running() if identity is not None else None
         if running is not None:
             return not running
-        seen = _hash(self.store.client.hgetall(self.store.keys.workers)).get(name)
-        return (time.time() * 1000 - int(seen or 0)) / 1000 > self.settings.consumer_ttl
+        return (time.time() * 1000 - seen_ms) / 1000 > self.settings.consumer_ttl
 
     def trim(self) -> None:
         """Drop entries every consumer has acknowledged: below the oldest pending id and

@@ -27,8 +27,13 @@ class Notifier:
         self._sockets: OrderedDict[str, zmq.Socket] = OrderedDict()
 
     @classmethod
+    def of(cls, status_frames: int, sender_rank: int, context: zmq.Context | None = None) -> "Notifier":
+        """Statuses of ``status_frames`` frames (2, or 3 with ``sender_rank``)."""
+        return cls(sender_rank if status_frames == 3 else None, context)
+
+    @classmethod
     def for_settings(cls, settings, context: zmq.Context | None = None) -> "Notifier":
-        return cls(settings.sender_rank if settings.status_frames == 3 else None, context)
+        return cls.of(settings.status_frames, settings.sender_rank, context)
 
     def _socket(self, endpoint: str) -> zmq.Socket:
         sock = self._sockets.get(endpoint)

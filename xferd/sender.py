@@ -48,15 +48,15 @@ class Sender:
         self.settings = settings
         self.store = store or Store(connect(settings.redis_url), settings)
         self.redis_patience = redis_patience
-        record = self._redis(self.store.pool_info, "read the node record")
+        record = self._redis(self.store.record, "read the node record")
         if not record:
             raise NodeNotFound(f"node {settings.node!r} has no pool record under prefix "
                                f"{settings.prefix!r}: is `xferd serve` running for it?")
         self.layout = layout_of(record)
         self.pool = SourcePool(self.layout, int(record["num_blocks"]), os.path.basename(record["shm"]))
         # statuses in the node's form (the language side reads the node's, not this process's)
-        frames = int(record.get("status_frames", settings.status_frames))
-        self.notifier = Notifier(int(record.get("sender_rank", 0)) if frames == 3 else None)
+        self.notifier = Notifier.of(int(record.get("status_frames", settings.status_frames)),
+                                    int(record.get("sender_rank", settings.sender_rank)))
 
     def _redis(self, action, what: str):
         """Ride out a Redis restart or short outage; give up after ``redis_patience`` s."""

@@ -283,23 +283,17 @@ class Store:
                                            consumername=consumer, idle=min_idle_ms)
         return [(_text(p["message_id"]), _text(p["consumer"])) for p in found]
 
-    def pending_consumers(self) -> list[str]:
-        """Every consumer with entries pending on it."""
-        summary = self.client.xpending(self.keys.stream, GROUP)
-        return [_text(c["name"]) for c in (summary or {}).get("consumers") or []]
-
-    def holds(self, expired_by_ms: int | None = None) -> list[tuple[int, str]]:
-        """(room, holder) of rounds being written; only holds whose lease ran out by
-        ``expired_by_ms`` (Redis ms) if given."""
-        rooms = [int(_text(m)) for m in (
-            self.client.zrange(self.keys.writing, 0, -1) if expired_by_ms is None
-            else self.client.zrangebyscore(self.keys.writing, "-inf", expired_by_ms))]
-        if not rooms:
+    def holds(self) -> list[tuple[int, str, int]]:
+        """(room, holder, lease deadline in Redis ms) of every round being written."""
+        found = [(int(_text(m)), int(score)) for m, score in self.client.zrange(self.keys.writing, 0, -1,
+                                                                             withscores=True)]
+        if not found:
             return []
         pipe = self.client.pipeline(transaction=False)
-        for room in rooms:
+        for room, _ in found:
             pipe.hget(self.keys.room(room), "holder")
-        return [(room, _text(holder) if holder else "") for room, holder in zip(rooms, pipe.execute())]
+        return [(room, _text(holder) if holder else "", until)
+                for (room, until), holder in zip(found, pipe.execute())]
 
     def count(self, counter: str, amount: int = 1) -> None:
         """Bump a node counter (``stats`` hash: handed_back, writers_fenced, dead_letters, ...)."""
@@ -337,25 +331,25 @@ class Store:
         return {_text(c["name"]): int(c["pending"]) for c in self._group_consumers()}
 
     def remove_dead_consumers(self, gone) -> list[str]:
-        """Forget workers that ``gone(name)`` says are gone: their heartbeat, and their
-        consumer in the group once nothing is pending on it (the fencer hands it back first:
-        DELCONSUMER would drop pending entries)."""
+        """Forget workers that ``gone(name, last heartbeat ms or 0)`` says are gone: their
+        heartbeat, and their consumer in the group once nothing is pending on it (the fencer
+        hands it back first: DELCONSUMER would drop pending entries)."""
+        beats = {name: int(seen) for name, seen in _hash(self.client.hgetall(self.keys.workers)).items()}
         removed = []
         for consumer in self._group_consumers():
             name = _text(consumer["name"])
-            if not consumer["pending"] and gone(name):
+            if not consumer["pending"] and gone(name, beats.get(name, 0)):
                 self.client.xgroup_delconsumer(self.keys.stream, GROUP, name)
                 removed.append(name)
-        beats = [name for name in _hash(self.client.hgetall(self.keys.workers)) if gone(name)]
-        if beats:
-            self.client.hdel(self.keys.workers, *beats)
+        silent = [name for name, seen in beats.items() if gone(name, seen)]
+        if silent:
+            self.client.hdel(self.keys.workers, *silent)
         return removed
 
     # ---- the node record and its source block pool
     def record(self) -> dict[str, str]:
+        """The node record: the encoder side reads the pool's shape and layout from it."""
         return _hash(self.client.hgetall(self.keys.record))
-
-    pool_info = record  # the encoder side reads the pool's shape and layout from it
 
     def init_pool(self, num_blocks: int, description: dict[str, str]) -> bool:
         """Write the node record; make the free list unless a pool of the same shape exists.

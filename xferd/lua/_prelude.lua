@@ -109,6 +109,22 @@ end
 -- go (its write returned) nor been stopped by the fencer.
 local function writing() return redis.call('HEXISTS', ROOM_KEY, 'holder') == 1 end
 
+-- Whether (consumer, epoch) holds the round now; if not, also why, for the reply.
+local function holding(consumer, epoch)
+  local h = redis.call('HMGET', ROOM_KEY, 'holder', 'epoch')
+  if h[1] == consumer and h[2] == epoch then return true end
+  return false, 'epoch ' .. epoch .. ' of ' .. consumer .. ' no longer holds the round (epoch ' ..
+    tostring(h[2]) .. ', holder ' .. tostring(h[1]) .. ')'
+end
+
+-- Whether the holder of `epoch` has let go already: a retried commit or fail whose first
+-- reply was lost finds its own work done (a later take would have set a holder, and its
+-- end a newer done_epoch).
+local function let_go_already(epoch)
+  local h = redis.call('HMGET', ROOM_KEY, 'holder', 'done_epoch')
+  return not h[1] and h[2] == epoch
+end
+
 -- The holder's write is over: the round is no longer anyone's. Records the epoch that let
 -- go, so that a retried commit or fail by the same holder finds its own work done.
 local function let_go(entry)

@@ -7,17 +7,16 @@
 -- nothing changed when (consumer, epoch) does not hold the round. A retried commit whose
 -- first reply was lost finds its own work done and gets the same answer.
 local entry_round, entry, consumer, epoch = tonumber(ARGV[3]), ARGV[4], ARGV[5], ARGV[6]
-local h = redis.call('HMGET', ROOM_KEY, 'status', 'round', 'queued_round', 'holder', 'epoch',
-  'total_tokens', 'dst_count', 'done_epoch')
-local status, round, queued = tonumber(h[1]), tonumber(h[2]), tonumber(h[3])
-if h[4] ~= consumer or h[5] ~= epoch then
-  if not h[4] and h[5] == epoch and h[8] == epoch then
-    if status == 0 then return {'ended', unpack(reply('', false))} end
+local held, why = holding(consumer, epoch)
+if not held then
+  if let_go_already(epoch) then
+    if num('status') == 0 then return {'ended', unpack(reply('', false))} end
     return {'ok', unpack(reply('committed', true))}
   end
-  return {'stale', 'epoch ' .. epoch .. ' of ' .. consumer .. ' no longer holds the round (epoch ' ..
-    tostring(h[5]) .. ', holder ' .. tostring(h[4]) .. ')'}
+  return {'stale', why}
 end
+local h = redis.call('HMGET', ROOM_KEY, 'status', 'round', 'queued_round', 'total_tokens', 'dst_count')
+local status, round, queued = tonumber(h[1]), tonumber(h[2]), tonumber(h[3])
 if status == 0 then  -- failed while we wrote: our write was the last one in flight
   let_go(entry)
   settle()
@@ -27,7 +26,7 @@ if round ~= entry_round - 1 or queued ~= entry_round then
   return redis.error_reply('holder of round ' .. entry_round .. ' commits, but the room is at round ' ..
     round .. ' with round ' .. queued .. ' queued')
 end
-local total, count = tonumber(h[6]), tonumber(h[7])
+local total, count = tonumber(h[4]), tonumber(h[5])
 if #ARGV - 6 ~= count then
   return redis.error_reply('commit names ' .. (#ARGV - 6) .. ' destinations, room has ' .. count)
 end

@@ -24,11 +24,10 @@ if mode == 'expired' then
   end
   reason = redis.call('HGET', ROOM_KEY, 'deadline_reason')
 elseif mode == 'holder' then
-  local consumer, epoch = ARGV[5], ARGV[6]
-  local h = redis.call('HMGET', ROOM_KEY, 'holder', 'epoch', 'done_epoch')
-  if h[1] ~= consumer or h[2] ~= epoch then
-    if not h[1] and h[2] == epoch and h[3] == epoch then return reply('', false) end
-    return {num('status') or -1, 'epoch ' .. epoch .. ' no longer holds the round', 0}
+  local held, why = holding(ARGV[5], ARGV[6])
+  if not held then
+    if let_go_already(ARGV[6]) then return reply('', false) end
+    return {num('status') or -1, why, 0}
   end
   let_go(ARGV[7])
   if not fail(reason) then settle() end

@@ -5,12 +5,9 @@
 -- stay held while the write runs. Returns {'ok', status}, or {'lost', why} when
 -- (consumer, epoch) no longer holds the round (nothing is changed then).
 local entry, consumer, epoch, lease_ms = ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6])
-local h = redis.call('HMGET', ROOM_KEY, 'holder', 'epoch', 'status')
-if h[1] ~= consumer or h[2] ~= epoch then
-  return {'lost', 'epoch ' .. epoch .. ' no longer holds the round (epoch ' .. tostring(h[2]) ..
-    ', holder ' .. tostring(h[1]) .. ')'}
-end
+local held, why = holding(consumer, epoch)
+if not held then return {'lost', why} end
 redis.call('XCLAIM', STREAM, GROUP, consumer, 0, entry, 'JUSTID')
 redis.call('HSET', ROOM_KEY, 'lease_until', NOW + lease_ms)
 redis.call('ZADD', WRITING, NOW + lease_ms, ROOM)
-return {'ok', tonumber(h[3])}
+return {'ok', num('status')}
