@@ -6,6 +6,10 @@
     scripts/chaos.py --pause              # workers SIGSTOPped for 1-5 s every 0.5-1.5 s, then
                                           # SIGCONTed (lease 1 s): stopped, not dead
     scripts/chaos.py --mixed              # pauses + SIGKILLs + one Redis crash-restart
+    scripts/chaos.py --cluster            # on a local Redis Cluster (3 primaries + 3 replicas,
+                                          # min_replicas 1): the node's primary SIGKILLed
+                                          # half-way, its replica promoted; worker SIGKILLs too
+    scripts/chaos.py --sentinel           # the same with one primary, one replica, 3 sentinels
     scripts/chaos.py --requests 100 --redis-down 3 --json chaos.json
 
 Prints requests, Success, Failed with reasons, bytes verified, writers fenced, rounds handed
@@ -29,6 +33,12 @@ def main() -> int:
     mode.add_argument("--pause", action="store_true", help="pause workers (SIGSTOP/SIGCONT) instead of "
                       "killing them, and no Redis crash")
     mode.add_argument("--mixed", action="store_true", help="pauses, SIGKILLs and a Redis crash-restart")
+    mode.add_argument("--cluster", action="store_true", help="on a local Redis Cluster (3+3, min_replicas 1): "
+                      "SIGKILL the primary holding the node mid-run, with worker SIGKILLs")
+    mode.add_argument("--sentinel", action="store_true", help="the same on a Sentinel-managed primary with "
+                      "one replica and three sentinels")
+    parser.add_argument("--failover-at", type=float, nargs="*", default=[0.5],
+                        help="fractions of requests done at which the primary is killed")
     parser.add_argument("--kill-every", type=float, nargs=2, default=(0.2, 0.5), metavar=("MIN", "MAX"))
     parser.add_argument("--kill-any", action="store_true",
                         help="kill any child of serve (ingress, janitor, workers), not workers only")
@@ -49,7 +59,9 @@ def main() -> int:
     chaos = Chaos(kill_every=None if args.pause else tuple(args.kill_every), kill_any=args.kill_any,
                   pause_every=tuple(args.pause_every) if pauses else None, pause_for=tuple(args.pause_for),
                   lease=args.lease,
-                  redis_crashes=() if args.pause else tuple((at, args.redis_down) for at in args.redis_crash_at))
+                  redis_crashes=() if args.pause else tuple((at, args.redis_down) for at in args.redis_crash_at),
+                  failover="cluster" if args.cluster else "sentinel" if args.sentinel else "",
+                  failover_at=tuple(args.failover_at))
     workers = args.workers or (3 if pauses else 2)
     code = run_demo(requests=args.requests, workers=workers, seed=args.seed, chaos=chaos, json_path=args.json)
     print(f"report written to {args.json}")

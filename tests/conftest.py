@@ -11,6 +11,7 @@ import pytest
 
 from xferd.connections import connect
 from xferd.embedded import free_port, local_or_embedded
+from xferd.local_redis import CannotStart, LocalCluster, LocalSentinel
 from xferd.processes import start_serve, stop_process
 from xferd.settings import Settings
 from xferd.store import Store
@@ -49,15 +50,40 @@ def make_settings(**overrides) -> Settings:
     return Settings(**values)
 
 
-@pytest.fixture(params=["fakeredis", "redis"])
+def _started(setup, what: str):
+    """``setup`` started for the session, stopped after; the tests skip when it cannot start
+    here (no redis-server, ports taken), with the reason."""
+    try:
+        setup.start()
+    except CannotStart as error:
+        pytest.skip(f"no local {what}: {error}")
+    yield setup
+    setup.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster():
+    """A local Redis Cluster: 3 primaries, 1 replica each."""
+    yield from _started(LocalCluster(), "Redis Cluster")
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel():
+    """A local Sentinel set-up: primary, replica, 3 sentinels."""
+    yield from _started(LocalSentinel(), "Sentinel")
+
+
+@pytest.fixture(params=["fakeredis", "redis", "cluster"])
 def store(request, redis_url):
-    """A Store on fakeredis (with Lua) and on the real Redis, under a private key prefix."""
+    """A Store on fakeredis (with Lua), on the real Redis and on a local Redis Cluster, under
+    a private key prefix."""
     if request.param == "fakeredis":
         client = fakeredis.FakeRedis(server=fakeredis.FakeServer())
         settings = make_settings(redis_url=None)
     else:
-        settings = make_settings(redis_url=redis_url)
-        client = connect(redis_url)
+        url = redis_url if request.param == "redis" else request.getfixturevalue("redis_cluster").url
+        settings = make_settings(redis_url=url)
+        client = connect(url)
     store = Store(client, settings)
     store.ensure_groups()
     store.load_scripts()  # as a worker does at start, so round-trip counts see no NOSCRIPT miss

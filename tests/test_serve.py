@@ -11,21 +11,35 @@ import redis
 from conftest import start_node, wait_for
 from xferd.chaos import children_of, running
 from xferd.embedded import EmbeddedRedis
-from xferd.serve import check_durability
+from xferd.serve import check_redis
 
 
 def test_no_warning_for_aof_with_fsync_always():
     with EmbeddedRedis(aof=True) as server:
-        assert check_durability(redis.Redis.from_url(server.url)) is None
+        assert check_redis(redis.Redis.from_url(server.url)) == []
 
 
-def test_warnings_for_no_aof_and_for_everysec():
+def test_warnings_for_no_aof_everysec_eviction_and_missing_replicas():
     with EmbeddedRedis() as server:
         client = redis.Redis.from_url(server.url)
-        assert "without AOF" in check_durability(client)
+        assert "without AOF" in " ".join(check_redis(client))
         client.config_set("appendonly", "yes")
         client.config_set("appendfsync", "everysec")
-        assert "appendfsync everysec" in check_durability(client)
+        assert "appendfsync everysec" in " ".join(check_redis(client))
+        client.config_set("appendfsync", "always")
+        client.config_set("maxmemory-policy", "allkeys-lru")
+        assert ["Redis maxmemory-policy is allkeys-lru: eviction can drop a room mid-transfer; use noeviction"] \
+            == check_redis(client)
+        client.config_set("maxmemory-policy", "noeviction")
+        (warning,) = check_redis(client, min_replicas=1)
+        assert "min_replicas is 1 but the node's primary has 0 replica(s)" in warning
+
+
+def test_a_replicated_primary_without_min_replicas_is_named(redis_sentinel):
+    primary = redis.Redis(port=redis_sentinel.primary_port())
+    (warning,) = check_redis(primary)
+    assert "has 1 replica(s) but min_replicas is 0" in warning
+    assert check_redis(primary, min_replicas=1) == []
 
 
 @pytest.mark.integration

@@ -44,6 +44,11 @@ class Request:
         return [(0, self.first_tokens), (self.first_tokens, self.total_tokens - self.first_tokens)]
 
 
+def renamed(requests: list[Request], run: int) -> list[Request]:
+    """The same requests as new rooms (room ids are never reused)."""
+    return [Request(r.room + run * 10_000_000, r.total_tokens, r.first_tokens) for r in requests]
+
+
 def workload(count: int, seed: int, block_size: int = 128, low: int = 256, high: int = 8192,
              resume_share: float = 0.3) -> list[Request]:
     rng = random.Random(seed)
@@ -258,9 +263,12 @@ class XferdNode:
                       sum(request_bytes(layout, r) for r in requests), latencies, extra)
 
     def close(self) -> None:
+        """Stop the node and delete its keys."""
         self.receiver.close()
         stop_process(self.process)
         self.log.close()
+        for key in self.store.node_keys():
+            self.store.client.delete(key)
 
 
 def run_bench(redis_url: str | None = None, requests: int = 48, concurrencies=(1, 8, 32), workers=(1, 2),
@@ -284,10 +292,6 @@ def run_bench(redis_url: str | None = None, requests: int = 48, concurrencies=(1
                         ingress=f"tcp://127.0.0.1:{free_port()}")
     layout = settings.buffer_layout
     plan = workload(requests, seed, layout.block_size)
-
-    def renamed(requests_: list[Request], run: int) -> list[Request]:
-        """The same requests as new rooms (room ids are never reused)."""
-        return [Request(r.room + run * 10_000_000, r.total_tokens, r.first_tokens) for r in requests_]
 
     small = [Request(r.room + 500_000, 256, 256) for r in workload(small_requests, seed + 1)]
     config = {"requests": requests, "concurrency": list(concurrencies), "workers": list(workers),
@@ -342,8 +346,6 @@ def run_bench(redis_url: str | None = None, requests: int = 48, concurrencies=(1
                     xferd_small = node.run(renamed(small, 999), 1)
             finally:
                 node.close()
-                for key in node.store.client.scan_iter(settings.keys.all_pattern(), count=1000):
-                    node.store.client.delete(key)
     finally:
         source.unlink()
         if embedded is not None:

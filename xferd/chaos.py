@@ -31,6 +31,10 @@ class Chaos:
     pause_every: tuple[float, float] | None = None  # seconds between SIGSTOPs of a random worker
     pause_for: tuple[float, float] = (1.0, 5.0)  # how long each pause lasts before SIGCONT
     lease: float = 1.0  # short, so stopped workers' rounds are handed back quickly
+    # "cluster" or "sentinel": run on a local replicated Redis (min_replicas 1) and SIGKILL
+    # the primary holding the node at each fraction of requests done; a replica takes over
+    failover: str = ""
+    failover_at: tuple[float, ...] = (0.5,)
 
     def describe(self) -> str:
         parts = []
@@ -42,6 +46,9 @@ class Chaos:
                          f"{self.pause_every[0]}–{self.pause_every[1]}s, then SIGCONT")
         for fraction, down in self.redis_crashes:
             parts.append(f"SIGKILL Redis (AOF) at {fraction:.0%} of requests, down {down:g}s, restart")
+        for fraction in self.failover_at if self.failover else ():
+            parts.append(f"SIGKILL the {self.failover} primary holding the node at {fraction:.0%} of "
+                         f"requests, a replica promoted, the old primary restarted as a replica")
         return "; ".join(parts) or "none"
 
 
@@ -89,10 +96,10 @@ class WorkerKiller(threading.Thread):
             try:
                 os.kill(pid, signal.SIGKILL)
                 self.kills += 1
-                if self.serve_pid is None:
-                    live = self.store.live_workers(within_s=2.0)
-                    self.store.client.hdel(self.store.keys.workers, *[w for w in live if f"-p{pid}-" in w])
-            except (ProcessLookupError, TRANSIENT):
+                gone = [w for w in self.store.live_workers(within_s=2.0) if f"-p{pid}-" in w]
+                if self.serve_pid is None and gone:
+                    self.store.client.hdel(self.store.keys.workers, *gone)
+            except (ProcessLookupError, *TRANSIENT):
                 pass
 
 
@@ -158,3 +165,33 @@ class RedisCrasher(threading.Thread):
             started = time.monotonic()
             self.redis.crash_restart(down_for)
             self.outages.append(time.monotonic() - started)
+
+
+class PrimaryKiller(threading.Thread):
+    """SIGKILLs the primary holding ``key`` of a LocalCluster or LocalSentinel once progress
+    passes each fraction, times the promotion of its replica and how long the node stalled
+    (until the next request completed), then restarts the old primary, which rejoins as a
+    replica (so min_replicas can hold again)."""
+
+    def __init__(self, setup, key: str, fractions: tuple[float, ...], progress: Callable[[], float],
+                 completed: Callable[[], int]):
+        super().__init__(name="primary-killer", daemon=True)
+        self.setup, self.key, self.fractions = setup, key, sorted(fractions)
+        self.progress, self.completed = progress, completed
+        self.done = threading.Event()
+        self.failovers: list[dict[str, float]] = []
+
+    def run(self) -> None:
+        for fraction in self.fractions:
+            while self.progress() < fraction:
+                if self.done.wait(0.05):
+                    return
+            before, started = self.completed(), time.monotonic()
+            port = self.setup.kill_primary_of(self.key)
+            promoted = self.setup.wait_promoted(self.key, port)
+            self.setup.restart(port)
+            while self.completed() == before and not self.done.wait(0.01):
+                pass
+            self.failovers.append({"killed_port": port, "promoted_s": round(promoted, 2),
+                                   "stalled_s": round(time.monotonic() - started, 2)})
+            log.warning("chaos: primary on port %d killed, replica promoted in %.1fs", port, promoted)

@@ -5,11 +5,11 @@ import argparse
 import sys
 
 from .settings import Settings
+from .topology import URL_FORMS
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--redis", dest="redis_url", help="Redis URL (redis://, rediss://, unix://); "
-                        "env XFERD_REDIS_URL")
+    parser.add_argument("--redis", dest="redis_url", help=f"Redis URL: {URL_FORMS}; env XFERD_REDIS_URL")
     parser.add_argument("--prefix", help="key prefix (default xferd)")
     parser.add_argument("--node", help="embedding node name, part of every key (default node0)")
 
@@ -18,7 +18,8 @@ def _settings(args: argparse.Namespace, **extra) -> Settings:
     fields = {k: getattr(args, k, None) for k in ("redis_url", "prefix", "node", "workers", "take_over",
                                                    "ingress", "block_size", "hidden_size", "pool_blocks",
                                                    "strict_bounds", "curve_secret_file", "curve_clients_dir",
-                                                   "layout", "bootstrap", "dst_pool_blocks", "status_frames", "hostname")}
+                                                   "layout", "bootstrap", "dst_pool_blocks", "status_frames", "hostname",
+                                                   "min_replicas", "replica_timeout")}
     return Settings.from_env(**fields, **extra)
 
 
@@ -46,6 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="2: [room, status] (default, the reference multimodal form); "
                             "3: adds sender_rank")
 
+    serve.add_argument("--min-replicas", type=int, dest="min_replicas",
+                       help="replicas (Cluster or Sentinel) that must have a take or a status before "
+                            "it is acted on (WAIT), so a failover never rolls one back (default 0)")
+    serve.add_argument("--replica-timeout", type=float, dest="replica_timeout",
+                       help="seconds a status may wait for --min-replicas before its room fails "
+                            "(default 10)")
     serve.add_argument("--strict-bounds", action="store_const", const=True, dest="strict_bounds",
                        help="refuse registrations that cannot be bounds-checked (no buffer "
                             "lengths, and no --dst-pool-blocks)")
@@ -63,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     bench.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     bench.add_argument("--small-requests", type=int, default=100, dest="small_requests")
+    bench.add_argument("--topologies", action="store_true",
+                       help="xferd alone on one Redis, a local Redis Cluster and Sentinel, with "
+                            "min_replicas 0 and 1 (writes bench-topologies.json)")
     bench.add_argument("--json", default="bench.json")
     bench.add_argument("--chart", default="bench.png")
 
@@ -102,6 +112,10 @@ def _run(args: argparse.Namespace) -> None:
     if args.command == "serve":
         from .serve import serve as run_serve
         run_serve(_settings(args))
+    elif args.command == "bench" and args.topologies:
+        from .bench_redis import run_topology_bench
+        run_topology_bench(requests=args.requests, concurrencies=tuple(args.concurrency),
+                           workers=max(args.workers), json_path=args.json.replace("bench.json", "bench-topologies.json"))
     elif args.command == "bench":
         from .bench import run_bench
         run_bench(redis_url=args.redis_url, requests=args.requests, concurrencies=tuple(args.concurrency),

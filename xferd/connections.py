@@ -9,13 +9,21 @@ from urllib.parse import urlsplit, urlunsplit
 
 import redis
 import tenacity
+from redis import exceptions
+from redis.cluster import RedisCluster
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
+
+from .topology import make_client
 
 log = logging.getLogger("xferd")
 T = TypeVar("T")
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
-TRANSIENT = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError, ConnectionError, OSError)
+# what a failover looks like from a client: the server gone, a cluster without its primary
+# yet (CLUSTERDOWN, MASTERDOWN, TRYAGAIN, redirects exhausted), a demoted master (READONLY)
+TRANSIENT = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError, ConnectionError, OSError,
+             exceptions.ClusterError, exceptions.TryAgainError, exceptions.ReadOnlyError,
+             exceptions.SlotNotCoveredError, exceptions.MovedError)
 # a refused password is a ConnectionError to redis-py, but no wait will fix it
 PERMANENT = (redis.exceptions.AuthenticationError, redis.exceptions.AuthorizationError)
 _recovered_at = 0.0  # monotonic time this process last saw Redis come back after an outage
@@ -41,8 +49,8 @@ def redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{host}" if user else f"***@{host}"))
 
 
-class CountingRedis(redis.Redis):
-    """A client that counts its round trips to Redis (a pipeline is one), for metrics."""
+class _CountsRoundTrips:
+    """Counts a client's round trips to Redis (a pipeline is one), for metrics."""
 
     round_trips = 0
 
@@ -50,7 +58,7 @@ class CountingRedis(redis.Redis):
         self.round_trips += 1
         return super().execute_command(*args, **options)
 
-    def pipeline(self, transaction=True, shard_hint=None):
+    def pipeline(self, transaction=None, shard_hint=None):
         pipe = super().pipeline(transaction, shard_hint)
         execute = pipe.execute
 
@@ -62,38 +70,48 @@ class CountingRedis(redis.Redis):
         return pipe
 
 
+class CountingRedis(_CountsRoundTrips, redis.Redis):
+    def pipeline(self, transaction=True, shard_hint=None):
+        return super().pipeline(transaction, shard_hint)
+
+
+class CountingCluster(_CountsRoundTrips, RedisCluster):
+    pass
+
+
 def connect(url: str | None) -> redis.Redis:
-    """A client for redis://, rediss:// (TLS) or unix:// URLs; retries transient errors."""
-    client = CountingRedis.from_url(
-        url or DEFAULT_REDIS_URL,
+    """A client for any URL form of ``topology`` (one Redis, a cluster, a Sentinel master);
+    short in-call retries for a dropped connection, ``with_retry`` for outages."""
+    return make_client(
+        url or DEFAULT_REDIS_URL, CountingRedis, CountingCluster,
         socket_timeout=10,  # a frozen Redis surfaces as an error, not a hang
         socket_connect_timeout=5,
         health_check_interval=30,
-        # a short in-call retry rides over a dropped connection; outages are with_retry's job
         retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=3),
         retry_on_error=[redis.ConnectionError, redis.TimeoutError],
     )
-    return client
 
 
-def wait_for_redis(client: redis.Redis, what: str, stop: Callable[[], bool]) -> bool:
-    """Block until Redis answers (True), or the process is stopping (False)."""
+def wait_for_redis(ping: Callable[[], object], what: str, stop: Callable[[], bool]) -> bool:
+    """Block until ``ping`` (the node's primary: ``Store.ping``) answers (True), or the
+    process is stopping (False)."""
     try:
-        with_retry(client.ping, what, stop=stop)
+        with_retry(ping, what, stop=stop)
         return True
     except TRANSIENT:
         return False
 
 
 def with_retry(action: Callable[[], T], what: str, stop: Callable[[], bool] = lambda: False,
-               max_delay: float = 5.0, give_up_after: float | None = None) -> T:
+               max_delay: float = 5.0, give_up_after: float | None = None, also: tuple = ()) -> T:
     """Run ``action`` until Redis answers: exponential backoff with jitter, one log line
     when an outage starts and one when it ends. Gives up (re-raising) when ``stop()`` says
-    the process is stopping, or after ``give_up_after`` seconds if given."""
+    the process is stopping, or after ``give_up_after`` seconds if given. ``also``: more
+    errors to wait out the same way (an idempotent action's NotReplicated)."""
     try:  # the hot path: Redis answers; tenacity's machinery costs ~20 µs a call
         return action()
-    except TRANSIENT as error:
-        if not _transient(error) or stop():
+    except (*TRANSIENT, *also) as error:
+        if not (_transient(error) or isinstance(error, also)) or stop():
             raise
     outage = {"logged": False}
 
@@ -109,7 +127,7 @@ def with_retry(action: Callable[[], T], what: str, stop: Callable[[], bool] = la
             outage["logged"] = True
 
     retrying = tenacity.Retrying(
-        retry=tenacity.retry_if_exception(_transient),
+        retry=tenacity.retry_if_exception(lambda error: _transient(error) or isinstance(error, also)),
         wait=tenacity.wait_exponential(multiplier=0.05, max=max_delay) + tenacity.wait_random(0, 0.05),
         stop=stop_now, before_sleep=before_sleep, reraise=True)
     result = retrying(action)

@@ -13,7 +13,7 @@ import sys
 import tempfile
 import time
 
-from .chaos import Chaos, RedisCrasher, WorkerKiller, WorkerPauser
+from .chaos import Chaos, PrimaryKiller, RedisCrasher, WorkerKiller, WorkerPauser
 from .connections import connect, redact, with_retry
 from .embedded import EmbeddedRedis, free_port
 from .langsim import LanguageSim
@@ -82,17 +82,19 @@ def run_demo(redis_url: str | None = None, requests: int = 100, workers: int = 2
     """Run the demo (under ``chaos`` if given); prints the summary (and writes it as JSON to
     ``json_path``), returns the exit code: 0 when every request succeeded with every byte
     right and no source block leaked."""
-    crashes = chaos.redis_crashes if chaos else ()
-    if crashes and redis_url:
-        raise ValueError("Redis crash-restarts need the embedded redis-server, not --redis")
-    embedded = None if redis_url else EmbeddedRedis(aof=bool(crashes)).start()
-    url = redis_url or embedded.url
-    redis_kind = embedded.kind if embedded else f"configured: {redact(url)}"
+    crashes = chaos.redis_crashes if chaos and not chaos.failover else ()
+    replicated = _replicated_redis(chaos.failover) if chaos and chaos.failover else None
+    if (crashes or replicated) and redis_url:
+        raise ValueError("Redis crashes and failovers need Redis started here, not --redis")
+    embedded = None if redis_url or replicated else EmbeddedRedis(aof=bool(crashes)).start()
+    url = redis_url or (replicated or embedded).url
+    redis_kind = embedded.kind if embedded else replicated.kind if replicated else f"configured: {redact(url)}"
     tag = f"demo{os.getpid()}"
     settings = Settings(redis_url=url, prefix="xferd-demo", node=tag, workers=workers,
                         ingress=f"tcp://127.0.0.1:{free_port()}", hidden_size=hidden_size,
                         pool_blocks=512, pool_name=f"xferd-{tag}", round_timeout=120,
-                        lease=chaos.lease if chaos else 5.0, consumer_ttl=10.0 if chaos else 60.0)
+                        lease=chaos.lease if chaos else 5.0, consumer_ttl=10.0 if chaos else 60.0,
+                        min_replicas=1 if replicated else 0)
     store = Store(connect(url), settings)
     log_dir = tempfile.mkdtemp(prefix="xferd-demo-")
     serve_log = open(os.path.join(log_dir, "serve.log"), "w")
@@ -118,6 +120,9 @@ def run_demo(redis_url: str | None = None, requests: int = 100, workers: int = 2
                 faults.append(WorkerPauser(store, chaos.pause_every, chaos.pause_for, seed))
             if crashes:
                 faults.append(RedisCrasher(embedded, crashes, lambda: len(sim.results) / requests))
+            if replicated:
+                faults.append(PrimaryKiller(replicated, settings.keys.record, chaos.failover_at,
+                                            lambda: len(sim.results) / requests, lambda: len(sim.results)))
             for fault in faults:
                 fault.start()
         started = time.monotonic()
@@ -137,11 +142,17 @@ def run_demo(redis_url: str | None = None, requests: int = 100, workers: int = 2
             out.write(_holders(store) + "\n")
         if chaos is not None:
             out.write(_chaos_summary(faults, store.stats(), store.consumers()) + "\n")
+        # a Success the language side acted on that Redis no longer has: rolled back
+        rolled_back = sum(with_retry(lambda: store.status(r.room), "read status") != Status.Success
+                          for r in results if r.status == Status.Success)
+        if replicated:
+            out.write(f"  rolled back     {rolled_back} statuses the language side acted on that Redis no longer "
+                      f"holds\n")
         ok = (sim.wrong_bytes == 0 and all(r.status == Status.Success for r in results)
-              and free == settings.pool_blocks)
+              and free == settings.pool_blocks and rolled_back == 0)
         if json_path:
             _write_json(json_path, ok, results, sim, elapsed, free, settings, faults, store.stats(),
-                        len(store.consumers()))
+                        len(store.consumers()), rolled_back)
         out.write(f"RESULT: {'PASS' if ok else 'FAIL'}\n")
         return 0 if ok else 1
     finally:
@@ -154,7 +165,7 @@ def run_demo(redis_url: str | None = None, requests: int = 100, workers: int = 2
         if serve is not None:
             stop_process(serve)
         serve_log.close()
-        for key in store.client.scan_iter(settings.keys.all_pattern(), count=1000):
+        for key in store.node_keys():
             store.client.delete(key)
         try:
             os.unlink(f"/dev/shm/{settings.shm_name}")
@@ -162,6 +173,24 @@ def run_demo(redis_url: str | None = None, requests: int = 100, workers: int = 2
             pass
         if embedded is not None:
             embedded.stop()
+        if replicated is not None:
+            replicated.stop()
+
+
+def _replicated_redis(kind: str):
+    """A started local Redis Cluster or Sentinel set-up, its ``kind`` said for the summary."""
+    from .local_redis import LocalCluster, LocalSentinel
+
+    if kind == "cluster":
+        setup = LocalCluster().start()
+        setup.kind = f"local Redis Cluster, 3 primaries + 3 replicas (ports {setup.ports[0]}-{setup.ports[-1]})"
+    elif kind == "sentinel":
+        setup = LocalSentinel().start()
+        setup.kind = f"local Sentinel: primary + replica, 3 sentinels ({setup.url})"
+    else:
+        raise ValueError(f"failover is 'cluster' or 'sentinel', not {kind!r}")
+    setup.kind += ", AOF fsync always, min_replicas 1"
+    return setup
 
 
 def _summary(settings, plan, results, sim, elapsed, redis_kind, free) -> str:
@@ -203,7 +232,7 @@ def _summary(settings, plan, results, sim, elapsed, redis_kind, free) -> str:
 def _holders(store: Store, limit: int = 5) -> str:
     """Which rooms still hold source blocks, and why (a leak report)."""
     lines = ["  blocks held by:"]
-    for key in list(store.client.scan_iter(store.keys.pool_owned("*"), count=1000))[:limit]:
+    for key in list(store.node_keys(store.keys.pool_owned("*")))[:limit]:
         room = int(key.decode().rsplit(":", 1)[1])
         record = store.room(room)
         fields = {k: record.get(k) for k in ("status_name", "round", "holder", "epoch", "lease_until")}
@@ -223,6 +252,12 @@ def _chaos_summary(faults, stats: dict[str, int], consumers: dict[str, int]) -> 
         elif isinstance(fault, RedisCrasher):
             outages = ", ".join(f"{s:.1f}s" for s in fault.outages) or "none reached"
             lines.append(f"  redis crashes   {len(fault.outages)} SIGKILL + restart from AOF (down {outages})")
+        elif isinstance(fault, PrimaryKiller):
+            each = ", ".join(f"promoted in {f['promoted_s']:.1f}s, node stalled {f['stalled_s']:.1f}s"
+                             for f in fault.failovers) or "none reached"
+            lines.append(f"  failovers       {len(fault.failovers)} primaries SIGKILLed ({each}); "
+                         f"{stats.get('held_for_replicas', 0)} transitions held back waiting for a "
+                         f"replica, {stats.get('not_replicated', 0)} never confirmed")
     lines.append(f"  fencing         {stats.get('writers_fenced', 0)} stale writers stopped (SIGKILL) before "
                  f"their rounds moved on, {stats.get('handed_back', 0)} rounds handed back")
     lines.append(f"  recovery        {stats.get('redone_rounds', 0)} rounds written again (same bytes, after "
@@ -233,7 +268,8 @@ def _chaos_summary(faults, stats: dict[str, int], consumers: dict[str, int]) -> 
     return "\n".join(lines)
 
 
-def _write_json(path, ok, results, sim, elapsed, free, settings, faults, stats, consumers: int) -> None:
+def _write_json(path, ok, results, sim, elapsed, free, settings, faults, stats, consumers: int,
+                rolled_back: int) -> None:
     import json
 
     failed = [r for r in results if r.status != Status.Success]
@@ -251,6 +287,9 @@ def _write_json(path, ok, results, sim, elapsed, free, settings, faults, stats, 
         "rounds_written_twice": stats.get("redone_rounds", 0),
         "stale_commits": stats.get("stale_commits", 0), "dead_letters": stats.get("dead_letters", 0),
         "messages_sent_again": sum(r.resent for r in sim.receivers), "consumers_left": consumers,
+        "failovers": [f for fault in faults for f in getattr(fault, "failovers", [])],
+        "statuses_rolled_back": rolled_back, "held_for_replicas": stats.get("held_for_replicas", 0),
+        "not_replicated": stats.get("not_replicated", 0),
     }
     with open(path, "w") as handle:
         json.dump(report, handle, indent=2)

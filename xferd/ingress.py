@@ -19,6 +19,7 @@ from .connections import connect, with_retry
 from .notify import Notifier
 from .planning import PlanError, check_allocation
 from .processes import run_service
+from .replication import NotReplicated
 from .settings import Settings
 from .store import Outcome, Store
 from .wire import (MAX_MESSAGE_BYTES, Abort, Init, Register, Resume, WireError, check_frame_count,
@@ -83,6 +84,8 @@ class Ingress:
                 self._report(message.room, outcome)
         except WireError as error:
             self.reject(error, peer)
+        except NotReplicated as error:  # applied on the primary only: nothing reported of it
+            log.warning("%s; nothing reported", error)
 
     def _register(self, message: Register, peer: str) -> None:
         if self.settings.curve:

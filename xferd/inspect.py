@@ -5,6 +5,7 @@ import time
 
 from .connections import redact
 from .store import Store
+from .topology import where
 
 _TIMES = ("created_at", "updated_at", "source_at", "ready_at", "queued_at", "taken_at", "committed_at",
           "failed_at", "drained_at")
@@ -26,7 +27,8 @@ def _span(text: str, limit: int = 16) -> str:
 def render(store: Store, room: int, redis_url: str | None) -> str:
     record = store.room(room)
     now = store.now_ms()
-    lines = [f"room {room}  (key {store.keys.room(room)}, redis {redact(redis_url or 'default')})"]
+    lines = [f"room {room}  (key {store.keys.room(room)}, redis {redact(redis_url or 'default')})",
+             f"  node {store.keys.node!r} held by {where(store.client, store.keys.record)}"]
     pool = store.record()
     if pool:
         lines.append(f"  node layout   block_size {pool.get('block_size')}: {pool.get('layout')}")

@@ -20,6 +20,7 @@ from .keys import GROUP
 from .notify import Notifier
 from .claim import node_record
 from .processes import run_service
+from .replication import NotReplicated
 from .settings import Settings
 from .store import Store
 
@@ -98,7 +99,9 @@ class Janitor:
             try:
                 self.pass_once()
             except TRANSIENT:
-                wait_for_redis(self.store.client, "janitor pass", lambda: self.stopping)
+                wait_for_redis(self.store.ping, "janitor pass", lambda: self.stopping)
+            except NotReplicated as error:  # its status is held back; the pass goes on next time
+                log.error("janitor: %s; its status held back", error)
             except Exception:
                 log.exception("janitor pass failed; continuing")
             time.sleep(self.settings.janitor_interval)

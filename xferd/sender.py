@@ -30,6 +30,7 @@ from .connections import connect, with_retry
 from .notify import Notifier
 from .layout import BufferType
 from .pool import SourcePool, layout_of
+from .replication import NotReplicated
 from .settings import Settings
 from .status import Status
 from .store import Outcome, Store
@@ -59,8 +60,10 @@ class Sender:
                                     int(record.get("sender_rank", settings.sender_rank)))
 
     def _redis(self, action, what: str):
-        """Ride out a Redis restart or short outage; give up after ``redis_patience`` s."""
-        return with_retry(action, what, give_up_after=self.redis_patience)
+        """Ride out a Redis restart, a short outage or a failover (a new primary without its
+        replica yet: every call here is idempotent, so it is sent again until one confirms
+        it); give up after ``redis_patience`` s."""
+        return with_retry(action, what, give_up_after=self.redis_patience, also=(NotReplicated,))
 
     def allocate(self, room: int, total_tokens: int, timeout: float = 30.0) -> list[int]:
         """Source blocks for ``total_tokens``; waits up to ``timeout`` s for enough to be free.

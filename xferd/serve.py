@@ -27,26 +27,46 @@ from .pool import SourcePool
 from .processes import run_service
 from .settings import Settings
 from .store import Store
+from .topology import where
 
 log = logging.getLogger("xferd.serve")
 MAX_BACKOFF_S = 30.0
 
 
-def check_durability(client) -> str | None:
-    """A warning when Redis would lose or roll back state in a crash (SPEC §7: AOF)."""
+def check_redis(client, min_replicas: int = 0) -> list[str]:
+    """Warnings for the operator when the Redis holding the node would lose or roll back
+    state (SPEC §6a, §7): AOF off or not fsynced always, eviction on, fewer replicas than
+    ``min_replicas`` (or replicas that a status does not wait for)."""
+    warnings = []
     try:
-        config = client.config_get("append*")
+        config = {_text(k): _text(v) for k, v in client.config_get("*").items()
+                  if _text(k) in ("appendonly", "appendfsync", "maxmemory-policy")}
     except redis.ResponseError:
-        return None  # CONFIG disabled (managed Redis): cannot tell
-    config = {k.decode() if isinstance(k, bytes) else k: v.decode() if isinstance(v, bytes) else v
-              for k, v in config.items()}
-    if config.get("appendonly") != "yes":
-        return "Redis runs without AOF (appendonly no): a Redis restart loses every room in flight"
-    if config.get("appendfsync") != "always":
-        return (f"Redis AOF uses appendfsync {config.get('appendfsync')}: a Redis crash can roll back "
-                "the last second, and a rolled-back round is written again into destination blocks "
-                "the language side may have reused; use appendfsync always")
-    return None
+        config = {}  # CONFIG disabled (managed Redis): cannot tell
+    if config.get("appendonly") == "no":
+        warnings.append("Redis runs without AOF (appendonly no): a Redis restart loses every room in flight")
+    elif config.get("appendfsync", "always") != "always":
+        warnings.append(f"Redis AOF uses appendfsync {config['appendfsync']}: a Redis crash can roll back "
+                        "the last second, and a rolled-back round is written again into destination blocks "
+                        "the language side may have reused; use appendfsync always")
+    if config.get("maxmemory-policy", "noeviction") != "noeviction":
+        warnings.append(f"Redis maxmemory-policy is {config['maxmemory-policy']}: eviction can drop a room "
+                        "mid-transfer; use noeviction")
+    try:
+        replicas = int(client.info("replication").get("connected_slaves", 0))
+    except redis.ResponseError:
+        return warnings  # INFO disabled or not offered (fakeredis): cannot tell
+    if replicas < min_replicas:
+        warnings.append(f"min_replicas is {min_replicas} but the node's primary has {replicas} replica(s): "
+                        "takes and statuses wait replica_timeout, then their rooms fail")
+    elif replicas and not min_replicas:
+        warnings.append(f"the node's primary has {replicas} replica(s) but min_replicas is 0: a failover can "
+                        "roll back a status the language side acted on; set --min-replicas 1")
+    return warnings
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def prepare_node(settings: Settings, me: Identity) -> Store:
@@ -56,8 +76,9 @@ def prepare_node(settings: Settings, me: Identity) -> Store:
     with_retry(lambda: check_schema(store), "check schema")
     with_retry(lambda: claim(store, me, settings.take_over), "claim node")
     with_retry(store.ensure_groups, "create consumer groups")
-    warning = with_retry(lambda: check_durability(store.client), "check durability")
-    if warning:
+    log.info("node %s held by %s", settings.node, with_retry(lambda: where(store.client, store.keys.record),
+                                                              "find the node's primary"))
+    for warning in with_retry(lambda: check_redis(store.primary, settings.min_replicas), "check redis"):
         log.warning("%s", warning)
     pool = SourcePool(settings.buffer_layout, settings.pool_blocks, settings.shm_name, create=True)
     created = with_retry(lambda: store.init_pool(settings.pool_blocks, node_record(settings)), "init pool")

@@ -57,6 +57,11 @@ class Settings:
     max_deliveries: int = 10  # hand-backs of one round before it goes to the dead letters
     # serve a node whose record says another host serves it (that host is gone for good)
     take_over: bool = False
+    # replication (SPEC §6a, last rule): a take and every status wait until this many
+    # replicas have them (WAIT), so a failover never rolls back what was acted on; a status
+    # not confirmed within replica_timeout is held back and its room fails with the reason
+    min_replicas: int = 0
+    replica_timeout: float = 10.0
     janitor_interval: float = 0.2
     consumer_ttl: float = 60.0  # a worker silent this long, with nothing pending, is forgotten
 
@@ -71,6 +76,15 @@ class Settings:
             split_host_port(self.bootstrap, "bootstrap")
         if not self.lease > 0:
             raise ConfigError(f"lease must be positive, got {self.lease}")
+        if self.min_replicas < 0 or not self.replica_timeout > 0:
+            raise ConfigError(f"min_replicas must be 0 or more and replica_timeout positive, got "
+                              f"{self.min_replicas} and {self.replica_timeout}")
+        if self.redis_url:
+            from .topology import BadRedisURL, parse
+            try:
+                parse(self.redis_url)
+            except BadRedisURL as error:
+                raise ConfigError(f"redis_url: {error}") from None
         if self.max_deliveries < 1:
             raise ConfigError(f"max_deliveries must be at least 1, got {self.max_deliveries}")
 

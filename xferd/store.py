@@ -15,8 +15,13 @@ import redis
 from .keys import GROUP, Keys
 from .settings import Settings
 from .status import Status
+from .replication import NotReplicated, run_replicated
+from .topology import is_cluster, primary, refresh
 from .wire import Init, Register, Resume
 
+# a lease renewal acted on by nobody but the fencer, where losing one is safe (a live
+# worker fenced); every other transition waits for min_replicas
+UNREPLICATED = ("keep_lease",)
 SCRIPTS = ("publish_source", "dst_init", "dst_resume", "begin_round", "keep_lease", "commit_round",
            "fail_room", "hand_back", "requeue", "pool_alloc", "pool_expire", "release")
 
@@ -104,16 +109,73 @@ class Store:
                 k.pool_leases, k.dead]
 
     def _run(self, name: str, room: int | str, *args, sessions: tuple[str, ...] = ()):
+        """Run a transition script; with min_replicas, only confirmed by that many replicas
+        (``replication.run_replicated``; NotReplicated if not in time)."""
         keys = self._keys(room) + [self.keys.session(s) for s in sessions]
-        return self._scripts[name](keys=keys, args=[self.policy, str(room), *args])
+        args = [self.policy, str(room), *args]
+        script = self._scripts[name]
+        if not self.settings.min_replicas or name in UNREPLICATED:
+            return script(keys=keys, args=args)
+        return self._replicated(lambda pipe: pipe.evalsha(script.sha, len(keys), *keys, *args),
+                                f"{name} of room {room}", load=lambda connection: connection.script_load(script.script))
+
+    def _replicated(self, stage, what: str, **options):
+        try:
+            return run_replicated(self._primary_counted, stage, self.settings.min_replicas,
+                                  self.settings.replica_timeout, what, lost_primary=self._lost_primary,
+                                  held=lambda: self._count_quietly("held_for_replicas"), **options)
+        except NotReplicated:
+            self._count_quietly("not_replicated")
+            raise
+
+    def _count_quietly(self, counter: str) -> None:
+        """Bump a counter when Redis may be what is failing: a lost count is no harm."""
+        try:
+            self.count(counter)
+        except (redis.RedisError, OSError):
+            pass
+
+    def _primary_counted(self) -> redis.Redis:
+        connection = self.primary
+        if connection is not self.client and hasattr(self.client, "round_trips"):
+            self.client.round_trips += 1  # a cluster's node client: counted with the rest
+        return connection
+
+    def _lost_primary(self) -> None:
+        try:
+            refresh(self.client)
+        except (redis.RedisError, redis.exceptions.RedisClusterException):
+            pass  # the cluster cannot say yet; the next try asks again
 
     def load_scripts(self) -> None:
-        """Load every script into Redis's cache in one round trip, at start and after a Redis
-        restart, so the hot path never pays a NOSCRIPT miss (EVALSHA still reloads on one)."""
+        """Load every script into Redis's cache (on every primary of a cluster), at start and
+        after a restart or failover, so the hot path never pays a NOSCRIPT miss (EVALSHA still
+        reloads on one: a promoted replica's cache starts empty)."""
+        if is_cluster(self.client):
+            for script in self._scripts.values():
+                self.client.script_load(script.script)  # sent to every primary
+            return
         pipe = self.client.pipeline(transaction=False)
         for script in self._scripts.values():
             pipe.script_load(script.script)
         pipe.execute()
+
+    @property
+    def primary(self) -> redis.Redis:
+        """A plain client on the server that holds the node's keys now."""
+        return primary(self.client, self.keys.record)
+
+    def ping(self) -> None:
+        """The node's primary answers (after a failover: the promoted one, once known)."""
+        try:
+            self.primary.ping()
+        except redis.ConnectionError:
+            self._lost_primary()
+            raise
+
+    def node_keys(self, pattern: str | None = None):
+        """Keys of this node matching ``pattern`` (default: all), scanned on its primary only."""
+        return self.primary.scan_iter(pattern or self.keys.all_pattern(), count=1000)
 
     # ---- the work queue
     def _create_group(self, start: str) -> bool:
@@ -167,17 +229,25 @@ class Store:
         """Record a session, clearing any failure mark. ``owner``: the CurveZMQ key of the
         peer that registered it ('' without CURVE)."""
         key = self.keys.session(message.session_id)
-        pipe = self.client.pipeline(transaction=True)
-        pipe.hdel(key, "failed")
-        pipe.hset(key, mapping={
+        record = {
             "owner": owner,
             "session": message.session_id,
             "endpoint": f"{message.ip}:{message.status_port}",
             "ptrs": ",".join(map(str, message.ptrs)),
             "lens": ",".join(map(str, message.lens)) if message.lens else "",
             "registered_at": int(time.time() * 1000),
-        })
-        pipe.execute()
+        }
+
+        def stage(pipe) -> None:  # the new record before the mark goes: never neither
+            pipe.hset(key, mapping=record)
+            pipe.hdel(key, "failed")
+
+        if self.settings.min_replicas:
+            self._replicated(stage, f"register {message.session_id}")
+        else:
+            pipe = self.client.pipeline(transaction=True)
+            stage(pipe)
+            pipe.execute()
 
     def session_owner(self, session_id: str) -> str | None:
         """The key of the peer that registered the session; None when it is not registered."""
@@ -239,8 +309,12 @@ class Store:
     # ---- workers
     def begin_round(self, work: Round, consumer: str, lease_ms: int) -> tuple[Take | None, str]:
         """Take the round: (Take, '') with a fencing epoch, or (None, why it is stale)."""
-        reply = self._run("begin_round", work.room, work.round, work.entry_id, consumer, lease_ms,
-                          sessions=work.sessions)
+        return self.take_from(self._run("begin_round", work.room, work.round, work.entry_id, consumer,
+                                        lease_ms, sessions=work.sessions))
+
+    @staticmethod
+    def take_from(reply) -> tuple[Take | None, str]:
+        """begin_round's reply (also NotReplicated's, for a take no replica confirmed)."""
         verdict = _text(reply[0])
         if verdict == "stale":
             return None, _text(reply[1])
@@ -370,7 +444,7 @@ class Store:
         if self.client.exists(self.keys.record, self.keys.pool_free):
             return None
         held = set()
-        for key in self.client.scan_iter(self.keys.pool_owned("*"), count=1000):
+        for key in self.node_keys(self.keys.pool_owned("*")):
             held.update(int(b) for b in self.client.lrange(key, 0, -1))
         free = [b for b in range(num_blocks) if b not in held]
         self._write_pool(free, {"num_blocks": str(num_blocks), **description})
@@ -411,7 +485,7 @@ class Store:
     # ---- janitor
     def now_ms(self) -> int:
         """Redis' clock: the scripts stamp deadlines with it, so compare against it too."""
-        seconds, micros = self.client.time()
+        seconds, micros = self.primary.time()
         return int(seconds) * 1000 + int(micros) // 1000
 
     def due(self, key: str, now_ms: int, limit: int = 100) -> list[int]:

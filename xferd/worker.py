@@ -14,6 +14,7 @@ import logging
 import signal
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 from .connections import TRANSIENT, connect, wait_for_redis, with_retry
 from .engine import Engine, WriteError
@@ -26,6 +27,7 @@ from .notify import Notifier
 from .planning import PlanError, RoundPlan, check_allocation, plan_round
 from .pool import SourcePool
 from .processes import run_service
+from .replication import NotReplicated
 from .settings import Settings
 from .store import Outcome, Round, Store, Take
 
@@ -106,8 +108,14 @@ class Worker:
 
     # ---- one round
     def process(self, work: Round) -> None:
-        take, why = self._redis(lambda: self.store.begin_round(work, self.consumer, self.lease_ms),
-                                "begin round")
+        try:
+            take, why = self._redis(lambda: self.store.begin_round(work, self.consumer, self.lease_ms),
+                                    "begin round")
+        except NotReplicated as error:  # the take is on the primary only: write nothing under it
+            take, why = Store.take_from(error.reply)
+            if take is not None:
+                self.fail(work, take.epoch, f"the take of round {work.round} was not confirmed: {error}")
+            return
         if take is None:
             log.debug("room %s round %s skipped: %s", work.room, work.round, why)
             return
@@ -152,15 +160,21 @@ class Worker:
                 log.warning("room %s round %s abandoned: %s", work.room, work.round, self.keeper.lost)
                 return
             maybe_die("after_write", self.store)
-            verdict, outcome = self._redis(
-                lambda: self.store.commit_round(work, self.consumer, epoch,
-                                                [t.plan.sent_after for t in targets]), "commit round")
+            try:
+                verdict, outcome = self._redis(
+                    lambda: self.store.commit_round(work, self.consumer, epoch,
+                                                    [t.plan.sent_after for t in targets]), "commit round")
+            except NotReplicated as error:  # committed on the primary only: report nothing of it
+                reason = f"round {work.round} committed but not confirmed: {error}"
+                log.error("room %s failed: %s", work.room, reason)
+                self._settle(work.room, lambda: self.store.fail_room(work.room, reason))
+                return
         if verdict == "stale":
             log.warning("room %s round %s: commit refused: %s", work.room, work.round, outcome)
             self._redis(lambda: self.store.count("stale_commits"), "count")
             return
         maybe_die("after_commit", self.store)
-        self._notify(work.room, outcome)
+        self._push(work.room, outcome)
 
     def _count(self, targets: list[Target]) -> None:
         for target in targets:
@@ -169,7 +183,17 @@ class Worker:
             self.metrics["worker_runs"] += target.plan.runs * self._per_token_buffers + sum(
                 not self.layout.buffers[e.buffer].per_token for e in entries)
 
-    def _notify(self, room: int, outcome: Outcome) -> None:
+    def _settle(self, room: int, transition: Callable[[], Outcome]) -> None:
+        """Run a room's transition (with Redis retries) and push the status it made due; one
+        no replica confirmed is held back."""
+        try:
+            outcome = self._redis(transition, "change room")
+        except NotReplicated as error:
+            log.error("room %s: status held back: %s", room, error)
+            return
+        self._push(room, outcome)
+
+    def _push(self, room: int, outcome: Outcome) -> None:
         if outcome.notify:
             self.notifier.send(outcome.endpoints, room, outcome.status)
 
@@ -185,8 +209,7 @@ class Worker:
     def fail(self, work: Round, epoch: str, reason: str) -> None:
         """Fail the round this worker holds (its write is over): Failed is due at once."""
         log.warning("room %s failed: %s", work.room, reason)
-        self._notify(work.room, self._redis(
-            lambda: self.store.fail_held_round(work, self.consumer, epoch, reason), "fail room"))
+        self._settle(work.room, lambda: self.store.fail_held_round(work, self.consumer, epoch, reason))
 
     # ---- the loop
     def run(self) -> None:
@@ -215,7 +238,7 @@ class Worker:
             except TRANSIENT:
                 # wait it out with backoff (one log line per outage), then carry on: entries
                 # this worker left pending are still its own until the fencer stops it
-                wait_for_redis(self.store.client, "worker loop", lambda: self.stopping)
+                wait_for_redis(self.store.ping, "worker loop", lambda: self.stopping)
                 self._redis(self.store.load_scripts, "load scripts")  # a restarted Redis has none
             except Exception as error:
                 if "NOGROUP" in str(error):  # the group or stream was deleted, or Redis lost it
@@ -234,7 +257,7 @@ class Worker:
         except Exception as error:  # before the take (process handles the rest): nothing held
             log.exception("room %s round %s: unexpected error", work.room, work.round)
             reason = _internal(work, error)
-            self._notify(work.room, self._redis(lambda: self.store.fail_room(work.room, reason), "fail room"))
+            self._settle(work.room, lambda: self.store.fail_room(work.room, reason))
             # the entry is pending on this worker only: drop it
             self._redis(lambda: self.store.client.xack(self.store.keys.stream, GROUP, work.entry_id), "ack")
 

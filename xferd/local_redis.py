@@ -1,0 +1,295 @@
+"""Replicated Redis on loopback for tests and failover chaos: a Redis Cluster (N primaries,
+one replica each) or a Sentinel-managed primary with a replica and three sentinels.
+
+Real ``redis-server`` processes with AOF fsynced on every write, started and stopped here,
+so a test can SIGKILL the primary that holds a node's slot and watch its replica take over.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+import redis
+
+from .embedded import answers
+
+
+class CannotStart(RuntimeError):
+    """The topology could not be started here (no redis-server, ports taken); a test skips."""
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def _free_ports(count: int, base: int, step: int = 1, also_bus: bool = False) -> list[int]:
+    """``count`` free ports from ``base`` on (with the cluster bus port, port + 10000, free too)."""
+    found, port = [], base
+    while len(found) < count and port < base + 2000:
+        if _port_free(port) and (not also_bus or _port_free(port + 10000)):
+            found.append(port)
+        port += step
+    if len(found) < count:
+        raise CannotStart(f"no {count} free loopback ports from {base}")
+    return found
+
+
+class _Servers:
+    """redis-server children in one temporary folder, by port."""
+
+    def __init__(self, prefix: str):
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise CannotStart("redis-server is not installed")
+        self.binary = binary
+        self.dir = tempfile.mkdtemp(prefix=prefix)
+        self.processes: dict[int, subprocess.Popen] = {}
+        self.args: dict[int, list[str]] = {}
+
+    def spawn(self, port: int, *args: str) -> None:
+        """``args``: options, or a config file first (a sentinel's)."""
+        folder = os.path.join(self.dir, str(port))
+        os.makedirs(folder, exist_ok=True)
+        self.args.setdefault(port, list(args))  # as first started, for restarts
+        config = list(args[:1]) if args and not args[0].startswith("--") else []
+        self.processes[port] = subprocess.Popen(
+            [self.binary, *config, "--port", str(port), "--bind", "127.0.0.1", "--dir", folder,
+             *args[len(config):]], stdout=open(os.path.join(folder, "log"), "a"), stderr=subprocess.STDOUT,
+            start_new_session=True)
+
+    def wait_up(self, port: int, within: float = 10.0) -> None:
+        if not answers(f"redis://127.0.0.1:{port}", within):
+            raise CannotStart(f"redis-server on port {port} did not start (log: {self.dir}/{port}/log)")
+
+    def kill(self, port: int) -> None:
+        """SIGKILL: no shutdown, no last fsync."""
+        process = self.processes.pop(port)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+
+    def restart(self, port: int, *extra: str) -> None:
+        """Start a killed server again with its options (a later one overrides an earlier)."""
+        self.spawn(port, *self.args[port], *extra)
+        self.wait_up(port)
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            process.kill()
+        for process in self.processes.values():
+            process.wait()
+        self.processes.clear()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _client(port: int) -> redis.Redis:
+    return redis.Redis(port=port, socket_connect_timeout=1, socket_timeout=5, decode_responses=True)
+
+
+class _Replicated:
+    """Servers started by ``start`` (in subclasses), all stopped by ``stop``."""
+
+    servers: _Servers | None = None
+
+    def start(self):
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        if self.servers is not None:
+            self.servers.stop()
+            self.servers = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+PERSISTENT = ("--appendonly", "yes", "--appendfsync", "always", "--save", "", "--repl-diskless-sync-delay", "0")
+
+
+def _replica_synced(port: int) -> bool:
+    info = _client(port).info("replication")
+    return info["role"] == "slave" and info.get("master_link_status") == "up"
+
+
+class LocalCluster(_Replicated):
+    """``primaries`` primaries and one replica each, cluster-node-timeout ``node_timeout_ms``."""
+
+    def __init__(self, primaries: int = 3, node_timeout_ms: int = 1000, base_port: int = 17100):
+        self.primaries, self.node_timeout_ms, self.base_port = primaries, node_timeout_ms, base_port
+        self.ports: list[int] = []
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.ports[0]}"
+
+    def start(self) -> "LocalCluster":
+        self.servers = _Servers("xferd-cluster-")
+        try:
+            self.ports = _free_ports(2 * self.primaries, self.base_port, also_bus=True)
+            for port in self.ports:
+                self.servers.spawn(port, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                                   "--cluster-node-timeout", str(self.node_timeout_ms), *PERSISTENT)
+            for port in self.ports:
+                self.servers.wait_up(port)
+            created = subprocess.run(
+                ["redis-cli", "--cluster", "create", *[f"127.0.0.1:{p}" for p in self.ports],
+                 "--cluster-replicas", "1", "--cluster-yes"], capture_output=True, text=True, timeout=60)
+            if created.returncode != 0:
+                raise CannotStart(f"redis-cli --cluster create failed: {created.stdout[-300:]}{created.stderr[-300:]}")
+            self.wait_healthy(30)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _slots(self, port: int) -> list:
+        return _client(port).execute_command("CLUSTER", "SLOTS")
+
+    def wait_healthy(self, within: float) -> None:
+        """Until every live node says cluster_state:ok and every shard has a synced replica."""
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            try:
+                if all(_client(p).cluster("info")["cluster_state"] == "ok"
+                       for p in self.live_ports()) and self._replicas_synced():
+                    return
+            except redis.RedisError:
+                pass
+            time.sleep(0.2)
+        raise CannotStart(f"the cluster on ports {self.ports} did not become healthy within {within:.0f}s")
+
+    def _replicas_synced(self) -> bool:
+        replicas = [p for p in self.live_ports() if _client(p).info("replication")["role"] == "slave"]
+        return len(replicas) >= self.primaries and all(_replica_synced(p) for p in replicas)
+
+    def live_ports(self) -> list[int]:
+        return [p for p in self.ports if p in self.servers.processes]
+
+    def primary_port(self, key: str) -> int:
+        """The port of the primary that serves ``key``'s slot now."""
+        for port in self.live_ports():
+            try:
+                slot = _client(port).cluster("keyslot", key)
+                for start, end, primary, *_ in self._slots(port):
+                    if start <= slot <= end:
+                        return int(primary[1])
+            except redis.RedisError:
+                continue
+        raise RuntimeError(f"no live node knows the slot of {key!r}")
+
+    def kill_primary_of(self, key: str) -> int:
+        """SIGKILL the primary serving ``key``; returns its port."""
+        port = self.primary_port(key)
+        self.servers.kill(port)
+        return port
+
+    def wait_promoted(self, key: str, old_port: int, within: float = 30.0) -> float:
+        """Seconds until a replica serves ``key``'s slot in place of ``old_port``."""
+        start = time.monotonic()
+        while time.monotonic() - start < within:
+            try:
+                if self.primary_port(key) != old_port and all(
+                        _client(p).cluster("info")["cluster_state"] == "ok" for p in self.live_ports()):
+                    return time.monotonic() - start
+            except (RuntimeError, redis.RedisError):
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"no replica took over from port {old_port} within {within:.0f}s")
+
+    def restart(self, port: int) -> None:
+        """Start a killed node again (it rejoins as a replica of its shard's new primary)."""
+        self.servers.restart(port)
+
+
+
+class LocalSentinel(_Replicated):
+    """A primary, one replica and three sentinels watching master ``service``."""
+
+    def __init__(self, service: str = "xferd", down_after_ms: int = 1000, base_port: int = 17300):
+        self.service, self.down_after_ms, self.base_port = service, down_after_ms, base_port
+        self.data_ports: list[int] = []
+        self.sentinel_ports: list[int] = []
+
+    @property
+    def url(self) -> str:
+        return "redis+sentinel://" + ",".join(f"127.0.0.1:{p}" for p in self.sentinel_ports) + f"/{self.service}"
+
+    def start(self) -> "LocalSentinel":
+        self.servers = _Servers("xferd-sentinel-")
+        try:
+            ports = _free_ports(5, self.base_port)
+            self.data_ports, self.sentinel_ports = ports[:2], ports[2:]
+            primary, replica = self.data_ports
+            self.servers.spawn(primary, *PERSISTENT)
+            self.servers.spawn(replica, *PERSISTENT, "--replicaof", "127.0.0.1", str(primary))
+            for port in self.data_ports:
+                self.servers.wait_up(port)
+            for port in self.sentinel_ports:
+                config = os.path.join(self.servers.dir, f"sentinel-{port}.conf")
+                with open(config, "w") as file:
+                    file.write(f"sentinel monitor {self.service} 127.0.0.1 {primary} 2\n"
+                               f"sentinel down-after-milliseconds {self.service} {self.down_after_ms}\n"
+                               f"sentinel failover-timeout {self.service} 5000\n"
+                               f"sentinel parallel-syncs {self.service} 1\n")
+                self.servers.spawn(port, config, "--sentinel")
+            for port in self.sentinel_ports:
+                self.servers.wait_up(port)
+            self._wait(lambda: _replica_synced(replica)
+                       and all(self._sentinel_sees_replica(p) for p in self.sentinel_ports), 30, "replica synced")
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _sentinel_sees_replica(self, port: int) -> bool:
+        return int(_client(port).sentinel_master(self.service)["num-slaves"]) >= 1
+
+    @staticmethod
+    def _wait(predicate, within: float, what: str) -> float:
+        start = time.monotonic()
+        while time.monotonic() - start < within:
+            try:
+                if predicate():
+                    return time.monotonic() - start
+            except redis.RedisError:
+                pass
+            time.sleep(0.05)
+        raise CannotStart(f"sentinel set-up: {what} not reached within {within:.0f}s")
+
+    def primary_port(self) -> int:
+        for port in self.sentinel_ports:
+            try:
+                return int(_client(port).execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.service)[1])
+            except redis.RedisError:
+                continue
+        raise RuntimeError("no sentinel answers")
+
+    def kill_primary_of(self, key: str = "") -> int:
+        """SIGKILL the master (it holds every key); returns its port."""
+        port = self.primary_port()
+        self.servers.kill(port)
+        return port
+
+    def wait_promoted(self, key: str, old_port: int, within: float = 30.0) -> float:
+        """Seconds until the sentinels name a new master that answers as one."""
+        def promoted() -> bool:
+            port = self.primary_port()
+            return port != old_port and _client(port).info("replication")["role"] == "master"
+        return self._wait(promoted, within, "failover")
+
+    def restart(self, port: int) -> None:
+        """Start a killed server again as a replica of the new master (what its init system
+        would do; left alone, the sentinels convert it within some seconds)."""
+        self.servers.restart(port, "--replicaof", "127.0.0.1", str(self.primary_port()))

@@ -1,0 +1,83 @@
+"""Nothing acted on is rolled back by a failover (SPEC §6a, last rule).
+
+Redis replicates asynchronously: a primary that dies can take its last writes with it, and
+the replica promoted in its place never saw them. Everything xferd's transitions produce is
+acted on by someone: a take by the worker that writes under it, an allocation by the
+encoder that writes into its blocks, a status by the language side, a queued round by the
+language side that waits for it. So with ``min_replicas`` set, every transition script runs
+followed by ``WAIT min_replicas`` on the same connection to the node's primary, and its
+reply is used only once that many replicas hold its effects.
+
+One connection matters: WAIT covers the writes of its own connection. A pipeline that
+redis-py sends again on a new connection (the old primary died) sends the script again,
+to whichever primary answers now; every transition script is idempotent for that (a
+retried take gets the same epoch, a retried commit or allocation the same answer), so the
+WAIT that returns covers the state the reply describes. Not confirmed within
+``replica_timeout``: NotReplicated, and the caller acts on nothing.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable
+
+import redis
+from redis.client import Pipeline
+
+from .connections import TRANSIENT
+
+log = logging.getLogger("xferd.replication")
+_UNSET = object()
+
+
+class NotReplicated(RuntimeError):
+    """A transition reached fewer replicas than asked within the bound; ``reply`` is what
+    the primary answered (its effects are there, unconfirmed: not to be acted on)."""
+
+    def __init__(self, what: str, acked: int, need: int, timeout_s: float, reply=None):
+        super().__init__(f"{what} reached {acked} of {need} replica(s) within {timeout_s:g}s")
+        self.reply = reply
+
+
+def run_replicated(primary: Callable[[], redis.Redis], stage: Callable[[Pipeline], None], need: int,
+                   timeout_s: float, what: str, load: Callable[[redis.Redis], None] = lambda c: None,
+                   lost_primary: Callable[[], None] = lambda: None, held: Callable[[], None] = lambda: None):
+    """The reply of the command ``stage`` adds to a pipeline (the list of replies, if it
+    adds several), once ``need`` replicas hold its effects: the commands and WAIT run on one
+    connection of ``primary()``, sent again (they are idempotent) until WAIT says enough or
+    ``timeout_s`` passes. The
+    first reply that came back without an error is the one returned: later sends only
+    extend WAIT's reach. ``load`` runs on a NOSCRIPT (a promoted replica has no scripts),
+    ``lost_primary`` after a connection or redirect error (find the primary again), ``held``
+    once when the first WAIT (100 ms) fell short: the caller is held back for a replica."""
+    deadline = time.monotonic() + timeout_s
+    first, acked = _UNSET, 0
+    while True:
+        connection = primary()
+        pipe = connection.pipeline(transaction=False)
+        stage(pipe)
+        # a replica acknowledges in well under a millisecond: the first WAIT past 100 ms says
+        # the caller is held back (``held``); later ones wait a second at a time
+        slice_s = 0.1 if first is _UNSET else 1.0
+        left_ms = max(1, int(min(deadline - time.monotonic(), slice_s) * 1000))
+        pipe.execute_command("WAIT", need, left_ms)
+        try:
+            *replies, acked = pipe.execute()
+        except redis.exceptions.NoScriptError:
+            load(connection)
+            continue
+        except TRANSIENT as error:  # a failover under way: closed connections, MOVED, READONLY...
+            lost_primary()
+            if time.monotonic() >= deadline:
+                raise
+            log.debug("%s: %s; sending it again", what, error)
+            time.sleep(0.05)
+            continue
+        if first is _UNSET:
+            first = replies[0] if len(replies) == 1 else replies
+            if acked < need:
+                held()
+        if acked >= need:
+            return first
+        if time.monotonic() >= deadline:
+            raise NotReplicated(what, acked, need, timeout_s, first)

@@ -1,0 +1,171 @@
+"""Which Redis a URL names, and a client for it: one Redis, a Redis Cluster or a
+Sentinel-managed master (SPEC §7).
+
+  redis://[user:pass@]host:port[/db]        one Redis, or any node of a cluster (detected)
+  rediss://...                              the same over TLS
+  unix://[user:pass@]/path/redis.sock[?db=N]
+  redis://host:port,host:port,...           a cluster, listing several seed nodes
+  redis+sentinel://[user:pass@]host:port[,host:port...]/service_name[/db]
+  rediss+sentinel://...                     the master over TLS (sentinels too)
+
+User and password in the URL are the data nodes'; sentinels that want their own give
+``?sentinel_password=...``. Every form reaches the node's keys through one primary: the
+one holding the node's hash-tag slot (cluster), the current master (Sentinel), the server.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import redis
+from redis.cluster import ClusterNode, RedisCluster
+from redis.connection import parse_url
+from redis.sentinel import Sentinel
+
+log = logging.getLogger("xferd")
+SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel")
+URL_FORMS = ("redis://[user:pass@]host:port[/db] (one Redis, or any node of a cluster: detected); "
+             "redis://host:port,host:port (cluster seeds); rediss:// (TLS); unix:///path.sock; "
+             "redis+sentinel://host:port[,host:port]/service_name (rediss+sentinel:// for TLS)")
+
+
+class BadRedisURL(ValueError):
+    """The URL names no Redis xferd can use; the message is one line for the operator."""
+
+
+@dataclass(frozen=True)
+class Topology:
+    kind: str  # "single", "cluster" (known from several seeds) or "sentinel"
+    url: str  # for "single": the URL itself; else one host's URL, to read options from
+    hosts: tuple[tuple[str, int], ...] = ()
+    service: str = ""
+    sentinel_options: dict = field(default_factory=dict)
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    """'host', 'host:port' or '[v6 address]:port'."""
+    text = text.strip()
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = rest.lstrip(":")
+    elif text.count(":") == 1:
+        host, port = text.split(":")
+    else:
+        host, port = text, ""
+    try:
+        return host, int(port) if port else 6379
+    except ValueError:
+        raise BadRedisURL(f"bad port in Redis host {text!r}") from None
+
+
+def parse(url: str) -> Topology:
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if scheme not in SCHEMES:
+        raise BadRedisURL(f"unsupported Redis URL scheme {scheme or url!r}; use {URL_FORMS}")
+    if scheme == "unix":
+        return Topology("single", url)
+    parts = urlsplit(url)
+    userinfo, _, hostlist = parts.netloc.rpartition("@")
+    hosts = tuple(_host_port(h) for h in hostlist.split(",") if h.strip())
+    if not hosts:
+        raise BadRedisURL("the Redis URL names no host")
+    base = scheme.split("+")[0]
+
+    def one_host(path: str, query: str) -> str:
+        first = f"[{hosts[0][0]}]" if ":" in hosts[0][0] else hosts[0][0]
+        netloc = f"{userinfo}@{first}:{hosts[0][1]}" if userinfo else f"{first}:{hosts[0][1]}"
+        return urlunsplit((base, netloc, path, query, ""))
+
+    if scheme.endswith("+sentinel"):
+        query = dict(parse_qsl(parts.query))
+        sentinel_password = query.pop("sentinel_password", None)
+        service, _, db = parts.path.strip("/").partition("/")
+        if not service:
+            raise BadRedisURL("a redis+sentinel:// URL needs the master's service name: "
+                              "redis+sentinel://host:port[,host:port]/service_name")
+        options = {"password": sentinel_password} if sentinel_password else {}
+        return Topology("sentinel", one_host(f"/{db}" if db else "", urlencode(query)), hosts, service, options)
+    if len(hosts) > 1:
+        return Topology("cluster", one_host(parts.path, parts.query), hosts)
+    return Topology("single", url, hosts)
+
+
+def _is_cluster(url: str) -> bool:
+    """Whether the one node the URL names runs in cluster mode (INFO cluster)."""
+    try:
+        probe = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3)
+        try:
+            return bool(int(probe.info("cluster").get("cluster_enabled", 0)))
+        finally:
+            probe.close()
+    except redis.ResponseError:
+        return False  # a server without INFO sections (fakeredis): no cluster
+    except redis.RedisError as error:
+        log.warning("could not tell whether %s is a cluster node (%s); treating it as one Redis",
+                    _safe(url), type(error).__name__)
+        return False
+
+
+def _safe(url: str) -> str:
+    from .connections import redact
+    return redact(url)
+
+
+def make_client(url: str, single_class: type[redis.Redis], cluster_class: type[RedisCluster],
+                **options) -> redis.Redis | RedisCluster:
+    """A client of the right kind for ``url``; ``options`` are connection settings (timeouts,
+    retry) given to every connection, to sentinels and cluster nodes too."""
+    topology = parse(url)
+    if topology.kind == "sentinel":
+        node_options = {k: v for k, v in parse_url(topology.url).items() if k not in ("host", "port")}
+        sentinel_options = {**options, **topology.sentinel_options}
+        if "connection_class" in node_options:  # TLS: the sentinels speak it too
+            sentinel_options["connection_class"] = node_options["connection_class"]
+        sentinel = Sentinel(list(topology.hosts), sentinel_kwargs=sentinel_options, **options, **node_options)
+        client = sentinel.master_for(topology.service, redis_class=single_class)
+        client.xferd_sentinel = sentinel
+        return client
+    if topology.kind == "cluster" or (not url.startswith("unix:") and _is_cluster(url)):
+        node_options = {k: v for k, v in parse_url(topology.url).items() if k not in ("host", "port", "db")}
+        if node_options.pop("connection_class", None) is not None:
+            node_options["ssl"] = True
+        seeds = [ClusterNode(h, p) for h, p in topology.hosts]
+        client = cluster_class(startup_nodes=seeds, **options, **node_options)
+        return client
+    client = single_class.from_url(url, **options)
+    return client
+
+
+def is_cluster(client) -> bool:
+    return isinstance(client, RedisCluster)
+
+
+def primary(client, key: str) -> redis.Redis:
+    """A plain client on the primary that holds ``key`` now: for commands that must run on
+    that server and on one connection (WAIT after a write, TIME, SCAN of one node's keys)."""
+    if is_cluster(client):
+        return client.get_redis_connection(client.get_node_from_key(key))
+    return client
+
+
+def refresh(client) -> None:
+    """After an error from a primary reached directly: learn the cluster's slots again."""
+    if is_cluster(client):
+        client.nodes_manager.initialize()
+
+
+def where(client, key: str) -> str:
+    """Which server holds ``key``, for operators: 'host:port (how it was found)'."""
+    if is_cluster(client):
+        node = client.get_node_from_key(key)
+        return f"{node.host}:{node.port} (cluster primary of slot {client.keyslot(key)})"
+    sentinel = getattr(client, "xferd_sentinel", None)
+    if sentinel is not None:
+        service = client.connection_pool.service_name
+        host, port = sentinel.discover_master(service)
+        return f"{host}:{port} (sentinel master {service!r})"
+    kwargs = client.connection_pool.connection_kwargs
+    if "path" in kwargs:
+        return f"unix:{kwargs['path']}"
+    return f"{kwargs.get('host', '127.0.0.1')}:{kwargs.get('port', 6379)} (single Redis)"
