@@ -13,6 +13,7 @@ import torch
 from conftest import start_node, start_room
 from xferd.auth import keygen
 from xferd.embedded import answers, free_port
+from xferd.local_redis import CannotStart, LocalCluster, LocalSentinel
 from xferd.receiver import IngressUnreachable, Receiver
 from xferd.sender import Sender
 from xferd.status import Status
@@ -151,3 +152,20 @@ def test_a_unix_socket_url_with_a_password(tmp_path, tmp_path_factory):
     finally:
         server.terminate()
         server.wait(10)
+
+
+@pytest.mark.parametrize("setup", [LocalCluster, LocalSentinel])
+def test_a_password_on_a_cluster_and_on_sentinel(setup, tmp_path_factory):
+    """The same through a cluster and a Sentinel master whose servers want a password (given
+    once, in the URL): it never reaches the log or inspect, which names the node's primary."""
+    secret = f"pw-{random.getrandbits(40):x}"
+    try:
+        replicated = setup(password=secret).start()
+    except CannotStart as error:
+        pytest.skip(f"cannot start: {error}")
+    try:
+        log, shown = serve_transfer_inspect(replicated.url, tmp_path_factory)
+        assert secret not in log and secret not in shown
+        assert "held by 127.0.0.1:" in shown and "held by 127.0.0.1:" in log
+    finally:
+        replicated.stop()

@@ -223,7 +223,7 @@ def test_mooncake_write_failure_fails_the_room_and_marks_the_session(node, sende
     data = room_data(again, 100, layout)
     sender.send(again, 100, data)
     rx.init(again, [300], 128)
-    assert rx.wait(again, 10) == Status.Success, node.store.room(again)
+    assert rx.wait(again, 10) == Status.Success, node.store.failure(again)
 
 
 def test_abort_from_the_language_side_releases_source_blocks(node, sender, receivers):

@@ -33,7 +33,7 @@ def test_a_sentinel_url_keeps_auth_db_and_tls_for_the_master_and_its_own_passwor
 
 
 @pytest.mark.parametrize("url,needle", [
-    ("http://127.0.0.1:6379", "unsupported Redis URL scheme 'http'"),
+    ("http://127.0.0.1:6379", "unsupported Redis URL 'http://127.0.0.1:6379'"),
     ("redis+sentinel://127.0.0.1:26379", "needs the master's service name"),
     ("redis://127.0.0.1:63x9", "bad port"),
 ])
@@ -49,6 +49,9 @@ def test_a_bad_url_never_shows_its_password():
         Settings(redis_url="redis://:hunter2@host:notaport")
     assert "hunter2" not in str(caught.value)
     assert "hunter2" not in redact("redis+sentinel://u:hunter2@s1:26379,s2:26379/m")
+    with pytest.raises(ConfigError) as caught:
+        Settings(redis_url="tcp://:hunter2@host:6379")
+    assert "hunter2" not in str(caught.value)
 
 
 def test_any_cluster_node_url_gives_a_cluster_client(redis_cluster):

@@ -19,6 +19,10 @@ import redis
 from .embedded import answers
 
 
+# every write fsynced before its reply: a SIGKILLed server loses nothing it acknowledged
+PERSISTENT = ("--appendonly", "yes", "--appendfsync", "always", "--save", "", "--repl-diskless-sync-delay", "0")
+
+
 class CannotStart(RuntimeError):
     """The topology could not be started here (no redis-server, ports taken); a test skips."""
 
@@ -47,7 +51,7 @@ def _free_ports(count: int, base: int, step: int = 1, also_bus: bool = False) ->
 class _Servers:
     """redis-server children in one temporary folder, by port."""
 
-    def __init__(self, prefix: str):
+    def __init__(self, prefix: str, password: str = ""):
         binary = shutil.which("redis-server")
         if binary is None:
             raise CannotStart("redis-server is not installed")
@@ -55,6 +59,19 @@ class _Servers:
         self.dir = tempfile.mkdtemp(prefix=prefix)
         self.processes: dict[int, subprocess.Popen] = {}
         self.args: dict[int, list[str]] = {}
+        self.password = password  # the data servers'; sentinels ask none
+
+    def data_options(self) -> tuple[str, ...]:
+        auth = ("--requirepass", self.password, "--masterauth", self.password) if self.password else ()
+        return (*PERSISTENT, *auth)
+
+    def client(self, port: int, auth: bool = True) -> redis.Redis:
+        return redis.Redis(port=port, password=self.password if auth and self.password else None,
+                           socket_connect_timeout=1, socket_timeout=5, decode_responses=True)
+
+    def replica_synced(self, port: int) -> bool:
+        info = self.client(port).info("replication")
+        return info["role"] == "slave" and info.get("master_link_status") == "up"
 
     def spawn(self, port: int, *args: str) -> None:
         """``args``: options, or a config file first (a sentinel's)."""
@@ -67,8 +84,9 @@ class _Servers:
              *args[len(config):]], stdout=open(os.path.join(folder, "log"), "a"), stderr=subprocess.STDOUT,
             start_new_session=True)
 
-    def wait_up(self, port: int, within: float = 10.0) -> None:
-        if not answers(f"redis://127.0.0.1:{port}", within):
+    def wait_up(self, port: int, within: float = 10.0, auth: bool = True) -> None:
+        userinfo = f":{self.password}@" if auth and self.password else ""
+        if not answers(f"redis://{userinfo}127.0.0.1:{port}", within):
             raise CannotStart(f"redis-server on port {port} did not start (log: {self.dir}/{port}/log)")
 
     def kill(self, port: int) -> None:
@@ -91,10 +109,6 @@ class _Servers:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def _client(port: int) -> redis.Redis:
-    return redis.Redis(port=port, socket_connect_timeout=1, socket_timeout=5, decode_responses=True)
-
-
 class _Replicated:
     """Servers started by ``start`` (in subclasses), all stopped by ``stop``."""
 
@@ -115,36 +129,32 @@ class _Replicated:
         self.stop()
 
 
-PERSISTENT = ("--appendonly", "yes", "--appendfsync", "always", "--save", "", "--repl-diskless-sync-delay", "0")
-
-
-def _replica_synced(port: int) -> bool:
-    info = _client(port).info("replication")
-    return info["role"] == "slave" and info.get("master_link_status") == "up"
-
-
 class LocalCluster(_Replicated):
     """``primaries`` primaries and one replica each, cluster-node-timeout ``node_timeout_ms``."""
 
-    def __init__(self, primaries: int = 3, node_timeout_ms: int = 1000, base_port: int = 17100):
+    def __init__(self, primaries: int = 3, node_timeout_ms: int = 1000, base_port: int = 17100,
+                 password: str = ""):
         self.primaries, self.node_timeout_ms, self.base_port = primaries, node_timeout_ms, base_port
+        self.password = password
         self.ports: list[int] = []
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.ports[0]}"
+        return f"redis://{f':{self.password}@' if self.password else ''}127.0.0.1:{self.ports[0]}"
 
     def start(self) -> "LocalCluster":
-        self.servers = _Servers("xferd-cluster-")
+        self.servers = _Servers("xferd-cluster-", self.password)
         try:
             self.ports = _free_ports(2 * self.primaries, self.base_port, also_bus=True)
             for port in self.ports:
                 self.servers.spawn(port, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                                   "--cluster-node-timeout", str(self.node_timeout_ms), *PERSISTENT)
+                                   "--cluster-node-timeout", str(self.node_timeout_ms),
+                                   *self.servers.data_options())
             for port in self.ports:
                 self.servers.wait_up(port)
             created = subprocess.run(
-                ["redis-cli", "--cluster", "create", *[f"127.0.0.1:{p}" for p in self.ports],
+                ["redis-cli", *(["-a", self.password, "--no-auth-warning"] if self.password else []),
+                 "--cluster", "create", *[f"127.0.0.1:{p}" for p in self.ports],
                  "--cluster-replicas", "1", "--cluster-yes"], capture_output=True, text=True, timeout=60)
             if created.returncode != 0:
                 raise CannotStart(f"redis-cli --cluster create failed: {created.stdout[-300:]}{created.stderr[-300:]}")
@@ -155,14 +165,14 @@ class LocalCluster(_Replicated):
         return self
 
     def _slots(self, port: int) -> list:
-        return _client(port).execute_command("CLUSTER", "SLOTS")
+        return self.servers.client(port).execute_command("CLUSTER", "SLOTS")
 
     def wait_healthy(self, within: float) -> None:
         """Until every live node says cluster_state:ok and every shard has a synced replica."""
         deadline = time.monotonic() + within
         while time.monotonic() < deadline:
             try:
-                if all(_client(p).cluster("info")["cluster_state"] == "ok"
+                if all(self.servers.client(p).cluster("info")["cluster_state"] == "ok"
                        for p in self.live_ports()) and self._replicas_synced():
                     return
             except redis.RedisError:
@@ -171,8 +181,8 @@ class LocalCluster(_Replicated):
         raise CannotStart(f"the cluster on ports {self.ports} did not become healthy within {within:.0f}s")
 
     def _replicas_synced(self) -> bool:
-        replicas = [p for p in self.live_ports() if _client(p).info("replication")["role"] == "slave"]
-        return len(replicas) >= self.primaries and all(_replica_synced(p) for p in replicas)
+        replicas = [p for p in self.live_ports() if self.servers.client(p).info("replication")["role"] == "slave"]
+        return len(replicas) >= self.primaries and all(self.servers.replica_synced(p) for p in replicas)
 
     def live_ports(self) -> list[int]:
         return [p for p in self.ports if p in self.servers.processes]
@@ -181,7 +191,7 @@ class LocalCluster(_Replicated):
         """The port of the primary that serves ``key``'s slot now."""
         for port in self.live_ports():
             try:
-                slot = _client(port).cluster("keyslot", key)
+                slot = self.servers.client(port).cluster("keyslot", key)
                 for start, end, primary, *_ in self._slots(port):
                     if start <= slot <= end:
                         return int(primary[1])
@@ -201,7 +211,7 @@ class LocalCluster(_Replicated):
         while time.monotonic() - start < within:
             try:
                 if self.primary_port(key) != old_port and all(
-                        _client(p).cluster("info")["cluster_state"] == "ok" for p in self.live_ports()):
+                        self.servers.client(p).cluster("info")["cluster_state"] == "ok" for p in self.live_ports()):
                     return time.monotonic() - start
             except (RuntimeError, redis.RedisError):
                 pass
@@ -217,23 +227,25 @@ class LocalCluster(_Replicated):
 class LocalSentinel(_Replicated):
     """A primary, one replica and three sentinels watching master ``service``."""
 
-    def __init__(self, service: str = "xferd", down_after_ms: int = 1000, base_port: int = 17300):
+    def __init__(self, service: str = "xferd", down_after_ms: int = 1000, base_port: int = 17300,
+                 password: str = ""):
         self.service, self.down_after_ms, self.base_port = service, down_after_ms, base_port
+        self.password = password
         self.data_ports: list[int] = []
         self.sentinel_ports: list[int] = []
 
     @property
     def url(self) -> str:
-        return "redis+sentinel://" + ",".join(f"127.0.0.1:{p}" for p in self.sentinel_ports) + f"/{self.service}"
+        return f"redis+sentinel://{f':{self.password}@' if self.password else ''}" + ",".join(f"127.0.0.1:{p}" for p in self.sentinel_ports) + f"/{self.service}"
 
     def start(self) -> "LocalSentinel":
-        self.servers = _Servers("xferd-sentinel-")
+        self.servers = _Servers("xferd-sentinel-", self.password)
         try:
             ports = _free_ports(5, self.base_port)
             self.data_ports, self.sentinel_ports = ports[:2], ports[2:]
             primary, replica = self.data_ports
-            self.servers.spawn(primary, *PERSISTENT)
-            self.servers.spawn(replica, *PERSISTENT, "--replicaof", "127.0.0.1", str(primary))
+            self.servers.spawn(primary, *self.servers.data_options())
+            self.servers.spawn(replica, *self.servers.data_options(), "--replicaof", "127.0.0.1", str(primary))
             for port in self.data_ports:
                 self.servers.wait_up(port)
             for port in self.sentinel_ports:
@@ -242,11 +254,12 @@ class LocalSentinel(_Replicated):
                     file.write(f"sentinel monitor {self.service} 127.0.0.1 {primary} 2\n"
                                f"sentinel down-after-milliseconds {self.service} {self.down_after_ms}\n"
                                f"sentinel failover-timeout {self.service} 5000\n"
-                               f"sentinel parallel-syncs {self.service} 1\n")
+                               f"sentinel parallel-syncs {self.service} 1\n"
+                               + (f"sentinel auth-pass {self.service} {self.password}\n" if self.password else ""))
                 self.servers.spawn(port, config, "--sentinel")
             for port in self.sentinel_ports:
-                self.servers.wait_up(port)
-            self._wait(lambda: _replica_synced(replica)
+                self.servers.wait_up(port, auth=False)
+            self._wait(lambda: self.servers.replica_synced(replica)
                        and all(self._sentinel_sees_replica(p) for p in self.sentinel_ports), 30, "replica synced")
         except BaseException:
             self.stop()
@@ -254,7 +267,7 @@ class LocalSentinel(_Replicated):
         return self
 
     def _sentinel_sees_replica(self, port: int) -> bool:
-        return int(_client(port).sentinel_master(self.service)["num-slaves"]) >= 1
+        return int(self.servers.client(port, auth=False).sentinel_master(self.service)["num-slaves"]) >= 1
 
     @staticmethod
     def _wait(predicate, within: float, what: str) -> float:
@@ -271,7 +284,8 @@ class LocalSentinel(_Replicated):
     def primary_port(self) -> int:
         for port in self.sentinel_ports:
             try:
-                return int(_client(port).execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.service)[1])
+                return int(self.servers.client(port, auth=False).execute_command(
+                    "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.service)[1])
             except redis.RedisError:
                 continue
         raise RuntimeError("no sentinel answers")
@@ -286,7 +300,7 @@ class LocalSentinel(_Replicated):
         """Seconds until the sentinels name a new master that answers as one."""
         def promoted() -> bool:
             port = self.primary_port()
-            return port != old_port and _client(port).info("replication")["role"] == "master"
+            return port != old_port and self.servers.client(port).info("replication")["role"] == "master"
         return self._wait(promoted, within, "failover")
 
     def restart(self, port: int) -> None:

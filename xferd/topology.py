@@ -62,7 +62,7 @@ def _host_port(text: str) -> tuple[str, int]:
 def parse(url: str) -> Topology:
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
     if scheme not in SCHEMES:
-        raise BadRedisURL(f"unsupported Redis URL scheme {scheme or url!r}; use {URL_FORMS}")
+        raise BadRedisURL(f"unsupported Redis URL {_safe(url)!r}; use {URL_FORMS}")
     if scheme == "unix":
         return Topology("single", url)
     parts = urlsplit(url)
