@@ -23,7 +23,7 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 # yet (CLUSTERDOWN, MASTERDOWN, TRYAGAIN, redirects exhausted), a demoted master (READONLY)
 TRANSIENT = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError, ConnectionError, OSError,
              exceptions.ClusterError, exceptions.TryAgainError, exceptions.ReadOnlyError,
-             exceptions.SlotNotCoveredError, exceptions.MovedError)
+             exceptions.SlotNotCoveredError, exceptions.AskError)  # AskError: MOVED too, a slot migrating
 # a refused password is a ConnectionError to redis-py, but no wait will fix it
 PERMANENT = (redis.exceptions.AuthenticationError, redis.exceptions.AuthorizationError)
 _recovered_at = 0.0  # monotonic time this process last saw Redis come back after an outage

@@ -15,6 +15,7 @@ one holding the node's hash-tag slot (cluster), the current master (Sentinel), t
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -91,20 +92,28 @@ def parse(url: str) -> Topology:
     return Topology("single", url, hosts)
 
 
-def _is_cluster(url: str) -> bool:
-    """Whether the one node the URL names runs in cluster mode (INFO cluster)."""
-    try:
-        probe = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3)
+def _is_cluster(url: str, patience_s: float = 10.0) -> bool:
+    """Whether the one node the URL names runs in cluster mode (INFO cluster). A node that
+    does not answer is asked again for ``patience_s`` (a process restarted during a Redis
+    restart), then taken for one Redis, with a warning."""
+    deadline = time.monotonic() + patience_s
+    while True:
         try:
-            return bool(int(probe.info("cluster").get("cluster_enabled", 0)))
-        finally:
-            probe.close()
-    except redis.ResponseError:
-        return False  # a server without INFO sections (fakeredis): no cluster
-    except redis.RedisError as error:
-        log.warning("could not tell whether %s is a cluster node (%s); treating it as one Redis",
-                    _safe(url), type(error).__name__)
-        return False
+            probe = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3)
+            try:
+                return bool(int(probe.info("cluster").get("cluster_enabled", 0)))
+            finally:
+                probe.close()
+        except (redis.ResponseError, redis.exceptions.AuthenticationError, redis.exceptions.AuthorizationError):
+            # no INFO sections (fakeredis); refused credentials: the next command says so
+            return False
+        except (redis.ConnectionError, redis.TimeoutError) as error:
+            if time.monotonic() >= deadline:
+                log.warning("could not tell whether %s is a cluster node (%s); treating it as one Redis "
+                            "(list several cluster nodes in the URL to say it is a cluster)",
+                            _safe(url), type(error).__name__)
+                return False
+            time.sleep(0.2)
 
 
 def _safe(url: str) -> str:
