@@ -39,6 +39,11 @@ def main() -> int:
                       "one replica and three sentinels")
     parser.add_argument("--failover-at", type=float, nargs="*", default=[0.5],
                         help="fractions of requests done at which the primary is killed")
+    parser.add_argument("--replica-lag", type=float, default=0.0,
+                        help="with --cluster/--sentinel: SIGSTOP the primary's replica this long before "
+                             "killing the primary, so it dies with writes no replica has")
+    parser.add_argument("--min-replicas", type=int, default=1,
+                        help="with --cluster/--sentinel (0: no replica wait, to see what it prevents)")
     parser.add_argument("--kill-every", type=float, nargs=2, default=(0.2, 0.5), metavar=("MIN", "MAX"))
     parser.add_argument("--kill-any", action="store_true",
                         help="kill any child of serve (ingress, janitor, workers), not workers only")
@@ -61,7 +66,8 @@ def main() -> int:
                   lease=args.lease,
                   redis_crashes=() if args.pause else tuple((at, args.redis_down) for at in args.redis_crash_at),
                   failover="cluster" if args.cluster else "sentinel" if args.sentinel else "",
-                  failover_at=tuple(args.failover_at))
+                  failover_at=tuple(args.failover_at), min_replicas=args.min_replicas,
+                  replica_lag=args.replica_lag)
     workers = args.workers or (3 if pauses else 2)
     code = run_demo(requests=args.requests, workers=workers, seed=args.seed, chaos=chaos, json_path=args.json)
     print(f"report written to {args.json}")

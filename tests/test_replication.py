@@ -37,6 +37,9 @@ class Primary:
             def execute_command(self, *args):
                 self.commands.append(args)
 
+            def __len__(self):
+                return len(self.commands)
+
             def execute(self):
                 primary.sent.append(self.commands)
                 answer = primary.answers.pop(0) if len(primary.answers) > 1 else primary.answers[0]
@@ -50,11 +53,14 @@ def stage(pipe):
     pipe.execute_command("EVALSHA", "x")
 
 
-def test_the_first_reply_is_kept_while_wait_catches_up():
-    primary = Primary([["first", 0], ["again", 0], ["again", 1]])
-    assert run_replicated(lambda: primary, stage, 1, 5.0, "t") == "first"
+def test_the_first_reply_is_kept_while_wait_catches_up_and_every_resend_is_counted():
+    primary = Primary([["first", 0], ["again", 7, 0], ["again", 8, 1]])
+    count = lambda pipe: pipe.execute_command("HINCRBY", "stats", "replica_waits", 1)  # noqa: E731
+    assert run_replicated(lambda: primary, stage, 1, 5.0, "t", count_wait=count) == "first"
     assert [c[-1][:2] for c in primary.sent] == [("WAIT", 1)] * 3, "each send ends with WAIT"
     assert all(c[0] == ("EVALSHA", "x") for c in primary.sent), "the command goes again with it"
+    assert [len(c) for c in primary.sent] == [2, 3, 3], "the count rides with each send again"
+    assert primary.sent[0][-1][2] == 100 and primary.sent[1][-1][2] == 1000, "a short first WAIT"
 
 
 def test_a_lost_connection_sends_the_command_again_to_the_primary_found_anew():
@@ -91,7 +97,9 @@ def test_a_transition_a_replica_confirms_costs_one_round_trip(redis_sentinel):
     store.load_scripts()  # as every process does at start: no NOSCRIPT miss below
     before = store.client.round_trips
     assert store.fail_room(7, "test").status == Status.Failed
-    assert store.client.round_trips - before == 1
+    trips = store.client.round_trips - before
+    sent_again = store.stats().get("replica_waits", 0)  # a replica slower than 100 ms (a busy machine)
+    assert trips == 1 + sent_again and sent_again <= 1
     replica = redis.Redis(port=next(p for p in redis_sentinel.data_ports if p != redis_sentinel.primary_port()))
     assert replica.hget(store.keys.room(7), "status") == b"0", "the replica has it"
     store.client.delete(*store.node_keys())

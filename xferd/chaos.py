@@ -35,6 +35,8 @@ class Chaos:
     # the primary holding the node at each fraction of requests done; a replica takes over
     failover: str = ""
     failover_at: tuple[float, ...] = (0.5,)
+    min_replicas: int = 1  # with failover; 0 shows what the replica wait prevents
+    replica_lag: float = 0.0  # seconds the replicas are SIGSTOPped before each primary kill
 
     def describe(self) -> str:
         parts = []
@@ -44,11 +46,12 @@ class Chaos:
         if self.pause_every:
             parts.append(f"SIGSTOP a random worker for {self.pause_for[0]}–{self.pause_for[1]}s every "
                          f"{self.pause_every[0]}–{self.pause_every[1]}s, then SIGCONT")
-        for fraction, down in self.redis_crashes:
+        for fraction, down in () if self.failover else self.redis_crashes:
             parts.append(f"SIGKILL Redis (AOF) at {fraction:.0%} of requests, down {down:g}s, restart")
         for fraction in self.failover_at if self.failover else ():
+            lag = f" {self.replica_lag:g}s after cutting its replica off" if self.replica_lag else ""
             parts.append(f"SIGKILL the {self.failover} primary holding the node at {fraction:.0%} of "
-                         f"requests, a replica promoted, the old primary restarted as a replica")
+                         f"requests{lag}, a replica promoted, the old primary restarted as a replica")
         return "; ".join(parts) or "none"
 
 
@@ -174,9 +177,9 @@ class PrimaryKiller(threading.Thread):
     replica (so min_replicas can hold again)."""
 
     def __init__(self, setup, key: str, fractions: tuple[float, ...], progress: Callable[[], float],
-                 completed: Callable[[], int]):
+                 completed: Callable[[], int], lag_s: float = 0.0):
         super().__init__(name="primary-killer", daemon=True)
-        self.setup, self.key, self.fractions = setup, key, sorted(fractions)
+        self.setup, self.key, self.fractions, self.lag_s = setup, key, sorted(fractions), lag_s
         self.progress, self.completed = progress, completed
         self.done = threading.Event()
         self.failovers: list[dict[str, float]] = []
@@ -187,7 +190,7 @@ class PrimaryKiller(threading.Thread):
                 if self.done.wait(0.05):
                     return
             before, started = self.completed(), time.monotonic()
-            port = self.setup.kill_primary_of(self.key)
+            port = self.setup.kill_primary_of(self.key, self.lag_s)
             promoted = self.setup.wait_promoted(self.key, port)
             self.setup.restart(port)
             while self.completed() == before and not self.done.wait(0.01):

@@ -83,7 +83,7 @@ def run_demo(redis_url: str | None = None, requests: int = 100, workers: int = 2
     ``json_path``), returns the exit code: 0 when every request succeeded with every byte
     right and no source block leaked."""
     crashes = chaos.redis_crashes if chaos and not chaos.failover else ()
-    replicated = _replicated_redis(chaos.failover) if chaos and chaos.failover else None
+    replicated = _replicated_redis(chaos.failover, chaos.min_replicas) if chaos and chaos.failover else None
     if (crashes or replicated) and redis_url:
         raise ValueError("Redis crashes and failovers need Redis started here, not --redis")
     embedded = None if redis_url or replicated else EmbeddedRedis(aof=bool(crashes)).start()
@@ -94,7 +94,7 @@ def run_demo(redis_url: str | None = None, requests: int = 100, workers: int = 2
                         ingress=f"tcp://127.0.0.1:{free_port()}", hidden_size=hidden_size,
                         pool_blocks=512, pool_name=f"xferd-{tag}", round_timeout=120,
                         lease=chaos.lease if chaos else 5.0, consumer_ttl=10.0 if chaos else 60.0,
-                        min_replicas=1 if replicated else 0)
+                        min_replicas=chaos.min_replicas if replicated else 0)
     store = Store(connect(url), settings)
     log_dir = tempfile.mkdtemp(prefix="xferd-demo-")
     serve_log = open(os.path.join(log_dir, "serve.log"), "w")
@@ -122,7 +122,8 @@ def run_demo(redis_url: str | None = None, requests: int = 100, workers: int = 2
                 faults.append(RedisCrasher(embedded, crashes, lambda: len(sim.results) / requests))
             if replicated:
                 faults.append(PrimaryKiller(replicated, settings.keys.record, chaos.failover_at,
-                                            lambda: len(sim.results) / requests, lambda: len(sim.results)))
+                                            lambda: len(sim.results) / requests, lambda: len(sim.results),
+                                            chaos.replica_lag))
             for fault in faults:
                 fault.start()
         started = time.monotonic()
@@ -177,7 +178,7 @@ def run_demo(redis_url: str | None = None, requests: int = 100, workers: int = 2
             replicated.stop()
 
 
-def _replicated_redis(kind: str):
+def _replicated_redis(kind: str, min_replicas: int):
     """A started local Redis Cluster or Sentinel set-up, its ``kind`` said for the summary."""
     from .local_redis import LocalCluster, LocalSentinel
 
@@ -189,7 +190,7 @@ def _replicated_redis(kind: str):
         setup.kind = f"local Sentinel: primary + replica, 3 sentinels ({setup.url})"
     else:
         raise ValueError(f"failover is 'cluster' or 'sentinel', not {kind!r}")
-    setup.kind += ", AOF fsync always, min_replicas 1"
+    setup.kind += f", AOF fsync always, min_replicas {min_replicas}"
     return setup
 
 
@@ -256,7 +257,7 @@ def _chaos_summary(faults, stats: dict[str, int], consumers: dict[str, int]) -> 
             each = ", ".join(f"promoted in {f['promoted_s']:.1f}s, node stalled {f['stalled_s']:.1f}s"
                              for f in fault.failovers) or "none reached"
             lines.append(f"  failovers       {len(fault.failovers)} primaries SIGKILLed ({each}); "
-                         f"{stats.get('held_for_replicas', 0)} transitions held back waiting for a "
+                         f"transitions sent again {stats.get('replica_waits', 0)} times waiting for a "
                          f"replica, {stats.get('not_replicated', 0)} never confirmed")
     lines.append(f"  fencing         {stats.get('writers_fenced', 0)} stale writers stopped (SIGKILL) before "
                  f"their rounds moved on, {stats.get('handed_back', 0)} rounds handed back")
@@ -288,7 +289,7 @@ def _write_json(path, ok, results, sim, elapsed, free, settings, faults, stats, 
         "stale_commits": stats.get("stale_commits", 0), "dead_letters": stats.get("dead_letters", 0),
         "messages_sent_again": sum(r.resent for r in sim.receivers), "consumers_left": consumers,
         "failovers": [f for fault in faults for f in getattr(fault, "failovers", [])],
-        "statuses_rolled_back": rolled_back, "held_for_replicas": stats.get("held_for_replicas", 0),
+        "statuses_rolled_back": rolled_back, "replica_waits": stats.get("replica_waits", 0),
         "not_replicated": stats.get("not_replicated", 0),
     }
     with open(path, "w") as handle:

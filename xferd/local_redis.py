@@ -89,6 +89,13 @@ class _Servers:
         if not answers(f"redis://{userinfo}127.0.0.1:{port}", within):
             raise CannotStart(f"redis-server on port {port} did not start (log: {self.dir}/{port}/log)")
 
+    def replicas_of(self, port: int) -> list[int]:
+        info = self.client(port).info("replication")
+        return [int(info[f"slave{i}"]["port"]) for i in range(int(info.get("connected_slaves", 0)))]
+
+    def signal(self, port: int, signum: int) -> None:
+        self.processes[port].send_signal(signum)
+
     def kill(self, port: int) -> None:
         """SIGKILL: no shutdown, no last fsync."""
         process = self.processes.pop(port)
@@ -121,6 +128,27 @@ class _Replicated:
         if self.servers is not None:
             self.servers.stop()
             self.servers = None
+
+    def primary_port(self, key: str) -> int:
+        raise NotImplementedError
+
+    def kill_primary_of(self, key: str, lag_s: float = 0.0) -> int:
+        """SIGKILL the primary serving ``key``; returns its port. With ``lag_s``, its replicas
+        are cut off that long first (SIGSTOPped, their links closed by the primary, SIGCONTed
+        after the kill), so the primary dies with writes no replica has: what asynchronous
+        replication loses in a failover. (A SIGSTOP alone loses nothing on loopback: the
+        kernel keeps taking the replication stream into the stopped replica's socket.)"""
+        port = self.primary_port(key)
+        replicas = self.servers.replicas_of(port) if lag_s else []
+        for replica in replicas:
+            self.servers.signal(replica, signal.SIGSTOP)
+        if replicas:
+            self.servers.client(port).client_kill_filter(_type="replica")
+        time.sleep(lag_s)
+        self.servers.kill(port)
+        for replica in replicas:
+            self.servers.signal(replica, signal.SIGCONT)
+        return port
 
     def __enter__(self):
         return self.start()
@@ -199,12 +227,6 @@ class LocalCluster(_Replicated):
                 continue
         raise RuntimeError(f"no live node knows the slot of {key!r}")
 
-    def kill_primary_of(self, key: str) -> int:
-        """SIGKILL the primary serving ``key``; returns its port."""
-        port = self.primary_port(key)
-        self.servers.kill(port)
-        return port
-
     def wait_promoted(self, key: str, old_port: int, within: float = 30.0) -> float:
         """Seconds until a replica serves ``key``'s slot in place of ``old_port``."""
         start = time.monotonic()
@@ -281,7 +303,8 @@ class LocalSentinel(_Replicated):
             time.sleep(0.05)
         raise CannotStart(f"sentinel set-up: {what} not reached within {within:.0f}s")
 
-    def primary_port(self) -> int:
+    def primary_port(self, key: str = "") -> int:
+        """The master's port (it holds every key)."""
         for port in self.sentinel_ports:
             try:
                 return int(self.servers.client(port, auth=False).execute_command(
@@ -289,12 +312,6 @@ class LocalSentinel(_Replicated):
             except redis.RedisError:
                 continue
         raise RuntimeError("no sentinel answers")
-
-    def kill_primary_of(self, key: str = "") -> int:
-        """SIGKILL the master (it holds every key); returns its port."""
-        port = self.primary_port()
-        self.servers.kill(port)
-        return port
 
     def wait_promoted(self, key: str, old_port: int, within: float = 30.0) -> float:
         """Seconds until the sentinels name a new master that answers as one."""

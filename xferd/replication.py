@@ -41,28 +41,34 @@ class NotReplicated(RuntimeError):
 
 def run_replicated(primary: Callable[[], redis.Redis], stage: Callable[[Pipeline], None], need: int,
                    timeout_s: float, what: str, load: Callable[[redis.Redis], None] = lambda c: None,
-                   lost_primary: Callable[[], None] = lambda: None, held: Callable[[], None] = lambda: None):
+                   lost_primary: Callable[[], None] = lambda: None,
+                   count_wait: Callable[[Pipeline], None] = lambda pipe: None):
     """The reply of the command ``stage`` adds to a pipeline (the list of replies, if it
     adds several), once ``need`` replicas hold its effects: the commands and WAIT run on one
     connection of ``primary()``, sent again (they are idempotent) until WAIT says enough or
-    ``timeout_s`` passes. The
-    first reply that came back without an error is the one returned: later sends only
-    extend WAIT's reach. ``load`` runs on a NOSCRIPT (a promoted replica has no scripts),
-    ``lost_primary`` after a connection or redirect error (find the primary again), ``held``
-    once when the first WAIT (100 ms) fell short: the caller is held back for a replica."""
+    ``timeout_s`` passes. The first reply that came back without an error is the one
+    returned: later sends only extend WAIT's reach. ``load`` runs on a NOSCRIPT (a promoted
+    replica has no scripts), ``lost_primary`` after a connection or redirect error (find the
+    primary again); ``count_wait`` adds a counting command to every send after the first,
+    so the count is as durable as the transition (a count written apart from it would die
+    with the primary that could not replicate it)."""
     deadline = time.monotonic() + timeout_s
-    first, acked = _UNSET, 0
+    first, acked, sends = _UNSET, 0, 0
     while True:
         connection = primary()
         pipe = connection.pipeline(transaction=False)
         stage(pipe)
-        # a replica acknowledges in well under a millisecond: the first WAIT past 100 ms says
-        # the caller is held back (``held``); later ones wait a second at a time
-        slice_s = 0.1 if first is _UNSET else 1.0
+        commands = len(pipe)
+        if sends:
+            count_wait(pipe)
+        sends += 1
+        # a replica acknowledges in well under a millisecond: the first WAIT is short, so a
+        # transition held back for a replica shows in the count; later ones wait a second
+        slice_s = 0.1 if sends == 1 else 1.0
         left_ms = max(1, int(min(deadline - time.monotonic(), slice_s) * 1000))
         pipe.execute_command("WAIT", need, left_ms)
         try:
-            *replies, acked = pipe.execute()
+            results = pipe.execute()
         except redis.exceptions.NoScriptError:
             load(connection)
             continue
@@ -73,10 +79,9 @@ def run_replicated(primary: Callable[[], redis.Redis], stage: Callable[[Pipeline
             log.debug("%s: %s; sending it again", what, error)
             time.sleep(0.05)
             continue
+        replies, acked = results[:commands], results[-1]
         if first is _UNSET:
             first = replies[0] if len(replies) == 1 else replies
-            if acked < need:
-                held()
         if acked >= need:
             return first
         if time.monotonic() >= deadline:

@@ -123,7 +123,8 @@ class Store:
         try:
             return run_replicated(self._primary_counted, stage, self.settings.min_replicas,
                                   self.settings.replica_timeout, what, lost_primary=self._lost_primary,
-                                  held=lambda: self._count_quietly("held_for_replicas"), **options)
+                                  count_wait=lambda pipe: pipe.hincrby(self.keys.stats, "replica_waits", 1),
+                                  **options)
         except NotReplicated:
             self._count_quietly("not_replicated")
             raise
