@@ -16,8 +16,9 @@ import redis
 from .fencing import Identity
 from .keys import SCHEMA
 from .pool import describe_pool
+from .records import _hash
 from .settings import ConfigError, Settings
-from .store import Store, _hash
+from .store import Store
 
 
 def node_record(settings: Settings) -> dict[str, str]:
