@@ -7,6 +7,7 @@ import os
 import tempfile
 import time
 
+FAST_FAILURE_S = 1.0  # a write failing sooner met a closed connection or a dead peer, not a timeout
 MIN_VERSION = (0, 3, 12)  # earlier TCP builds reported writes complete before they landed
 DISTRIBUTIONS = ("mooncake-transfer-engine", "mooncake-transfer-engine-non-cuda")
 
@@ -52,6 +53,11 @@ class Engine:
             return
         started = time.monotonic()
         rc = self._engine.batch_transfer_sync_write(session_id, src, dst, lengths)
+        if rc != 0 and time.monotonic() - started < FAST_FAILURE_S:
+            # a connection the peer closed (after refusing an earlier write, or restarting)
+            # fails at once, and Mooncake connects anew on the next call: try once more. The
+            # same bytes to the same place, under the same hold: writing them twice is harmless
+            rc = self._engine.batch_transfer_sync_write(session_id, src, dst, lengths)
         if rc != 0:
             # rc is -1 for every cause; the time tells a dead peer (fast) from Mooncake's limit
             # on one synchronous batch: MC_TRANSFER_TIMEOUT (30 s by default) + 1 s per GiB
