@@ -74,10 +74,10 @@ def test_two_nodes_on_different_primaries_two_ranks_each(redis_cluster, tmp_path
         held_by = {where(n.store.client, n.store.keys.record) for n in nodes}
         assert len(held_by) == 2, f"both nodes on one primary: {held_by}"
         for node in nodes:
-            with clients(node) as (sender, rx0), clients(node) as (_, rx1):
+            with clients(node) as (encoder, rx0), clients(node) as (_, rx1):
                 room = random.getrandbits(62)
                 data = room_data(room, 2000, node.settings.buffer_layout)
-                sender.send(room, 2000, data)
+                encoder.send(room, 2000, data)
                 ranks = ((rx0, range(8), range(8, 16)), (rx1, range(20, 28), range(28, 36)))
                 for rx, first, _ in ranks:
                     rx.init(room, list(first), 1024, 2)
@@ -96,8 +96,8 @@ def test_two_nodes_on_different_primaries_two_ranks_each(redis_cluster, tmp_path
 
 
 def test_inspect_names_the_primary(node):
-    with clients(node) as (sender, rx):
-        room, _ = start_room(sender, rx, 2000, list(range(8)), 1024)
+    with clients(node) as (encoder, rx):
+        room, _ = start_room(encoder, rx, 2000, list(range(8)), 1024)
         assert rx.wait(room, 20) == Status.Transferring
     text = render(node.store, room, node.settings.redis_url)
     assert "cluster primary of slot" in text and where(node.store.client, node.store.keys.record) in text

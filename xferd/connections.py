@@ -2,10 +2,8 @@
 from __future__ import annotations
 
 import logging
-import re
 import time
 from typing import Callable, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import redis
 import tenacity
@@ -14,7 +12,7 @@ from redis.cluster import RedisCluster
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from .topology import make_client
+from .topology import make_client, redact  # noqa: F401 - redact: callers import it from here
 
 log = logging.getLogger("xferd")
 T = TypeVar("T")
@@ -38,17 +36,6 @@ def _transient(error: BaseException) -> bool:
     return isinstance(error, TRANSIENT) and not isinstance(error, PERMANENT)
 
 
-def redact(url: str) -> str:
-    """The URL with any password (user-info or ``?password=``) replaced, fit for logs."""
-    url = re.sub(r"([?&]password=)[^&#]*", r"\1***", url, flags=re.IGNORECASE)
-    parts = urlsplit(url)
-    if parts.password is None and "@" not in parts.netloc:
-        return url
-    host = parts.netloc.rsplit("@", 1)[-1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}" if user else f"***@{host}"))
-
-
 class _CountsRoundTrips:
     """Counts a client's round trips to Redis (a pipeline is one), for metrics."""
 
@@ -58,8 +45,8 @@ class _CountsRoundTrips:
         self.round_trips += 1
         return super().execute_command(*args, **options)
 
-    def pipeline(self, transaction=None, shard_hint=None):
-        pipe = super().pipeline(transaction, shard_hint)
+    def pipeline(self, *args, **kwargs):  # each client class keeps its own defaults
+        pipe = super().pipeline(*args, **kwargs)
         execute = pipe.execute
 
         def counted(*args, **kwargs):
@@ -71,8 +58,7 @@ class _CountsRoundTrips:
 
 
 class CountingRedis(_CountsRoundTrips, redis.Redis):
-    def pipeline(self, transaction=True, shard_hint=None):
-        return super().pipeline(transaction, shard_hint)
+    pass
 
 
 class CountingCluster(_CountsRoundTrips, RedisCluster):
@@ -108,10 +94,13 @@ def with_retry(action: Callable[[], T], what: str, stop: Callable[[], bool] = la
     when an outage starts and one when it ends. Gives up (re-raising) when ``stop()`` says
     the process is stopping, or after ``give_up_after`` seconds if given. ``also``: more
     errors to wait out the same way (an idempotent action's NotReplicated)."""
+    def retryable(error: BaseException) -> bool:
+        return _transient(error) or isinstance(error, also)
+
     try:  # the hot path: Redis answers; tenacity's machinery costs ~20 µs a call
         return action()
     except (*TRANSIENT, *also) as error:
-        if not (_transient(error) or isinstance(error, also)) or stop():
+        if not retryable(error) or stop():
             raise
     outage = {"logged": False}
 
@@ -127,7 +116,7 @@ def with_retry(action: Callable[[], T], what: str, stop: Callable[[], bool] = la
             outage["logged"] = True
 
     retrying = tenacity.Retrying(
-        retry=tenacity.retry_if_exception(lambda error: _transient(error) or isinstance(error, also)),
+        retry=tenacity.retry_if_exception(retryable),
         wait=tenacity.wait_exponential(multiplier=0.05, max=max_delay) + tenacity.wait_random(0, 0.05),
         stop=stop_now, before_sleep=before_sleep, reraise=True)
     result = retrying(action)

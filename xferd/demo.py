@@ -182,15 +182,10 @@ def _replicated_redis(kind: str, min_replicas: int):
     """A started local Redis Cluster or Sentinel set-up, its ``kind`` said for the summary."""
     from .local_redis import LocalCluster, LocalSentinel
 
-    if kind == "cluster":
-        setup = LocalCluster().start()
-        setup.kind = f"local Redis Cluster, 3 primaries + 3 replicas (ports {setup.ports[0]}-{setup.ports[-1]})"
-    elif kind == "sentinel":
-        setup = LocalSentinel().start()
-        setup.kind = f"local Sentinel: primary + replica, 3 sentinels ({setup.url})"
-    else:
+    if kind not in ("cluster", "sentinel"):
         raise ValueError(f"failover is 'cluster' or 'sentinel', not {kind!r}")
-    setup.kind += f", AOF fsync always, min_replicas {min_replicas}"
+    setup = (LocalCluster() if kind == "cluster" else LocalSentinel()).start()
+    setup.kind = f"{setup.describe()}, min_replicas {min_replicas}"
     return setup
 
 

@@ -17,6 +17,7 @@ import time
 import redis
 
 from .embedded import answers
+from .topology import redact
 
 
 # every write fsynced before its reply: a SIGKILLed server loses nothing it acknowledged
@@ -192,6 +193,10 @@ class LocalCluster(_Replicated):
             raise
         return self
 
+    def describe(self) -> str:
+        return (f"local Redis Cluster, {self.primaries} primaries + {self.primaries} replicas (ports "
+                f"{self.ports[0]}-{self.ports[-1]}), AOF fsync always")
+
     def _slots(self, port: int) -> list:
         return self.servers.client(port).execute_command("CLUSTER", "SLOTS")
 
@@ -302,6 +307,9 @@ class LocalSentinel(_Replicated):
                 pass
             time.sleep(0.05)
         raise CannotStart(f"sentinel set-up: {what} not reached within {within:.0f}s")
+
+    def describe(self) -> str:
+        return f"local Sentinel: primary + replica, 3 sentinels ({redact(self.url)}), AOF fsync always"
 
     def primary_port(self, key: str = "") -> int:
         """The master's port (it holds every key)."""

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from .keys import Keys
 from .layout import Layout, LayoutError, parse_layout
+from .topology import BadRedisURL, parse
 
 
 @dataclass
@@ -80,7 +81,6 @@ class Settings:
             raise ConfigError(f"min_replicas must be 0 or more and replica_timeout positive, got "
                               f"{self.min_replicas} and {self.replica_timeout}")
         if self.redis_url:
-            from .topology import BadRedisURL, parse
             try:
                 parse(self.redis_url)
             except BadRedisURL as error:

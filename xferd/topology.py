@@ -15,6 +15,7 @@ one holding the node's hash-tag slot (cluster), the current master (Sentinel), t
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -44,6 +45,17 @@ class Topology:
     sentinel_options: dict = field(default_factory=dict)
 
 
+def redact(url: str) -> str:
+    """The URL with any password (user-info or ``?password=``) replaced, fit for logs."""
+    url = re.sub(r"([?&]password=)[^&#]*", r"\1***", url, flags=re.IGNORECASE)
+    parts = urlsplit(url)
+    if parts.password is None and "@" not in parts.netloc:
+        return url
+    host = parts.netloc.rsplit("@", 1)[-1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}" if user else f"***@{host}"))
+
+
 def _host_port(text: str) -> tuple[str, int]:
     """'host', 'host:port' or '[v6 address]:port'."""
     text = text.strip()
@@ -63,7 +75,7 @@ def _host_port(text: str) -> tuple[str, int]:
 def parse(url: str) -> Topology:
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
     if scheme not in SCHEMES:
-        raise BadRedisURL(f"unsupported Redis URL {_safe(url)!r}; use {URL_FORMS}")
+        raise BadRedisURL(f"unsupported Redis URL {redact(url)!r}; use {URL_FORMS}")
     if scheme == "unix":
         return Topology("single", url)
     parts = urlsplit(url)
@@ -111,14 +123,9 @@ def _is_cluster(url: str, patience_s: float = 10.0) -> bool:
             if time.monotonic() >= deadline:
                 log.warning("could not tell whether %s is a cluster node (%s); treating it as one Redis "
                             "(list several cluster nodes in the URL to say it is a cluster)",
-                            _safe(url), type(error).__name__)
+                            redact(url), type(error).__name__)
                 return False
             time.sleep(0.2)
-
-
-def _safe(url: str) -> str:
-    from .connections import redact
-    return redact(url)
 
 
 def make_client(url: str, single_class: type[redis.Redis], cluster_class: type[RedisCluster],
