@@ -81,3 +81,16 @@ def test_a_single_redis_is_not_a_cluster(redis_url):
     client = connect(redis_url)
     assert not isinstance(client, RedisCluster) and isinstance(client, redis.Redis)
     assert where(client, "k").endswith("(single Redis)")
+
+
+@pytest.mark.parametrize("setup", ["redis_cluster", "redis_sentinel"])
+def test_the_bootstraps_health_check_reaches_every_form(request, setup):
+    """`/health` (polled by the reference language side) pings Redis through the same URL
+    forms as everything else."""
+    from xferd.health import Health
+
+    health = Health(request.getfixturevalue(setup).url, lambda: {"ingress": True, "worker0": True})
+    try:
+        assert health.check() == (True, "OK")
+    finally:
+        health.close()

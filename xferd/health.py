@@ -12,9 +12,11 @@ from typing import Callable
 
 import redis
 from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
 from redis.retry import Retry
 
 from .connections import DEFAULT_REDIS_URL, redact
+from .topology import make_client
 
 PING_TIMEOUT_S = 1.0
 
@@ -26,9 +28,10 @@ class Health:
         self.url = redis_url or DEFAULT_REDIS_URL
         self.processes = processes
         self.cache_s = cache_s
-        # one try: a Redis that does not answer within a second is the answer
-        self._client = redis.Redis.from_url(self.url, socket_timeout=PING_TIMEOUT_S,
-                                            socket_connect_timeout=PING_TIMEOUT_S, retry=Retry(NoBackoff(), 0))
+        # one try: a Redis that does not answer within a second is the answer (any URL form:
+        # one Redis, a cluster, a Sentinel master)
+        self._client = make_client(self.url, redis.Redis, RedisCluster, socket_timeout=PING_TIMEOUT_S,
+                                   socket_connect_timeout=PING_TIMEOUT_S, retry=Retry(NoBackoff(), 0))
         self._lock = threading.Lock()
         self._cached: tuple[float, bool, str] | None = None
 
