@@ -1,5 +1,6 @@
 """`xferd bench` machinery on a tiny workload (the numbers are for scripts/bench.py): every
-mode runs, the JSON has the issue's fields, the workers' counters add up."""
+mode runs, the JSON has the issue's fields, the CPU of every process is counted, the
+workers' counters add up."""
 from __future__ import annotations
 
 import io
@@ -7,56 +8,73 @@ import json
 
 import pytest
 
-from xferd.bench import Request, run_bench, workload
+from xferd.bench import run_bench
 from xferd.bench_report import results_table, save_chart, summary
+from xferd.bench_workload import Request, parse_workload, shaped
 
 pytestmark = pytest.mark.integration
 
 
-def test_workload_is_deterministic_and_partial_rounds_are_block_aligned():
-    plan = workload(200, seed=3)
-    assert plan == workload(200, seed=3)
-    assert all(256 <= r.total_tokens <= 8192 for r in plan)
-    resumed = [r for r in plan if len(r.rounds) > 1]
-    assert 0.15 < len(resumed) / len(plan) < 0.45
-    assert all(r.first_tokens % 128 == 0 and sum(t for _, t in r.rounds) == r.total_tokens for r in resumed)
-    assert Request(1, 300, 300).rounds == [(0, 300)]
+def test_workloads_are_shaped_like_the_reference_client():
+    assert Request(1, 2000, 1024).rounds == [(0, 1024), (1024, 976)]
+    assert Request(1, 8192, 2048).rounds == [(0, 2048), (2048, 2048), (4096, 2048), (6144, 2048)]
+    assert Request(1, 300, 1024).rounds == [(0, 300)]
+    plan = shaped("8192/2048", 3, room_base=10)
+    assert [r.room for r in plan] == [10, 11, 12] and all(r.total_tokens == 8192 for r in plan)
+    for bad in ("2000", "a/b", "0/128", "2000/0", "9000/1024"):
+        with pytest.raises(ValueError, match="workload"):
+            parse_workload(bad)
 
 
 def test_a_tiny_bench_run(redis_url, tmp_path):
     out = io.StringIO()
-    report = run_bench(redis_url=redis_url, requests=4, concurrencies=(1, 2), workers=(1,), small_requests=5,
-                       hidden_size=1024, json_path=str(tmp_path / "b.json"), chart_path=str(tmp_path / "b.png"),
-                       out=out)
+    report = run_bench(redis_url=redis_url, requests=4, workloads=("2000/1024", "1024/256"), concurrencies=(1, 2),
+                       workers=(1,), hidden_size=1024, json_path=str(tmp_path / "b.json"),
+                       chart_path=str(tmp_path / "b.png"), out=out)
     assert json.loads((tmp_path / "b.json").read_text()) == json.loads(json.dumps(report))
-    modes = {(r["mode"], r["concurrency"]) for r in report["results"]}
-    assert modes == {(m, c) for m in ("raw", "in-process", "xferd") for c in (1, 2)}
+    modes = {(r["workload"], r["mode"], r["concurrency"]) for r in report["results"]}
+    assert modes == {(w, m, c) for w in ("2000/1024", "1024/256") for m in ("raw", "raw-sync", "in-process", "xferd")
+                     for c in (1, 2)}
+    assert report["config"]["workloads"] == {"2000/1024": 4, "1024/256": 8}, "the same tokens in every workload"
     for row in report["results"]:
         assert row["gb_per_s"] > 0 and row["p99_ms"] >= row["p50_ms"] > 0
+        assert row["rounds"] == row["requests"] * (2 if row["workload"] == "2000/1024" else 4)
+        by_process = row["cpu_ms_per_round_by_process"]  # a few rounds may cost less than a clock tick
+        assert "client" in by_process and row["cpu_ms_per_round"] == pytest.approx(sum(by_process.values()), abs=0.01)
         if row["mode"] == "xferd":
+            # every role is measured (a few rounds may cost the ingress less than a clock tick)
+            assert {"workers", "ingress", "janitor", "serve"} <= set(by_process)
             assert row["entries_per_round"] == row["contiguous_runs_x_buffers_per_round"]
             # 3 per round exactly (tests/test_worker.py); a lease renewal inside a long write adds one
             assert 2.0 <= row["redis_round_trips_per_round"] <= 3.5, row
         if row["mode"] == "in-process":
             assert row["entries_per_round"] > 4, "one entry per block per buffer type"
+    assert sum(r["cpu_ms_per_round_by_process"]["workers"] for r in report["results"] if r["mode"] == "xferd") > 0
     assert (tmp_path / "b.png").stat().st_size > 1000
-    assert "Mooncake entries per round = contiguous runs x buffer types: yes" in out.getvalue()
+    text = out.getvalue()
+    assert "Mooncake entries per round = contiguous runs x buffer types: yes" in text
+    assert "2000/1024 concurrency 1, 1 worker(s): added p50 per round vs in-process" in text
 
 
 def test_a_failed_run_is_reported_and_left_out_of_the_ratios(tmp_path):
-    def row(mode, workers, concurrency, gb_per_s):
-        return {"mode": mode, "workers": workers, "concurrency": concurrency, "requests": 48, "p50_ms": 5.0,
-                "p99_ms": 9.0, "gb_per_s": gb_per_s, "req_per_s": 10.0, "entries_per_round": 4.0,
+    def row(mode, workers, concurrency, gb_per_s, p50=5.0):
+        return {"mode": mode, "workload": "2000/1024", "workers": workers, "concurrency": concurrency,
+                "requests": 48, "rounds": 96, "p50_ms": p50, "p99_ms": 9.0, "gb_per_s": gb_per_s,
+                "req_per_s": 10.0, "cpu_ms_per_round": 3.0, "entries_per_round": 4.0,
                 "contiguous_runs_x_buffers_per_round": 4.0, "redis_round_trips_per_round": 3.0}
-    failed = {"mode": "raw", "workers": 1, "concurrency": 32, "requests": 48,
+    failed = {"mode": "raw", "workload": "2000/1024", "workers": 1, "concurrency": 32, "requests": 48,
               "error": "Mooncake write of 3 entries failed (rc=-1)"}
-    rows = [row("raw", 1, 1, 2.0), row("raw", 1, 8, 0.5), failed, row("in-process", 1, 8, 1.0),
-            row("xferd", 2, 8, 1.5)]
-    small = {"p50_ms": 1.0, "p99_ms": 2.0, "raw_p50_ms": 1.0, "xferd_p50_ms": 2.0, "xferd_round_trips_per_round": 3.0}
-    lines = summary(rows, small)
-    assert any("raw ceiling (2.0 GB/s at concurrency 1): 0.75x" in line for line in lines), lines
-    assert any("in-process design at concurrency 8: 1.50x" in line for line in lines), lines
-    assert lines[-1] == "FAILED: raw (1 worker(s)) at concurrency 32: Mooncake write of 3 entries failed (rc=-1)"
+    rows = [row("raw", 1, 1, 2.0), row("raw", 1, 8, 3.0), failed, row("in-process", 1, 8, 1.0),
+            row("in-process", 1, 1, 1.0, p50=4.0), row("xferd", 1, 1, 1.5, p50=6.0), row("xferd", 2, 8, 1.5),
+            row("xferd", 1, 8, 1.2)]
+    lines = summary(rows)
+    assert any("concurrency 8: xferd (2 worker(s)) / in-process 1.50x GB/s (target >= 1.2); / raw 0.50x" in line
+               for line in lines), lines
+    assert any("concurrency 1: xferd (1 worker(s)) / in-process 1.50x GB/s (target >= 1.0)" in line
+               for line in lines), lines
+    assert any("added p50 per round vs in-process +1.00 ms" in line for line in lines), lines
+    assert lines[-1] == ("FAILED: 2000/1024 raw (1 worker(s)) at concurrency 32: "
+                         "Mooncake write of 3 entries failed (rc=-1)")
     table = results_table(rows)
     assert table.splitlines()[0].endswith("| error |") and "rc=-1" in table
     assert save_chart(rows, str(tmp_path / "c.png")) and (tmp_path / "c.png").stat().st_size > 1000

@@ -1,148 +1,40 @@
 """`xferd bench`: xferd against the two alternatives a user has, on the same bytes.
 
-1. raw: one Mooncake batch call per request round, from one process, no coordination —
-   the ceiling;
-2. in-process: the reference design — an in-process queue and one transfer thread that
-   issues one Mooncake entry per block per buffer type;
+1. raw: one Mooncake batch per request round, from one process, no coordination — the
+   ceiling (submitted asynchronously and polled, as xferd's workers write; ``raw-sync``:
+   the same through ``batch_transfer_sync_write``, which spins while it waits);
+2. in-process: the reference design — a thread takes the language side's messages onto an
+   in-process queue, one transfer thread writes one entry per block per buffer type with the
+   synchronous call and pushes the status (``bench_inprocess``);
 3. xferd: Sender → Redis → worker → Mooncake → status at the Receiver, end to end.
 
-Every mode writes the same rounds (a request that needs a resume is written in two
-rounds) from the same shared-memory source pool into the same kind of destination pool
-over loopback TCP. Reports p50/p99 latency, GB/s, requests/s, and for xferd the Redis
-round trips and Mooncake entries per round counted by the workers.
+Every mode writes the same rounds of workloads shaped like the reference client's (a
+request of TOTAL tokens whose destination takes PER_ROUND tokens at a time, resuming for
+the rest; ``bench_workload``) from the same shared-memory source pool into the same kind of
+destination pool over loopback TCP; in-process and xferd are driven by the same Receiver. Reports p50/p99 latency, GB/s, the CPU time per round of every process
+(from /proc: steadier than wall time on a shared machine) and, for xferd, the Redis round
+trips and Mooncake entries per round counted by the workers.
 """
 from __future__ import annotations
 
 import os
-import queue
-import random
 import sys
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 
+from .bench_inprocess import InProcessNode
+from .bench_report import as_json, results_table, save_chart, summary
+from .bench_workload import (MAX_BLOCKS, WORKLOADS, Request, Result, drive, parse_workload, renamed,
+                             request_bytes, round_entries, shaped)
+from .cpu import CpuMeter, children, title
 from .layout import Layout
-from .bench_report import as_json, overhead, results_table, save_chart, summary
 from .pool import DestPool, SourcePool
 from .processes import start_serve, stop_process
 
-MAX_BLOCKS = 64  # 8192 tokens / 128
-
-
-@dataclass(frozen=True)
-class Request:
-    room: int
-    total_tokens: int
-    first_tokens: int  # tokens of the first round; < total_tokens when it needs a resume
-
-    @property
-    def rounds(self) -> list[tuple[int, int]]:
-        """(sent_before, tokens) of each round."""
-        if self.first_tokens >= self.total_tokens:
-            return [(0, self.total_tokens)]
-        return [(0, self.first_tokens), (self.first_tokens, self.total_tokens - self.first_tokens)]
-
-
-def renamed(requests: list[Request], run: int) -> list[Request]:
-    """The same requests as new rooms (room ids are never reused)."""
-    return [Request(r.room + run * 10_000_000, r.total_tokens, r.first_tokens) for r in requests]
-
-
-def workload(count: int, seed: int, block_size: int = 128, low: int = 256, high: int = 8192,
-             resume_share: float = 0.3) -> list[Request]:
-    rng = random.Random(seed)
-    out = []
-    for i in range(count):
-        total = rng.randint(low, high)
-        blocks = -(-total // block_size)
-        first = total
-        if blocks > 1 and rng.random() < resume_share:
-            first = rng.randint(1, blocks - 1) * block_size  # a partial round is block-aligned
-        out.append(Request(seed * 1_000_000 + i, total, first))
-    return out
-
-
-def request_bytes(layout: Layout, request: Request) -> int:
-    per_token = sum(layout.token_bytes(i) for i, b in enumerate(layout.buffers) if b.per_token)
-    aux = sum(b.item_len for b in layout.buffers if not b.per_token)
-    return per_token * request.total_tokens + aux
-
-
-@dataclass
-class Result:
-    mode: str
-    concurrency: int
-    workers: int
-    requests: int
-    seconds: float
-    bytes: int
-    latencies_ms: list[float] = field(repr=False)
-    extra: dict = field(default_factory=dict)
-
-    def percentile(self, q: float) -> float:
-        ordered = sorted(self.latencies_ms)
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
-
-    def row(self) -> dict:
-        return {"mode": self.mode, "concurrency": self.concurrency, "workers": self.workers,
-                "requests": self.requests, "p50_ms": round(self.percentile(0.5), 2),
-                "p99_ms": round(self.percentile(0.99), 2), "gb_per_s": round(self.bytes / self.seconds / 1e9, 3),
-                "req_per_s": round(self.requests / self.seconds, 1), **self.extra}
-
-
-def drive(requests: list[Request], concurrency: int, one) -> tuple[list[float], float]:
-    """Run ``one(request, slot)`` (returning its latency in ms) for every request, with
-    ``concurrency`` in flight; each in-flight request owns a slot (its blocks). Returns the
-    latencies and the wall time."""
-    slots: queue.Queue = queue.Queue()
-    for slot in range(concurrency):
-        slots.put(slot)
-
-    def run(request: Request) -> float:
-        slot = slots.get()
-        try:
-            return one(request, slot)
-        finally:
-            slots.put(slot)
-
-    started = time.perf_counter()
-    with ThreadPoolExecutor(concurrency) as pool:
-        latencies = list(pool.map(run, requests))
-    return latencies, time.perf_counter() - started
-
-
-def _entries(layout: Layout, src_base: int, src_offsets, src_block: int, dst_ptrs, dst_block: int,
-             sent: int, tokens: int, per_block: bool) -> tuple[list[int], list[int], list[int]]:
-    """One round's Mooncake entries: one per buffer type over contiguous blocks (raw), or one
-    per block per buffer type (the reference design). Blocks ``src_block``.. and ``dst_block``..
-    are contiguous slots; the round starts at token ``sent`` of the request."""
-    block_size = layout.block_size
-    first = sent // block_size
-    count = -(-tokens // block_size)
-    src, dst, lengths = [], [], []
-    for index, buffer in enumerate(layout.buffers):
-        if not buffer.per_token:
-            if sent == 0:
-                src.append(src_base + src_offsets[index] + src_block * buffer.item_len)
-                dst.append(dst_ptrs[index] + dst_block * buffer.item_len)
-                lengths.append(buffer.item_len)
-            continue
-        width = layout.token_bytes(index)
-        spans = [(i, min(block_size, tokens - i * block_size)) for i in range(count)] if per_block \
-            else [(0, tokens)]
-        for i, span_tokens in spans:
-            src.append(src_base + src_offsets[index] + (src_block + first + i) * buffer.item_len)
-            dst.append(dst_ptrs[index] + (dst_block + i) * buffer.item_len)
-            lengths.append(span_tokens * width)
-    return src, dst, lengths
-
-
 class Direct:
-    """The raw and in-process modes: a writer engine on the source pool, a destination pool
-    with its own engine, both in this process (loopback TCP between them)."""
+    """The raw modes: a writer engine on the source pool, a destination pool with its own
+    engine, both in this process (loopback TCP between them)."""
 
-    def __init__(self, layout: Layout, source: SourcePool, slots: int):
+    def __init__(self, layout: Layout, source: SourcePool, slots: int, redis_pids: list[int]):
         from .engine import Engine
 
         self.layout, self.source = layout, source
@@ -153,54 +45,54 @@ class Direct:
         self.writer = Engine()
         self.writer.register(source.base_ptr, source.size)
         self.dst_ptrs = [t.data_ptr() for t in self.dest.buffers]
+        self.meter = CpuMeter({"client": [os.getpid()], "redis": redis_pids})
 
-    def write_round(self, slot: int, sent: int, tokens: int, per_block: bool) -> int:
-        src, dst, lengths = _entries(self.layout, self.source.base_ptr, self.source.offsets, slot * MAX_BLOCKS,
-                                     self.dst_ptrs, slot * MAX_BLOCKS, sent, tokens, per_block)
-        self.writer.write(self.dest_engine.session_id, src, dst, lengths)
+    def write_round(self, slot: int, sent: int, tokens: int, sync: bool) -> int:
+        src, dst, lengths = round_entries(self.layout, self.source.base_ptr, self.source.offsets, slot * MAX_BLOCKS,
+                                          self.dst_ptrs, slot * MAX_BLOCKS, sent, tokens, per_block=False)
+        if sync:  # what the reference design calls
+            if self.writer.mooncake.batch_transfer_sync_write(self.dest_engine.session_id, src, dst, lengths):
+                raise RuntimeError(f"Mooncake write of {len(src)} entries failed")
+        else:
+            self.writer.write(self.dest_engine.session_id, src, dst, lengths)
         return len(src)
 
-    def run_raw(self, requests: list[Request], concurrency: int) -> Result:
+    def _result(self, mode: str, workload: str, concurrency: int, requests: list[Request], one) -> Result:
+        self.meter.start()
+        latencies, elapsed = drive(requests, concurrency, one)
+        return Result(mode, workload, concurrency, 1, requests, elapsed,
+                      sum(request_bytes(self.layout, r) for r in requests), latencies, self.meter.stop())
+
+    def run_raw(self, workload: str, requests: list[Request], concurrency: int, sync: bool = False) -> Result:
         def one(request: Request, slot: int) -> float:
             started = time.perf_counter()
             for sent, tokens in request.rounds:
-                self.write_round(slot, sent, tokens, per_block=False)
+                self.write_round(slot, sent, tokens, sync=sync)
             return (time.perf_counter() - started) * 1000
 
-        latencies, elapsed = drive(requests, concurrency, one)
-        return Result("raw", concurrency, 1, len(requests), elapsed,
-                      sum(request_bytes(self.layout, r) for r in requests), latencies)
+        return self._result("raw-sync" if sync else "raw", workload, concurrency, requests, one)
 
-    def run_inprocess(self, requests: list[Request], concurrency: int) -> Result:
-        """Clients keep ``concurrency`` requests queued; one transfer thread serves the queue,
-        one round at a time, one entry per block per buffer type."""
-        work: queue.Queue = queue.Queue()
-        entries = [0, 0]  # entries, rounds
+    def run_raw_sync(self, workload: str, requests: list[Request], concurrency: int) -> Result:
+        return self.run_raw(workload, requests, concurrency, sync=True)
 
-        def transfer() -> None:
-            while (item := work.get()) is not None:
-                slot, sent, tokens, done = item
-                entries[0] += self.write_round(slot, sent, tokens, per_block=True)
-                entries[1] += 1
-                done.set()
 
-        thread = threading.Thread(target=transfer, daemon=True)
-        thread.start()
+def redis_pids(client) -> list[int]:
+    """The Redis server's pid when it runs on this machine (its CPU is part of a round's)."""
+    try:
+        pid = int(client.info("server")["process_id"])
+    except Exception:  # not a real server (fakeredis) or not allowed: leave Redis out
+        return []
+    return [pid] if "redis" in title(pid) else []
 
-        def one(request: Request, slot: int) -> float:
-            started = time.perf_counter()
-            for sent, tokens in request.rounds:  # a resume waits for the previous round
-                done = threading.Event()
-                work.put((slot, sent, tokens, done))
-                done.wait()
-            return (time.perf_counter() - started) * 1000
 
-        latencies, elapsed = drive(requests, concurrency, one)
-        work.put(None)
-        thread.join()
-        return Result("in-process", concurrency, 1, len(requests), elapsed,
-                      sum(request_bytes(self.layout, r) for r in requests), latencies,
-                      {"entries_per_round": round(entries[0] / max(1, entries[1]), 1)})
+def serve_processes(serve_pid: int) -> dict[str, list[int]]:
+    """`xferd serve` and its children by role, from their process titles."""
+    groups: dict[str, list[int]] = {"serve": [serve_pid]}
+    for pid in children(serve_pid):
+        words = title(pid).split()
+        role = words[1] if len(words) > 1 and words[0] == "xferd" else "other"
+        groups.setdefault("workers" if role.startswith("worker") else role, []).append(pid)
+    return groups
 
 
 class XferdNode:
@@ -221,11 +113,13 @@ class XferdNode:
                                  store=self.store)
         self.receiver.register()
         time.sleep(0.3)
+        self.meter = CpuMeter({"client": [os.getpid()], **serve_processes(self.process.pid),
+                               "redis": redis_pids(self.store.client)})
 
     def worker_counts(self) -> dict[str, int]:
         return {k: v for k, v in self.store.stats().items() if k.startswith("worker_")}
 
-    def run(self, requests: list[Request], concurrency: int) -> Result:
+    def run(self, workload: str, requests: list[Request], concurrency: int) -> Result:
         from .status import Status
 
         layout = self.settings.buffer_layout
@@ -238,10 +132,11 @@ class XferdNode:
             for number, (sent, tokens) in enumerate(request.rounds):
                 count = -(-tokens // layout.block_size)
                 dst = list(range(base, base + count))
+                allocated = count * layout.block_size  # whole blocks, as the reference client asks
                 if number == 0:
-                    self.receiver.init(request.room, dst, tokens)
+                    self.receiver.init(request.room, dst, allocated)
                 else:
-                    self.receiver.resume(request.room, dst, sent, tokens)
+                    self.receiver.resume(request.room, dst, sent, allocated)
                 status = self.receiver.wait(request.room, 120)
                 if status not in (Status.Transferring, Status.Success):
                     raise RuntimeError(f"room {request.room}: {status.name} "
@@ -251,7 +146,9 @@ class XferdNode:
             return latency
 
         before = self.worker_counts()
+        self.meter.start()
         latencies, elapsed = drive(requests, concurrency, one)
+        cpu = self.meter.stop()
         time.sleep(1.2)  # the workers publish their counters with the heartbeat
         after = self.worker_counts()
         delta = {k: after.get(k, 0) - before.get(k, 0) for k in after}
@@ -259,8 +156,8 @@ class XferdNode:
         extra = {"redis_round_trips_per_round": round(delta.get("worker_round_trips", 0) / rounds, 2),
                  "entries_per_round": round(delta.get("worker_entries", 0) / rounds, 1),
                  "contiguous_runs_x_buffers_per_round": round(delta.get("worker_runs", 0) / rounds, 1)}
-        return Result("xferd", concurrency, self.settings.workers, len(requests), elapsed,
-                      sum(request_bytes(layout, r) for r in requests), latencies, extra)
+        return Result("xferd", workload, concurrency, self.settings.workers, requests, elapsed,
+                      sum(request_bytes(layout, r) for r in requests), latencies, cpu, extra)
 
     def close(self) -> None:
         """Stop the node and delete its keys."""
@@ -271,17 +168,16 @@ class XferdNode:
             self.store.client.delete(key)
 
 
-def run_bench(redis_url: str | None = None, requests: int = 48, concurrencies=(1, 8, 32), workers=(1, 2),
-              small_requests: int = 100, seed: int = 1, hidden_size: int = 4096,
-              json_path: str = "bench.json", chart_path: str = "bench.png", out=sys.stdout) -> dict:
+def run_bench(redis_url: str | None = None, requests: int = 200, workloads=tuple(WORKLOADS),
+              concurrencies=(1, 8, 32), workers=(1, 2), hidden_size: int = 4096, json_path: str = "bench.json",
+              chart_path: str = "bench.png", out=sys.stdout) -> dict:
+    """``requests``: of the first workload; every other gets as many tokens in all."""
     import json
     import tempfile
 
-    from .embedded import free_port
+    from .connections import DEFAULT_REDIS_URL, connect
+    from .embedded import free_port, local_or_embedded
     from .settings import Settings
-
-    from .connections import DEFAULT_REDIS_URL
-    from .embedded import local_or_embedded
 
     # the configured Redis, else the local one, else a private redis-server child
     url, embedded = (redis_url, None) if redis_url else local_or_embedded(DEFAULT_REDIS_URL)
@@ -291,75 +187,74 @@ def run_bench(redis_url: str | None = None, requests: int = 48, concurrencies=(1
                         pool_blocks=slots * MAX_BLOCKS + MAX_BLOCKS, pool_name=f"xferd-{tag}",
                         ingress=f"tcp://127.0.0.1:{free_port()}")
     layout = settings.buffer_layout
-    plan = workload(requests, seed, layout.block_size)
-
-    small = [Request(r.room + 500_000, 256, 256) for r in workload(small_requests, seed + 1)]
-    config = {"requests": requests, "concurrency": list(concurrencies), "workers": list(workers),
-              "layout": layout.describe(), "tokens": "256-8192", "resumes": sum(len(r.rounds) > 1 for r in plan),
-              "small_requests": small_requests, "redis": url.split("@")[-1]}
+    volume = requests * parse_workload(workloads[0])[0]
+    plans = {name: shaped(name, max(1, round(volume / parse_workload(name)[0])), 1_000_000 * (n + 1))
+             for n, name in enumerate(workloads)}
+    config = {"workloads": {name: len(plan) for name, plan in plans.items()}, "concurrency": list(concurrencies),
+              "workers": list(workers), "layout": layout.describe(), "redis": url.split("@")[-1]}
     log_path = os.path.join(tempfile.mkdtemp(prefix="xferd-bench-"), "serve.log")
 
     def say(text: str) -> None:
         out.write(text + "\n")
         out.flush()
 
-    say(f"xferd bench: {requests} requests (256-8192 tokens, {config['resumes']} with a resume), "
-        f"{layout.describe()}; serve log {log_path}")
+    say(f"xferd bench: {', '.join(f'{len(p)} requests of {w} tokens' for w, p in plans.items())} "
+        f"(TOTAL/PER_ROUND), {layout.describe()}; serve log {log_path}")
     source = SourcePool(layout, settings.pool_blocks, settings.shm_name, create=True)
     rows: list[dict] = []
 
-    def measure(label: str, workers_: int, concurrency: int, run, requests_, warm_up=None) -> Result | None:
+    def measure(label: str, workload: str, workers_: int, concurrency: int, run, requests_, warm_up) -> None:
         """One row of the table. A run that fails is reported as a row with its error and the
         bench goes on: e.g. 32 threads sharing one engine on 2 cores can hit Mooncake's limit on
         one synchronous batch (MC_TRANSFER_TIMEOUT, 30 s by default)."""
         mode = label.split()[0]
         try:
-            if warm_up is not None:
-                run(warm_up, concurrency)  # connections, page faults
-            result = run(requests_, concurrency)
+            run(workload, warm_up, concurrency)  # connections, page faults
+            result = run(workload, requests_, concurrency)
         except RuntimeError as error:  # Mooncake's WriteError, a room that failed or timed out
-            rows.append({"mode": mode, "concurrency": concurrency, "workers": workers_,
+            rows.append({"mode": mode, "workload": workload, "concurrency": concurrency, "workers": workers_,
                          "requests": len(requests_), "error": str(error)[:300]})
-            say(f"  {label:10s} concurrency {concurrency:2d}: FAILED: {error}")
-            return None
+            say(f"  {workload:9s} {label:10s} concurrency {concurrency:2d}: FAILED: {error}")
+            return
         row = result.row()
         rows.append(row)
         trips = row.get("redis_round_trips_per_round")
-        say(f"  {label:10s} concurrency {concurrency:2d}: {row['gb_per_s']} GB/s, p50 {row['p50_ms']} ms"
+        say(f"  {workload:9s} {label:10s} concurrency {concurrency:2d}: {row['gb_per_s']:.3f} GB/s, "
+            f"p50 {row['p50_ms']} ms, CPU {row['cpu_ms_per_round']:.2f} ms/round"
             + (f", {trips} Redis round trips/round" if trips is not None else ""))
-        return result
 
     try:
-        direct = Direct(layout, source, slots)
-        for concurrency in concurrencies:
-            for name, run in (("raw", direct.run_raw), ("in-process", direct.run_inprocess)):
-                measure(name, 1, concurrency, run, plan, plan[:max(4, concurrency)])
-        raw_small = direct.run_raw(small, 1)
+        pids = redis_pids(connect(url))
+        direct, inprocess = Direct(layout, source, slots, pids), InProcessNode(layout, source, slots, pids)
+        try:
+            for name, plan in plans.items():
+                for concurrency in concurrencies:
+                    for label, run in (("raw", direct.run_raw), ("raw-sync", direct.run_raw_sync),
+                                       ("in-process", inprocess.run)):
+                        measure(label, name, 1, concurrency, run, plan, plan[:max(4, concurrency)])
+        finally:
+            inprocess.close()
         for count in workers:
             node = XferdNode(settings, count, slots, log_path)
             try:
-                for concurrency in concurrencies:
-                    run = 1 + 2 * (concurrency + 100 * count)
-                    measure(f"xferd x{count}", count, concurrency, node.run, renamed(plan, run + 1),
-                            renamed(plan[:max(4, concurrency)], run))
-                if count == workers[0]:
-                    xferd_small = node.run(renamed(small, 999), 1)
+                for number, (name, plan) in enumerate(plans.items()):
+                    for concurrency in concurrencies:
+                        run = 1 + 2 * (concurrency + 100 * count + 1000 * number)
+                        measure(f"xferd x{count}", name, count, concurrency, node.run, renamed(plan, run + 1),
+                                renamed(plan[:max(4, concurrency)], run))
             finally:
                 node.close()
     finally:
         source.unlink()
         if embedded is not None:
             embedded.stop()
-    overheads = overhead(raw_small, xferd_small)
-    overheads.update(raw_p50_ms=round(raw_small.percentile(0.5), 2), xferd_p50_ms=round(xferd_small.percentile(0.5), 2),
-                     xferd_round_trips_per_round=xferd_small.extra["redis_round_trips_per_round"])
-    targets = summary(rows, overheads)
+    targets = summary(rows)
     say("")
     say(results_table(rows))
     say("")
     for line in targets:
         say("  " + line)
-    report = as_json(rows, overheads, targets, config)
+    report = as_json(rows, targets, config)
     with open(json_path, "w") as handle:
         json.dump(report, handle, indent=2)
     say(f"JSON: {json_path}")

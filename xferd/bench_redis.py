@@ -8,13 +8,15 @@ import os
 import sys
 import tempfile
 
-from .bench import MAX_BLOCKS, XferdNode, renamed, workload
+from .bench import XferdNode
+from .bench_workload import MAX_BLOCKS, renamed, shaped
 from .connections import DEFAULT_REDIS_URL
 from .embedded import free_port, local_or_embedded
 from .local_redis import LocalCluster, LocalSentinel
 from .pool import SourcePool
 from .settings import Settings
 
+WORKLOAD = "2000/1024"
 CASES = (("single Redis", "single", 0), ("Redis Cluster 3+3", "cluster", 0), ("Redis Cluster 3+3", "cluster", 1),
          ("Sentinel 1+1", "sentinel", 1))
 
@@ -32,10 +34,10 @@ def run_topology_bench(requests: int = 48, concurrencies=(1, 8), workers: int = 
     tag = f"benchtopo{os.getpid()}"
     base = Settings(prefix="xferd-bench", node=tag, hidden_size=hidden_size, pool_name=f"xferd-{tag}",
                     pool_blocks=slots * MAX_BLOCKS + MAX_BLOCKS)
-    plan = workload(requests, seed, base.block_size)
+    plan = shaped(WORKLOAD, requests, 1_000_000 * seed)
     source = SourcePool(base.buffer_layout, base.pool_blocks, base.shm_name, create=True)
     log_path = os.path.join(tempfile.mkdtemp(prefix="xferd-bench-"), "serve.log")
-    say(f"xferd bench --topologies: {requests} requests (256-8192 tokens), {workers} workers, "
+    say(f"xferd bench --topologies: {requests} requests of {WORKLOAD} tokens, {workers} workers, "
         f"concurrency {', '.join(map(str, concurrencies))}; serve log {log_path}")
     rows = []
     try:
@@ -46,8 +48,8 @@ def run_topology_bench(requests: int = 48, concurrencies=(1, 8), workers: int = 
             try:
                 for number, concurrency in enumerate(concurrencies):
                     first = 1000 + 2 * (run * 10 + number)
-                    node.run(renamed(plan[:max(4, concurrency)], first), concurrency)  # warm-up
-                    result = node.run(renamed(plan, first + 1), concurrency)
+                    node.run(WORKLOAD, renamed(plan[:max(4, concurrency)], first), concurrency)  # warm-up
+                    result = node.run(WORKLOAD, renamed(plan, first + 1), concurrency)
                     row = {"redis": label, "min_replicas": min_replicas, **result.row()}
                     rows.append(row)
                     say(f"  {label:18s} min_replicas {min_replicas}  concurrency {concurrency:2d}: "

@@ -5,7 +5,7 @@ import os
 
 
 def results_table(rows: list[dict]) -> str:
-    header = ["mode", "workers", "concurrency", "p50_ms", "p99_ms", "gb_per_s", "req_per_s",
+    header = ["workload", "mode", "workers", "concurrency", "p50_ms", "p99_ms", "gb_per_s", "cpu_ms_per_round",
               "entries_per_round", "redis_round_trips_per_round"]
     if any("error" in row for row in rows):
         header.append("error")
@@ -29,61 +29,73 @@ def save_chart(rows: list[dict], path: str) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    for label in sorted({(r["mode"], r["workers"]) for r in rows}):
-        mine = sorted((r for r in rows if (r["mode"], r["workers"]) == label), key=lambda r: r["concurrency"])
-        name = label[0] if label[0] != "xferd" else f"xferd ({label[1]} worker{'s' * (label[1] > 1)})"
-        left.plot([r["concurrency"] for r in mine], [r["gb_per_s"] for r in mine], marker="o", label=name)
-        right.plot([r["concurrency"] for r in mine], [r["p50_ms"] for r in mine], marker="o", label=name)
-    left.set(xlabel="requests in flight", ylabel="GB/s", title="throughput", xscale="log")
-    right.set(xlabel="requests in flight", ylabel="ms", title="p50 latency", xscale="log")
-    left.legend()
+    workloads = list(dict.fromkeys(r["workload"] for r in rows))
+    figure, axes = plt.subplots(len(workloads), 3, figsize=(15, 4 * len(workloads)), squeeze=False)
+    for (left, middle, right), workload in zip(axes, workloads):
+        mine = [r for r in rows if r["workload"] == workload]
+        for label in sorted({(r["mode"], r["workers"]) for r in mine}):
+            line = sorted((r for r in mine if (r["mode"], r["workers"]) == label), key=lambda r: r["concurrency"])
+            name = label[0] if label[0] != "xferd" else f"xferd ({label[1]} worker{'s' * (label[1] > 1)})"
+            x = [r["concurrency"] for r in line]
+            left.plot(x, [r["gb_per_s"] for r in line], marker="o", label=name)
+            middle.plot(x, [r["p50_ms"] for r in line], marker="o", label=name)
+            right.plot(x, [r["cpu_ms_per_round"] for r in line], marker="o", label=name)
+        for axis, ylabel, title in ((left, "GB/s", "throughput"), (middle, "ms", "p50 latency"),
+                                    (right, "CPU ms", "CPU per round, all processes")):
+            axis.set(xlabel="requests in flight", ylabel=ylabel, title=f"{workload}: {title}", xscale="log")
+        left.legend()
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     return True
 
 
-def overhead(raw, xferd) -> dict:
-    """xferd minus raw latency quantiles (ms), both ``bench.Result`` of the same requests."""
-    return {"p50_ms": round(xferd.percentile(0.5) - raw.percentile(0.5), 2),
-            "p99_ms": round(xferd.percentile(0.99) - raw.percentile(0.99), 2)}
+def _pick(rows, workload, mode, concurrency, workers=None):
+    found = [r for r in rows if (r["workload"], r["mode"], r["concurrency"]) == (workload, mode, concurrency)
+             and (workers is None or r["workers"] == workers)]
+    return max(found, key=lambda r: r["gb_per_s"]) if found else None
 
 
-def summary(rows: list[dict], small: dict) -> list[str]:
-    """The targets of issue 5, each with the measured ratio, and the runs that failed."""
+def summary(rows: list[dict], target_workload: str = "2000/1024") -> list[str]:
+    """The targets of issue 12, each with the measured ratio, and the runs that failed."""
     failed = [row for row in rows if "error" in row]
     rows = measured(rows)
-
-    def pick(mode, workers, concurrency):
-        return next((r for r in rows if (r["mode"], r["workers"], r["concurrency"]) == (mode, workers, concurrency)),
-                    None)
-
     lines = []
-    raw8, inproc8, x8 = pick("raw", 1, 8), pick("in-process", 1, 8), pick("xferd", 2, 8)
-    raws = [r for r in rows if r["mode"] == "raw"]
-    if raws and x8:
-        # parallel sync batches from many threads thrash on few cores: the ceiling is the best raw run
-        best = max(raws, key=lambda r: r["gb_per_s"])
-        lines.append(f"xferd (2 workers, concurrency 8) / raw ceiling ({best['gb_per_s']} GB/s at concurrency "
-                     f"{best['concurrency']}): {x8['gb_per_s'] / best['gb_per_s']:.2f}x GB/s (target >= 0.9); "
-                     f"raw itself at concurrency 8: {raw8['gb_per_s'] if raw8 else '-'} GB/s")
-    if inproc8 and x8:
-        ratio = x8["gb_per_s"] / inproc8["gb_per_s"]
-        lines.append(f"xferd (2 workers) / in-process design at concurrency 8: {ratio:.2f}x GB/s (target >= 1.0)")
-    lines.append(f"coordination overhead, 256-token requests, concurrency 1: p50 {small['p50_ms']} ms "
-                 f"(target <= 1), p99 {small['p99_ms']} ms (target <= 5); raw p50 {small['raw_p50_ms']} ms, "
-                 f"xferd p50 {small['xferd_p50_ms']} ms, {small['xferd_round_trips_per_round']} round trips/round")
+    for workload in dict.fromkeys(r["workload"] for r in rows):
+        scope = "" if workload == target_workload else " (no target on this workload)"
+        for concurrency in sorted({r["concurrency"] for r in rows if r["workload"] == workload}):
+            inproc, raw = _pick(rows, workload, "in-process", concurrency), _pick(rows, workload, "raw", concurrency)
+            best = _pick(rows, workload, "xferd", concurrency)
+            if not (best and inproc):
+                continue
+            target = 1.0 if concurrency == 1 else 1.2
+            line = (f"{workload} concurrency {concurrency}: xferd ({best['workers']} worker(s)) / in-process "
+                    f"{best['gb_per_s'] / inproc['gb_per_s']:.2f}x GB/s (target >= {target}){scope}")
+            if raw:
+                line += f"; / raw {best['gb_per_s'] / raw['gb_per_s']:.2f}x (aim >= 0.9)"
+            lines.append(line)
+        inproc = _pick(rows, workload, "in-process", 1)
+        for x in sorted((r for r in rows if (r["workload"], r["mode"], r["concurrency"]) == (workload, "xferd", 1)),
+                        key=lambda r: r["workers"]):
+            if inproc:
+                per_request = x["rounds"] / x["requests"]
+                added = (x["p50_ms"] - inproc["p50_ms"]) / per_request
+                lines.append(f"{workload} concurrency 1, {x['workers']} worker(s): added p50 per round vs in-process "
+                             f"{added:+.2f} ms (target <= 1){scope}")
+        cpu = {f"{r['mode']}{' x%d' % r['workers'] if r['mode'] == 'xferd' else ''}": r["cpu_ms_per_round"]
+               for r in rows if r["workload"] == workload and r["concurrency"] == 8}
+        if cpu:
+            lines.append(f"{workload} CPU ms per round at concurrency 8, all processes: "
+                         + ", ".join(f"{k} {v:.2f}" for k, v in cpu.items()))
     trips = [r["redis_round_trips_per_round"] for r in rows if r["mode"] == "xferd"]
     if trips:
         lines.append(f"worker Redis round trips per round: {max(trips)} at most (target <= 3)")
     matched = all(r["entries_per_round"] == r["contiguous_runs_x_buffers_per_round"] for r in rows if r["mode"] == "xferd")
     lines.append(f"Mooncake entries per round = contiguous runs x buffer types: {'yes' if matched else 'NO'}")
     for row in failed:
-        lines.append(f"FAILED: {row['mode']} ({row['workers']} worker(s)) at concurrency {row['concurrency']}: "
-                     f"{row['error']}")
+        lines.append(f"FAILED: {row['workload']} {row['mode']} ({row['workers']} worker(s)) at concurrency "
+                     f"{row['concurrency']}: {row['error']}")
     return lines
 
 
-def as_json(rows, small, targets, config) -> dict:
-    return {"config": config, "results": rows, "small_request_overhead_ms": small, "targets": targets,
-            "machine": {"cpus": os.cpu_count()}}
+def as_json(rows, targets, config) -> dict:
+    return {"config": config, "results": rows, "targets": targets, "machine": {"cpus": os.cpu_count()}}

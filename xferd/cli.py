@@ -66,10 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="xferd vs raw Mooncake vs the in-process design, same bytes")
     bench.add_argument("--redis", dest="redis_url", help="Redis for xferd (default: local, else a private one)")
-    bench.add_argument("--requests", type=int, default=48)
+    bench.add_argument("--requests", type=int, default=200,
+                       help="requests of the first workload; the others move as many tokens")
+    bench.add_argument("--workload", dest="workloads", nargs="+", default=["2000/1024", "8192/2048"],
+                       metavar="TOTAL/PER_ROUND", help="request tokens / tokens the destination takes a round")
     bench.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     bench.add_argument("--workers", type=int, nargs="+", default=[1, 2])
-    bench.add_argument("--small-requests", type=int, default=100, dest="small_requests")
     bench.add_argument("--topologies", action="store_true",
                        help="xferd alone on one Redis, a local Redis Cluster and Sentinel, with "
                             "min_replicas 0 and 1 (writes bench-topologies.json)")
@@ -118,8 +120,14 @@ def _run(args: argparse.Namespace) -> None:
                            workers=max(args.workers), json_path=args.json.replace("bench.json", "bench-topologies.json"))
     elif args.command == "bench":
         from .bench import run_bench
-        run_bench(redis_url=args.redis_url, requests=args.requests, concurrencies=tuple(args.concurrency),
-                  workers=tuple(args.workers), small_requests=args.small_requests, json_path=args.json,
+        from .bench import parse_workload
+        for name in args.workloads:
+            try:
+                parse_workload(name)
+            except ValueError as error:
+                sys.exit(f"xferd bench: {error}")
+        run_bench(redis_url=args.redis_url, requests=args.requests, workloads=tuple(args.workloads),
+                  concurrencies=tuple(args.concurrency), workers=tuple(args.workers), json_path=args.json,
                   chart_path=args.chart)
     elif args.command == "keygen":
         from .auth import keygen

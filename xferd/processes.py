@@ -12,6 +12,8 @@ import sys
 import time
 from typing import Callable, Protocol
 
+from setproctitle import setproctitle
+
 from . import logs
 
 
@@ -68,6 +70,7 @@ def run_service(name: str, make: Callable[[], Service], ready=None,
     """Build the service, tell the supervisor it is ready (``ready``: an Event), run it;
     ``death_signal`` ends it when the supervisor dies."""
     logs.setup(name)
+    setproctitle(f"xferd {name}")  # `ps` and the bench's CPU accounting tell the roles apart
     _die_with_supervisor(death_signal)
     service = make()
     if ready is not None:

@@ -2,9 +2,9 @@
 
 A round is: read (XREADGROUP: the entry is pending on this worker) → begin (Lua: checks the
 entry is current, takes the round under a new fencing epoch, returns the room and its
-sessions) → plan (pure) → Mooncake writes, the lease kept alive meanwhile (``lease.py``) →
-commit (Lua: compare-and-set, XACK, the blocks of a finished room back, all for this epoch
-only). Three Redis round trips. A worker that stops anywhere before the commit (killed,
+sessions) → plan (pure) → Mooncake writes, every destination's at once (``engine.write_all``),
+the lease kept alive meanwhile (``lease.py``) → commit (Lua: compare-and-set, XACK, the
+blocks of a finished room back, all for this epoch only). Three Redis round trips. A worker that stops anywhere before the commit (killed,
 paused, cut off from Redis) keeps its entry pending; the node's fencer stops its process
 for certain and only then hands the round to another worker (``fencer.py``), which
 rewrites the same bytes. After the commit a redelivered entry is stale and changes nothing."""
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .connections import TRANSIENT, connect, wait_for_redis, with_retry
-from .engine import Engine, WriteError
+from .engine import Engine, Write
 from .faults import maybe_die, maybe_stall
 from .fencing import Identity
 from .keys import GROUP
@@ -141,16 +141,16 @@ class Worker:
                 self.fail(work, epoch, f"round {work.round} cannot be planned: {error}")
                 return
             self._count(targets)
-            for target in targets:
-                if not self.keeper.may_write():
-                    break  # the room failed meanwhile (the commit settles it), or the claim is lost
-                try:
-                    with self.keeper.writing():
-                        self.write(target)
-                except WriteError as error:
-                    reason = f"round {work.round}: {error}"
-                    self._redis(lambda: self.store.mark_session_failed(target.session_id, reason),
-                                "mark session failed")
+            if self.keeper.may_write():  # else the room failed meanwhile (the commit settles it)
+                with self.keeper.writing():  # or the claim is lost
+                    errors = self.engine.write_all([self._write_of(t) for t in targets])
+                failed = [(t, e) for t, e in zip(targets, errors) if e is not None]
+                if failed:
+                    reason = f"round {work.round}: {failed[0][1]}"
+                    for target, error in failed:
+                        self._redis(lambda: self.store.mark_session_failed(target.session_id,
+                                                                         f"round {work.round}: {error}"),
+                                    "mark session failed")
                     self.fail(work, epoch, reason)
                     return
                 maybe_stall(self.store)
@@ -197,14 +197,16 @@ class Worker:
         if outcome.notify:
             self.notifier.send(outcome.endpoints, room, outcome.status)
 
-    def write(self, target: Target) -> None:
+    def _write_of(self, target: Target) -> Write:
+        """A destination's share of the round as Mooncake entries (source address, destination
+        address, length)."""
         base, offsets = self.pool.base_ptr, self.pool.offsets
         src, dst, lengths = [], [], []
         for entry in target.plan.entries:
             src.append(base + offsets[entry.buffer] + entry.src_offset)
             dst.append(target.dst_ptrs[entry.buffer] + entry.dst_offset)
             lengths.append(entry.length)
-        self.engine.write(target.session_id, src, dst, lengths)
+        return Write(target.session_id, src, dst, lengths)
 
     def fail(self, work: Round, epoch: str, reason: str) -> None:
         """Fail the round this worker holds (its write is over): Failed is due at once."""
