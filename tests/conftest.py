@@ -76,7 +76,7 @@ def redis_sentinel():
 @pytest.fixture(params=["fakeredis", "redis", "cluster"])
 def store(request, redis_url):
     """A Store on fakeredis (with Lua), on the real Redis and on a local Redis Cluster, under
-    a private key prefix."""
+    a private key prefix; on the real ones the scripts go by the workers' direct path."""
     if request.param == "fakeredis":
         client = fakeredis.FakeRedis(server=fakeredis.FakeServer())
         settings = make_settings(redis_url=None)
@@ -84,7 +84,7 @@ def store(request, redis_url):
         url = redis_url if request.param == "redis" else request.getfixturevalue("redis_cluster").url
         settings = make_settings(redis_url=url)
         client = connect(url)
-    store = Store(client, settings)
+    store = Store(client, settings, direct=request.param != "fakeredis")
     store.ensure_groups()
     store.load_scripts()  # as a worker does at start, so round-trip counts see no NOSCRIPT miss
     store.init_pool(settings.pool_blocks, {"shm": "test"})

@@ -74,9 +74,12 @@ def test_one_failed_destination_does_not_hold_back_the_other(engines):
     assert writer.write_all([good]) == [None]
 
 
-def test_a_destination_that_stalls_is_an_error_after_the_time_limit_not_a_hang(engines, monkeypatch):
-    """The destination process is frozen (SIGSTOP) mid-write: the write fails at its limit."""
-    writer, source, _, _ = engines
+def test_a_destination_that_stalls_is_an_error_at_mooncakes_limit_not_a_hang(engines, monkeypatch):
+    """The destination process is frozen (SIGSTOP) mid-write: the write fails at the limit."""
+    _, source, _, _ = engines
+    monkeypatch.setenv("MC_TRANSFER_TIMEOUT", "5")  # Mooncake's least; read when an engine starts
+    writer = Engine()
+    writer.register(source.data_ptr(), source.numel())
     script = ("import sys, time, torch\nfrom xferd.engine import Engine\n"
               "buffer = torch.zeros(64 << 20, dtype=torch.uint8)\nengine = Engine()\n"
               "engine.register(buffer.data_ptr(), buffer.numel())\n"
@@ -86,12 +89,11 @@ def test_a_destination_that_stalls_is_an_error_after_the_time_limit_not_a_hang(e
         session_id, pointer = reader.stdout.readline().split()
         assert writer.write_all([Write(session_id, [source.data_ptr()], [int(pointer)], [MB])]) == [None]
         os.kill(reader.pid, signal.SIGSTOP)
-        monkeypatch.setattr(module, "_timeout_s", lambda length: 1.0)
         started = time.monotonic()
         big = Write(session_id, [source.data_ptr()] * 4, [int(pointer) + i * 16 * MB for i in range(4)], [16 * MB] * 4)
         error = writer.write_all([big])[0]
-        assert isinstance(error, WriteError) and "did not complete within 1 s" in str(error), error
-        assert 1.0 <= time.monotonic() - started < 5.0
+        assert isinstance(error, WriteError) and f"to {session_id} failed" in str(error), error
+        assert 4.5 <= time.monotonic() - started < 20.0
     finally:
         reader.kill()
         reader.wait()

@@ -105,7 +105,7 @@ class XferdNode:
         from .store import Store
 
         self.settings = settings.replace(workers=workers)
-        self.store = Store(connect(self.settings.redis_url), self.settings)
+        self.store = Store(connect(self.settings.redis_url), self.settings, direct=True)  # as Sender makes its own
         self.log = open(log_path, "a")
         self.process = start_serve(self.settings, self.store, self.log)
         self.sender = Sender(self.settings, self.store)
@@ -223,28 +223,28 @@ def run_bench(redis_url: str | None = None, requests: int = 200, workloads=tuple
             f"p50 {row['p50_ms']} ms, CPU {row['cpu_ms_per_round']:.2f} ms/round"
             + (f", {trips} Redis round trips/round" if trips is not None else ""))
 
+    # every mode is up before the first run, and the modes take turns on each (workload,
+    # concurrency): a shared machine's load drifts over minutes, so rows side by side compare
+    pids = redis_pids(connect(url))
+    modes, nodes = [], []
     try:
-        pids = redis_pids(connect(url))
         direct, inprocess = Direct(layout, source, slots, pids), InProcessNode(layout, source, slots, pids)
-        try:
-            for name, plan in plans.items():
-                for concurrency in concurrencies:
-                    for label, run in (("raw", direct.run_raw), ("raw-sync", direct.run_raw_sync),
-                                       ("in-process", inprocess.run)):
-                        measure(label, name, 1, concurrency, run, plan, plan[:max(4, concurrency)])
-        finally:
-            inprocess.close()
+        nodes.append(inprocess)
+        modes += [("raw", 1, direct.run_raw), ("raw-sync", 1, direct.run_raw_sync), ("in-process", 1, inprocess.run)]
         for count in workers:
-            node = XferdNode(settings, count, slots, log_path)
-            try:
-                for number, (name, plan) in enumerate(plans.items()):
-                    for concurrency in concurrencies:
-                        run = 1 + 2 * (concurrency + 100 * count + 1000 * number)
-                        measure(f"xferd x{count}", name, count, concurrency, node.run, renamed(plan, run + 1),
-                                renamed(plan[:max(4, concurrency)], run))
-            finally:
-                node.close()
+            node = XferdNode(settings.replace(node=f"{tag}x{count}", ingress=f"tcp://127.0.0.1:{free_port()}"),
+                             count, slots, log_path)
+            nodes.append(node)
+            modes.append((f"xferd x{count}", count, node.run))
+        for number, (name, plan) in enumerate(plans.items()):
+            for concurrency in concurrencies:
+                for index, (label, count, run) in enumerate(modes):
+                    run_id = 2 * (index + 100 * concurrency + 10_000 * number)  # rooms are never reused
+                    measure(label, name, count, concurrency, run, renamed(plan, run_id + 1),
+                            renamed(plan[:max(4, concurrency)], run_id))
     finally:
+        for node in reversed(nodes):
+            node.close()
         source.unlink()
         if embedded is not None:
             embedded.stop()

@@ -32,7 +32,7 @@ class Ingress:
     def __init__(self, settings: Settings, context: zmq.Context | None = None):
         self.settings = settings
         self.layout = settings.buffer_layout
-        self.store = Store(connect(settings.redis_url), settings)
+        self.store = Store(connect(settings.redis_url), settings, direct=True)
         self.context = context or zmq.Context.instance()
         self.socket = self.context.socket(zmq.PULL)
         self.socket.setsockopt(zmq.LINGER, 0)

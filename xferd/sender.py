@@ -47,7 +47,7 @@ class NodeNotFound(RuntimeError):
 class Sender:
     def __init__(self, settings: Settings, store: Store | None = None, redis_patience: float = 60.0):
         self.settings = settings
-        self.store = store or Store(connect(settings.redis_url), settings)
+        self.store = store or Store(connect(settings.redis_url), settings, direct=True)
         self.redis_patience = redis_patience
         record = self._redis(self.store.record, "read the node record")
         if not record:

@@ -11,6 +11,7 @@ from importlib import resources
 
 import redis
 
+from .connections import TRANSIENT, DirectCalls
 from .keys import GROUP, Keys
 from .records import Allocation, Outcome, Round, Take, _hash, _text  # noqa: F401 - callers import them from here
 from .replication import NotReplicated, run_replicated
@@ -32,13 +33,16 @@ def _load(name: str) -> str:
 
 
 class Store:
-    def __init__(self, client: redis.Redis, settings: Settings):
+    def __init__(self, client: redis.Redis, settings: Settings, direct: bool = False):
+        """``direct``: run the transition scripts through ``DirectCalls`` (the worker's and
+        the ingress's hot path)."""
         self.client = client
         self.settings = settings
         self.keys: Keys = settings.keys
         self.policy = settings.policy()
         self._scripts = {name: client.register_script(_load(name)) for name in SCRIPTS}
         self._new_entries = {self.keys.stream: ">"}
+        self._direct = DirectCalls(lambda: self.primary, self._count_trip) if direct else None
 
     def _keys(self, room: int | str) -> list[str]:
         """The keys every room script takes, in the prelude's order."""
@@ -46,14 +50,20 @@ class Store:
         return [k.room(room), k.stream, k.timeouts, k.writing, k.pool_free, k.pool_owned(room),
                 k.pool_leases, k.dead]
 
-    def _run(self, name: str, room: int | str, *args, sessions: tuple[str, ...] = ()):
+    def _run(self, name: str, room: int | str, *args, sessions: tuple[str, ...] = (), then: tuple = ()):
         """Run a transition script; with min_replicas, only confirmed by that many replicas
         (``replication.run_replicated``; NotReplicated if not in time)."""
         keys = self._keys(room) + [self.keys.session(s) for s in sessions]
         args = [self.policy, str(room), *args]
         script = self._scripts[name]
         if not self.settings.min_replicas or name in UNREPLICATED:
-            return script(keys=keys, args=args)
+            if self._direct is None:
+                return script(keys=keys, args=args)
+            try:
+                return self._direct.script(script, keys, args, then)
+            except TRANSIENT:
+                self._lost_primary()  # a cluster's slots may have moved: learn them again
+                raise
         return self._replicated(lambda pipe: pipe.evalsha(script.sha, len(keys), *keys, *args),
                                 f"{name} of room {room}", load=lambda connection: connection.script_load(script.script))
 
@@ -76,9 +86,13 @@ class Store:
 
     def _primary_counted(self) -> redis.Redis:
         connection = self.primary
-        if connection is not self.client and hasattr(self.client, "round_trips"):
-            self.client.round_trips += 1  # a cluster's node client: counted with the rest
+        if connection is not self.client:
+            self._count_trip()  # a cluster's node client: counted with the rest
         return connection
+
+    def _count_trip(self) -> None:
+        if hasattr(self.client, "round_trips"):
+            self.client.round_trips += 1
 
     def _lost_primary(self) -> None:
         try:
@@ -141,8 +155,31 @@ class Store:
 
     def read_rounds(self, consumer: str, count: int, block_ms: int) -> list[Round]:
         """Take up to ``count`` new round entries, waiting up to ``block_ms``."""
-        return self._rounds(self.client.xreadgroup(GROUP, consumer, self._new_entries, count=count,
-                                                   block=block_ms))
+        if self._direct is None:
+            return self._rounds(self.client.xreadgroup(GROUP, consumer, self._new_entries, count=count,
+                                                       block=block_ms))
+        try:
+            if self._direct.has_then():  # sent with the last commit (commit_round's read_next)
+                reply = self._direct.read_then()
+            else:
+                reply = self._direct.call(*self._read_command(consumer, count, block_ms))
+        except TRANSIENT:
+            self._lost_primary()
+            raise
+        # the bare reply: {stream: entries} (RESP3) or [[stream, entries]] (RESP2), each
+        # entry [id, [field, value, ...]]
+        streams = reply.items() if isinstance(reply, dict) else reply or []
+        return self._rounds([(name, [(entry_id, dict(zip(flat[::2], flat[1::2])) if flat else None)
+                                     for entry_id, flat in entries]) for name, entries in streams])
+
+    def _read_command(self, consumer: str, count: int, block_ms: int) -> tuple:
+        return ("XREADGROUP", "GROUP", GROUP, consumer, "COUNT", count, "BLOCK", block_ms,
+                "STREAMS", self.keys.stream, ">")
+
+    def read_ahead(self) -> bool:
+        """Whether a read sent with the last commit waits on this thread (``read_rounds``
+        takes its reply)."""
+        return self._direct is not None and self._direct.has_then()
 
     def _rounds(self, reply) -> list[Round]:
         out = []
@@ -266,12 +303,17 @@ class Store:
             return True, int(reply[1])
         return False, _text(reply[1])
 
-    def commit_round(self, work: Round, consumer: str, epoch: str,
-                     sent_after: list[int]) -> tuple[str, Outcome | str]:
+    def commit_round(self, work: Round, consumer: str, epoch: str, sent_after: list[int],
+                     read_next: int = 0) -> tuple[str, Outcome | str]:
         """('ok', Outcome) committed; ('ended', Outcome) the room failed while we wrote (it is
-        settled now, Failed due); ('stale', why) this holder no longer holds the round."""
+        settled now, Failed due); ('stale', why) this holder no longer holds the round.
+        ``read_next``: on the direct path without replica waits, send the consumer's next
+        read (blocking that many ms) in the same write; ``read_rounds`` takes its reply."""
+        then = ()
+        if read_next and self._direct is not None and not self.settings.min_replicas:
+            then = self._read_command(consumer, 1, read_next)
         reply = self._run("commit_round", work.room, work.round, work.entry_id, consumer, epoch,
-                          *sent_after)
+                          *sent_after, then=then)
         verdict = _text(reply[0])
         if verdict == "stale":
             return verdict, _text(reply[1])
@@ -319,12 +361,16 @@ class Store:
     def heartbeat(self, consumer: str, counters: dict[str, int] | None = None) -> list[Round]:
         """The worker is alive; adds ``counters`` to the node's stats in the same round trip.
         Returns the entries pending on it (between rounds there should be none: a read whose
-        reply was lost and retried leaves one behind, which the worker then does itself)."""
+        reply was lost and retried leaves one behind, which the worker then does itself) —
+        unless a read sent ahead waits, whose entry would look left behind."""
         pipe = self.client.pipeline(transaction=False)
         pipe.hset(self.keys.workers, consumer, int(time.time() * 1000))
         for name, amount in (counters or {}).items():
             if amount:
                 pipe.hincrby(self.keys.stats, name, amount)
+        if self.read_ahead():
+            pipe.execute()
+            return []
         pipe.xreadgroup(GROUP, consumer, {self.keys.stream: "0"}, count=10)
         return self._rounds(pipe.execute()[-1])
 

@@ -4,10 +4,12 @@ A round is: read (XREADGROUP: the entry is pending on this worker) → begin (Lu
 entry is current, takes the round under a new fencing epoch, returns the room and its
 sessions) → plan (pure) → Mooncake writes, every destination's at once (``engine.write_all``),
 the lease kept alive meanwhile (``lease.py``) → commit (Lua: compare-and-set, XACK, the
-blocks of a finished room back, all for this epoch only). Three Redis round trips. A worker that stops anywhere before the commit (killed,
-paused, cut off from Redis) keeps its entry pending; the node's fencer stops its process
-for certain and only then hands the round to another worker (``fencer.py``), which
-rewrites the same bytes. After the commit a redelivered entry is stale and changes nothing."""
+blocks of a finished room back, all for this epoch only). Three Redis round trips; two
+under load, where the next read goes out in the commit's write (``Store.commit_round``).
+A worker that stops anywhere before the commit (killed, paused, cut off from Redis) keeps
+its entry pending; the node's fencer stops its process for certain and only then hands the
+round to another worker (``fencer.py``), which rewrites the same bytes. After the commit a
+redelivered entry is stale and changes nothing."""
 from __future__ import annotations
 
 import logging
@@ -32,6 +34,7 @@ from .settings import Settings
 from .store import Outcome, Round, Store, Take
 
 log = logging.getLogger("xferd.worker")
+READ_BLOCK_MS = 200  # a worker's read waits this long for a round (then it heartbeats and reads again)
 
 
 def _ints(text: str) -> list[int]:
@@ -89,7 +92,7 @@ class Worker:
     def __init__(self, settings: Settings, index: int = 0):
         self.settings = settings
         self.consumer = Identity.current().name(f"w{index}")  # says which process holds an entry
-        self.store = Store(connect(settings.redis_url), settings)
+        self.store = Store(connect(settings.redis_url), settings, direct=True)
         self.layout = settings.buffer_layout
         self.pool = SourcePool(self.layout, settings.pool_blocks, settings.shm_name)
         self.engine = Engine(settings.hostname, settings.protocol, settings.metadata, settings.device)
@@ -162,8 +165,9 @@ class Worker:
             maybe_die("after_write", self.store)
             try:
                 verdict, outcome = self._redis(
-                    lambda: self.store.commit_round(work, self.consumer, epoch,
-                                                    [t.plan.sent_after for t in targets]), "commit round")
+                    lambda: self.store.commit_round(work, self.consumer, epoch, [t.plan.sent_after for t in targets],
+                                                    read_next=0 if self.stopping else READ_BLOCK_MS),
+                    "commit round")
             except NotReplicated as error:  # committed on the primary only: report nothing of it
                 reason = f"round {work.round} committed but not confirmed: {error}"
                 log.error("room %s failed: %s", work.room, reason)
@@ -232,7 +236,7 @@ class Worker:
                 trips = self.store.client.round_trips
                 # COUNT 1: an entry read is pending on this worker until committed, so taking
                 # more would hold back work an idle worker could do now
-                for work in self.store.read_rounds(self.consumer, count=1, block_ms=200):
+                for work in self.store.read_rounds(self.consumer, count=1, block_ms=READ_BLOCK_MS):
                     self.process_safely(work)
                     # the read that brought the round, and every call while doing it
                     self.metrics["worker_round_trips"] += self.store.client.round_trips - trips
@@ -249,6 +253,17 @@ class Worker:
                 else:
                     log.exception("worker loop error; continuing")
                     time.sleep(0.5)
+        self._finish_read_ahead()
+
+    def _finish_read_ahead(self) -> None:
+        """Stopping: a round that the last commit's read brought is done before leaving, not
+        left pending until the fencer sees this worker gone."""
+        try:
+            if self.store.read_ahead():
+                for work in self.store.read_rounds(self.consumer, count=1, block_ms=READ_BLOCK_MS):
+                    self.process_safely(work)
+        except TRANSIENT:
+            pass  # its entry stays pending: the fencer hands it back once this process is gone
 
     def process_safely(self, work: Round) -> None:
         """One bad round must never take the worker (and every other room) down."""

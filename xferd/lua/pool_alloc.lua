@@ -18,10 +18,13 @@ local expires_at = NOW + ALLOC_MS
 if count == 0 then return {expires_at} end
 if redis.call('ZCARD', FREE) < count then return false end
 local popped = redis.call('ZPOPMIN', FREE, count)
-local out = {expires_at}
+local out, blocks = {expires_at}, {}
 for i = 1, #popped, 2 do
   out[#out + 1] = popped[i]
-  redis.call('RPUSH', OWNED, popped[i])
+  blocks[#blocks + 1] = popped[i]
+end
+for first = 1, #blocks, 1000 do  -- one RPUSH per thousand blocks
+  redis.call('RPUSH', OWNED, unpack(blocks, first, math.min(first + 999, #blocks)))
 end
 redis.call('ZADD', LEASES, expires_at, ROOM)
 return out
