@@ -41,6 +41,18 @@ def _scattered(source, target, session_id: str, pieces: int, size: int, shift: i
     return Write(session_id, src, dst, [size] * pieces)
 
 
+def test_every_entry_has_landed_when_a_write_returns(engines):
+    """A tiny first entry and a large second one: the write returns only once both landed
+    (Mooncake's non-blocking check reports a batch's first entry only)."""
+    writer, source, readers, targets = engines
+    for _ in range(5):
+        targets[0].zero_()
+        write = Write(readers[0].session_id, [source.data_ptr(), source.data_ptr() + MB],
+                      [targets[0].data_ptr(), targets[0].data_ptr() + MB], [64, 14 * MB])
+        assert writer.write_all([write]) == [None]
+        assert torch.equal(targets[0][MB:15 * MB], source[MB:15 * MB])
+
+
 def test_writes_to_two_destinations_land_side_by_side(engines):
     writer, source, readers, targets = engines
     for target in targets:
@@ -66,8 +78,10 @@ def test_one_failed_destination_does_not_hold_back_the_other(engines):
     results = writer.write_all([good, unknown, outside])
     assert time.monotonic() - started < module.FAST_FAILURE_S * 3, "failures are fast"
     assert results[0] is None and torch.equal(targets[0][:MB], source[:MB])
-    assert isinstance(results[1], WriteError) and "127.0.0.1:1 could not be submitted" in str(results[1])
-    assert isinstance(results[2], WriteError) and f"to {readers[1].session_id} failed" in str(results[2])
+    assert isinstance(results[1], WriteError) and "to 127.0.0.1:1: entry 0" in str(results[1])
+    assert "could not be submitted" in str(results[1])
+    assert isinstance(results[2], WriteError) and f"to {readers[1].session_id}: entry 0" in str(results[2])
+    assert "failed after" in str(results[2])
     with pytest.raises(WriteError, match="could not be submitted"):
         writer.write(unknown.session_id, unknown.src, unknown.dst, unknown.lengths)
     # the engine writes on after failures
@@ -77,7 +91,7 @@ def test_one_failed_destination_does_not_hold_back_the_other(engines):
 def test_a_destination_that_stalls_is_an_error_at_mooncakes_limit_not_a_hang(engines, monkeypatch):
     """The destination process is frozen (SIGSTOP) mid-write: the write fails at the limit."""
     _, source, _, _ = engines
-    monkeypatch.setenv("MC_TRANSFER_TIMEOUT", "5")  # Mooncake's least; read when an engine starts
+    monkeypatch.setenv("MC_TRANSFER_TIMEOUT", "5")  # Mooncake's least (and the wrapper's limit)
     writer = Engine()
     writer.register(source.data_ptr(), source.numel())
     script = ("import sys, time, torch\nfrom xferd.engine import Engine\n"
@@ -92,7 +106,8 @@ def test_a_destination_that_stalls_is_an_error_at_mooncakes_limit_not_a_hang(eng
         started = time.monotonic()
         big = Write(session_id, [source.data_ptr()] * 4, [int(pointer) + i * 16 * MB for i in range(4)], [16 * MB] * 4)
         error = writer.write_all([big])[0]
-        assert isinstance(error, WriteError) and f"to {session_id} failed" in str(error), error
+        assert isinstance(error, WriteError) and f"to {session_id}: entry" in str(error), error
+        assert "did not complete within 5 s" in str(error) or "failed" in str(error), error
         assert 4.5 <= time.monotonic() - started < 20.0
     finally:
         reader.kill()
