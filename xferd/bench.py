@@ -23,7 +23,7 @@ import time
 
 from .bench_inprocess import InProcessNode
 from .bench_report import as_json, results_table, save_chart, summary
-from .bench_workload import (MAX_BLOCKS, WORKLOADS, Request, Result, drive, parse_workload, renamed,
+from .bench_workload import (MAX_BLOCKS, WORKLOADS, Request, Result, drive, parse_workload, receive, renamed,
                              request_bytes, round_entries, shaped)
 from .cpu import CpuMeter, children, title
 from .layout import Layout
@@ -120,30 +120,12 @@ class XferdNode:
         return {k: v for k, v in self.store.stats().items() if k.startswith("worker_")}
 
     def run(self, workload: str, requests: list[Request], concurrency: int) -> Result:
-        from .status import Status
-
         layout = self.settings.buffer_layout
 
         def one(request: Request, slot: int) -> float:
-            base = slot * MAX_BLOCKS
             blocks = self.sender.allocate(request.room, request.total_tokens, timeout=120)
             self.sender.publish(request.room, blocks, request.total_tokens)  # the encoder is ready
-            started = time.perf_counter()
-            for number, (sent, tokens) in enumerate(request.rounds):
-                count = -(-tokens // layout.block_size)
-                dst = list(range(base, base + count))
-                allocated = count * layout.block_size  # whole blocks, as the reference client asks
-                if number == 0:
-                    self.receiver.init(request.room, dst, allocated)
-                else:
-                    self.receiver.resume(request.room, dst, sent, allocated)
-                status = self.receiver.wait(request.room, 120)
-                if status not in (Status.Transferring, Status.Success):
-                    raise RuntimeError(f"room {request.room}: {status.name} "
-                                       f"({self.receiver.failure(request.room)})")
-            latency = (time.perf_counter() - started) * 1000
-            self.receiver.forget(request.room)
-            return latency
+            return receive(self.receiver, request, slot * MAX_BLOCKS, layout.block_size)
 
         before = self.worker_counts()
         self.meter.start()

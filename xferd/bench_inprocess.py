@@ -15,7 +15,7 @@ import time
 
 import zmq
 
-from .bench_workload import MAX_BLOCKS, Request, Result, drive, request_bytes, round_entries
+from .bench_workload import MAX_BLOCKS, Request, Result, drive, receive, request_bytes, round_entries
 from .cpu import CpuMeter
 from .engine import Engine
 from .layout import Layout
@@ -79,25 +79,9 @@ class InProcessNode:
             self.notifier.send([f"{message.ip}:{message.status_port}"], message.room, status)
 
     def run(self, workload: str, requests: list[Request], concurrency: int) -> Result:
-        block_size = self.layout.block_size
-
         def one(request: Request, slot: int) -> float:
-            base = slot * MAX_BLOCKS
-            self.sources[request.room] = (base, request.total_tokens)  # the encoder is done
-            started = time.perf_counter()
-            for number, (sent, tokens) in enumerate(request.rounds):
-                count = -(-tokens // block_size)
-                dst = list(range(base, base + count))
-                if number == 0:
-                    self.receiver.init(request.room, dst, count * block_size)
-                else:
-                    self.receiver.resume(request.room, dst, sent, count * block_size)
-                status = self.receiver.wait(request.room, 120)
-                if status not in (Status.Transferring, Status.Success):
-                    raise RuntimeError(f"room {request.room}: {status.name}")
-            latency = (time.perf_counter() - started) * 1000
-            self.receiver.forget(request.room)
-            return latency
+            self.sources[request.room] = (slot * MAX_BLOCKS, request.total_tokens)  # the encoder is done
+            return receive(self.receiver, request, slot * MAX_BLOCKS, self.layout.block_size)
 
         before = list(self.entries)
         self.meter.start()

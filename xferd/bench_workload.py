@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from .layout import Layout
+from .status import Status
 
 MAX_BLOCKS = 64  # 8192 tokens / 128: the blocks one in-flight request owns on each side
 
@@ -136,3 +137,21 @@ def round_entries(layout: Layout, src_base: int, src_offsets, src_block: int, ds
     return src, dst, lengths
 
 
+def receive(receiver, request: Request, base: int, block_size: int) -> float:
+    """The language side of one request, as the reference client does it: init, then a
+    resume a round, each into blocks ``base``.. with a whole-block allocation; the latency
+    in ms from the init to the last round's end. RuntimeError if a round does not end well."""
+    started = time.perf_counter()
+    for number, (sent, tokens) in enumerate(request.rounds):
+        count = -(-tokens // block_size)
+        dst = list(range(base, base + count))
+        if number == 0:
+            receiver.init(request.room, dst, count * block_size)
+        else:
+            receiver.resume(request.room, dst, sent, count * block_size)
+        status = receiver.wait(request.room, 120)
+        if status not in (Status.Transferring, Status.Success):
+            raise RuntimeError(f"room {request.room}: {status.name} ({receiver.failure(request.room)})")
+    latency = (time.perf_counter() - started) * 1000
+    receiver.forget(request.room)
+    return latency

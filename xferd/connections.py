@@ -73,10 +73,12 @@ class DirectCalls:
     ~70 µs of CPU a call here, the send and read alone ~20 µs. ``client_of()`` gives the
     plain client of the node's primary (a cluster's can change after a failover: the
     connection follows its pool). Errors are redis-py's, and a connection error closes the
-    connection (the next call opens one): ``with_retry`` waits out outages as elsewhere."""
+    connection (the next call opens one) and calls ``lost()`` (find the primary again):
+    ``with_retry`` waits out outages as elsewhere."""
 
-    def __init__(self, client_of: Callable[[], redis.Redis], count: Callable[[], None] = lambda: None):
-        self._client_of, self._count = client_of, count
+    def __init__(self, client_of: Callable[[], redis.Redis], count: Callable[[], None] = lambda: None,
+                 lost: Callable[[], None] = lambda: None):
+        self._client_of, self._count, self._lost = client_of, count, lost
         self._local = threading.local()
 
     def _connection(self):
@@ -87,34 +89,54 @@ class DirectCalls:
                 held[0].release(held[1])
             held = (pool, pool.get_connection())
             self._local.held = held
+            self._local.ahead = False
             # a thread that ends gives its connection back (the bench's driver threads come and go)
             weakref.finalize(threading.current_thread(), pool.release, held[1])
         return held[1]
 
-    def call(self, *args):
+    def _send(self, *commands: tuple):
+        """Send ``commands`` in one write on this thread's connection (one whose reply to a
+        command sent ahead was never read is dropped first); returns the connection."""
         connection = self._connection()
-        if getattr(self._local, "outstanding", False):  # a read sent ahead is dropped with its connection
-            self._local.outstanding = False
-            connection.disconnect()
+        if self.has_ahead():
+            self._drop(connection)
         self._count()
-        connection.send_command(*args)
-        return connection.read_response()
+        try:
+            connection.send_packed_command(connection.pack_commands(commands))
+        except TRANSIENT:
+            self._lost()
+            raise
+        return connection
 
-    def script(self, script, keys: list, args: list, then: tuple = ()):
+    def _read(self, connection):
+        try:
+            return connection.read_response()
+        except TRANSIENT:
+            self._lost()
+            raise
+
+    def _drop(self, connection) -> None:
+        self._local.ahead = False
+        connection.disconnect()
+
+    def call(self, *args):
+        return self._read(self._send(args))
+
+    def script(self, script, keys: list, args: list, ahead: tuple = ()):
         """EVALSHA, loading the script on a NOSCRIPT (a restarted or promoted server).
-        ``then``: a command sent in the same write, whose reply ``read_then`` reads later
-        (a blocking read queued behind a commit costs no round trip of its own)."""
+        ``ahead``: a command sent in the same write, whose reply ``read_ahead`` reads later
+        (a blocking read queued behind a commit costs no round trip of its own); dropped
+        with the connection if the script's reply is not a plain answer."""
         command = ("EVALSHA", script.sha, len(keys), *keys, *args)
-        if then:
-            connection = self.call_ahead(command, then)
+        if ahead:
+            connection = self._send(command, ahead)
+            self._local.ahead = True
             try:
-                return connection.read_response()
-            except exceptions.NoScriptError:  # no reply of `then` will be read: drop the connection
-                self._local.outstanding = False
-                connection.disconnect()
+                return self._read(connection)
+            except exceptions.NoScriptError:
+                self._drop(connection)  # and run it again below, without the read
             except BaseException:
-                self._local.outstanding = False
-                connection.disconnect()
+                self._drop(connection)
                 raise
         try:
             return self.call(*command)
@@ -122,26 +144,14 @@ class DirectCalls:
             self.call("SCRIPT", "LOAD", script.script)
             return self.call(*command)
 
-    def call_ahead(self, first: tuple, then: tuple):
-        """Send two commands in one write; returns the connection to read ``first``'s reply
-        from, ``then``'s reply being left for ``read_then``."""
-        connection = self._connection()
-        if getattr(self._local, "outstanding", False):
-            self._local.outstanding = False
-            connection.disconnect()
-        self._count()
-        connection.send_packed_command(connection.pack_commands([first, then]))
-        self._local.outstanding = True
-        return connection
+    def has_ahead(self) -> bool:
+        """Whether this thread has a reply sent ahead (``script(ahead=...)``) still to read."""
+        return getattr(self._local, "ahead", False)
 
-    def has_then(self) -> bool:
-        """Whether this thread has a reply sent ahead (``script(then=...)``) still to read."""
-        return getattr(self._local, "outstanding", False)
-
-    def read_then(self):
+    def read_ahead(self):
         """The reply of the command sent ahead; an error drops the connection (redis-py)."""
-        self._local.outstanding = False
-        return self._connection().read_response()
+        self._local.ahead = False
+        return self._read(self._connection())
 
 
 def connect(url: str | None) -> redis.Redis:

@@ -88,7 +88,7 @@ class Engine:
                 state = self._engine.transfer_check_status(entry.batch) if entry.batch else -1
                 if state == 1:
                     continue
-                overdue = time.monotonic() > entry.started + _timeout_s(entry.length)
+                overdue = time.monotonic() > entry.deadline
                 if state == -1 or overdue:
                     if state == -1 and not entry.retried and time.monotonic() - entry.started < FAST_FAILURE_S:
                         # a connection the peer closed (after refusing an earlier write, or
@@ -143,6 +143,7 @@ class _Entry:
     index: int
     batch: int = 0  # Mooncake's batch id; 0: the submit failed
     started: float = 0.0
+    deadline: float = 0.0  # when it counts as stalled (Mooncake's limit)
     retried: bool = False
 
     @property
@@ -152,12 +153,13 @@ class _Entry:
     def submit(self, engine) -> None:
         w, i = self.write, self.index
         self.started = time.monotonic()
+        self.deadline = self.started + _timeout_s(self.length)
         self.batch = engine.batch_transfer_async_write(w.session_id, [w.src[i]], [w.dst[i]], [w.lengths[i]])
 
     def error(self, overdue: bool) -> WriteError:
         w = self.write
         why = "could not be submitted" if not self.batch else (
-            f"did not complete within {_timeout_s(self.length):.0f} s" if overdue else "failed")
+            f"did not complete within {self.deadline - self.started:.0f} s" if overdue else "failed")
         # the state is -1 for every cause; the time tells a dead peer (fast) from a stall
         return WriteError(f"Mooncake write of {len(w.src)} entries ({sum(w.lengths)} bytes) to {w.session_id}: "
                           f"entry {self.index} ({self.length} bytes) {why} after "

@@ -11,7 +11,7 @@ from importlib import resources
 
 import redis
 
-from .connections import TRANSIENT, DirectCalls
+from .connections import DirectCalls
 from .keys import GROUP, Keys
 from .records import Allocation, Outcome, Round, Take, _hash, _text  # noqa: F401 - callers import them from here
 from .replication import NotReplicated, run_replicated
@@ -42,7 +42,7 @@ class Store:
         self.policy = settings.policy()
         self._scripts = {name: client.register_script(_load(name)) for name in SCRIPTS}
         self._new_entries = {self.keys.stream: ">"}
-        self._direct = DirectCalls(lambda: self.primary, self._count_trip) if direct else None
+        self._direct = DirectCalls(lambda: self.primary, self._count_trip, self._lost_primary) if direct else None
 
     def _keys(self, room: int | str) -> list[str]:
         """The keys every room script takes, in the prelude's order."""
@@ -50,20 +50,17 @@ class Store:
         return [k.room(room), k.stream, k.timeouts, k.writing, k.pool_free, k.pool_owned(room),
                 k.pool_leases, k.dead]
 
-    def _run(self, name: str, room: int | str, *args, sessions: tuple[str, ...] = (), then: tuple = ()):
+    def _run(self, name: str, room: int | str, *args, sessions: tuple[str, ...] = (), ahead: tuple = ()):
         """Run a transition script; with min_replicas, only confirmed by that many replicas
-        (``replication.run_replicated``; NotReplicated if not in time)."""
+        (``replication.run_replicated``; NotReplicated if not in time). ``ahead``: a command
+        sent in the same write on the direct path (``DirectCalls.script``), else not sent."""
         keys = self._keys(room) + [self.keys.session(s) for s in sessions]
         args = [self.policy, str(room), *args]
         script = self._scripts[name]
         if not self.settings.min_replicas or name in UNREPLICATED:
             if self._direct is None:
                 return script(keys=keys, args=args)
-            try:
-                return self._direct.script(script, keys, args, then)
-            except TRANSIENT:
-                self._lost_primary()  # a cluster's slots may have moved: learn them again
-                raise
+            return self._direct.script(script, keys, args, ahead)
         return self._replicated(lambda pipe: pipe.evalsha(script.sha, len(keys), *keys, *args),
                                 f"{name} of room {room}", load=lambda connection: connection.script_load(script.script))
 
@@ -158,19 +155,11 @@ class Store:
         if self._direct is None:
             return self._rounds(self.client.xreadgroup(GROUP, consumer, self._new_entries, count=count,
                                                        block=block_ms))
-        try:
-            if self._direct.has_then():  # sent with the last commit (commit_round's read_next)
-                reply = self._direct.read_then()
-            else:
-                reply = self._direct.call(*self._read_command(consumer, count, block_ms))
-        except TRANSIENT:
-            self._lost_primary()
-            raise
-        # the bare reply: {stream: entries} (RESP3) or [[stream, entries]] (RESP2), each
-        # entry [id, [field, value, ...]]
-        streams = reply.items() if isinstance(reply, dict) else reply or []
-        return self._rounds([(name, [(entry_id, dict(zip(flat[::2], flat[1::2])) if flat else None)
-                                     for entry_id, flat in entries]) for name, entries in streams])
+        if self._direct.has_ahead():  # sent with the last commit (commit_round's read_next)
+            reply = self._direct.read_ahead()
+        else:
+            reply = self._direct.call(*self._read_command(consumer, count, block_ms))
+        return self._rounds(self.primary.response_callbacks["XREADGROUP"](reply))  # redis-py's own parser
 
     def _read_command(self, consumer: str, count: int, block_ms: int) -> tuple:
         return ("XREADGROUP", "GROUP", GROUP, consumer, "COUNT", count, "BLOCK", block_ms,
@@ -179,7 +168,7 @@ class Store:
     def read_ahead(self) -> bool:
         """Whether a read sent with the last commit waits on this thread (``read_rounds``
         takes its reply)."""
-        return self._direct is not None and self._direct.has_then()
+        return self._direct is not None and self._direct.has_ahead()
 
     def _rounds(self, reply) -> list[Round]:
         out = []
@@ -309,11 +298,9 @@ class Store:
         settled now, Failed due); ('stale', why) this holder no longer holds the round.
         ``read_next``: on the direct path without replica waits, send the consumer's next
         read (blocking that many ms) in the same write; ``read_rounds`` takes its reply."""
-        then = ()
-        if read_next and self._direct is not None and not self.settings.min_replicas:
-            then = self._read_command(consumer, 1, read_next)
+        ahead = self._read_command(consumer, 1, read_next) if read_next else ()
         reply = self._run("commit_round", work.room, work.round, work.entry_id, consumer, epoch,
-                          *sent_after, then=then)
+                          *sent_after, ahead=ahead)
         verdict = _text(reply[0])
         if verdict == "stale":
             return verdict, _text(reply[1])

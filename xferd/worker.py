@@ -147,14 +147,11 @@ class Worker:
             if self.keeper.may_write():  # else the room failed meanwhile (the commit settles it)
                 with self.keeper.writing():  # or the claim is lost
                     errors = self.engine.write_all([self._write_of(t) for t in targets])
-                failed = [(t, e) for t, e in zip(targets, errors) if e is not None]
+                failed = [(t.session_id, f"round {work.round}: {e}") for t, e in zip(targets, errors) if e]
+                for session_id, reason in failed:
+                    self._redis(lambda: self.store.mark_session_failed(session_id, reason), "mark session failed")
                 if failed:
-                    reason = f"round {work.round}: {failed[0][1]}"
-                    for target, error in failed:
-                        self._redis(lambda: self.store.mark_session_failed(target.session_id,
-                                                                         f"round {work.round}: {error}"),
-                                    "mark session failed")
-                    self.fail(work, epoch, reason)
+                    self.fail(work, epoch, failed[0][1])
                     return
                 maybe_stall(self.store)
             if self.keeper.lost:
