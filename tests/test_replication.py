@@ -20,9 +20,14 @@ from xferd.store import Store
 from xferd.synthetic import room_data
 
 
+def on(connection: int) -> dict:
+    """CLIENT INFO of one connection."""
+    return {"id": connection, "addr": f"127.0.0.1:{40000 + connection}", "laddr": "127.0.0.1:6379"}
+
+
 class Primary:
     """A primary whose pipelines answer from a script: each item is a list of replies (the
-    last one WAIT's) or an exception to raise; the last answer repeats."""
+    last two CLIENT INFO's and WAIT's) or an exception to raise; the last answer repeats."""
 
     def __init__(self, answers):
         self.answers, self.sent = list(answers), []
@@ -54,19 +59,28 @@ def stage(pipe):
 
 
 def test_the_first_reply_is_kept_while_wait_catches_up_and_every_resend_is_counted():
-    primary = Primary([["first", 0], ["again", 7, 0], ["again", 8, 1]])
+    primary = Primary([["first", on(1), 0], ["again", 7, on(1), 0], ["again", 8, on(1), 1]])
     count = lambda pipe: pipe.execute_command("HINCRBY", "stats", "replica_waits", 1)  # noqa: E731
     assert run_replicated(lambda: primary, stage, 1, 5.0, "t", count_wait=count) == "first"
     assert [c[-1][:2] for c in primary.sent] == [("WAIT", 1)] * 3, "each send ends with WAIT"
     assert all(c[0] == ("EVALSHA", "x") for c in primary.sent), "the command goes again with it"
-    assert [len(c) for c in primary.sent] == [2, 3, 3], "the count rides with each send again"
+    assert [len(c) for c in primary.sent] == [3, 4, 4], "the count rides with each send again"
     assert primary.sent[0][-1][2] == 100 and primary.sent[1][-1][2] == 1000, "a short first WAIT"
 
 
 def test_a_lost_connection_sends_the_command_again_to_the_primary_found_anew():
-    primary, found = Primary([redis.ConnectionError("gone"), ["applied", 1]]), []
+    primary, found = Primary([redis.ConnectionError("gone"), ["applied", on(1), 1]]), []
     assert run_replicated(lambda: primary, stage, 1, 5.0, "t", lost_primary=lambda: found.append(1)) == "applied"
     assert found == [1] and len(primary.sent) == 2
+
+
+@pytest.mark.parametrize("between", [[redis.ConnectionError("primary killed")], []])
+def test_after_a_reconnect_the_reply_of_the_connection_wait_confirms_on_is_returned(between):
+    """The old primary answered (blocks 7, 8) but no replica confirmed; the next send reached
+    a promoted replica that never saw it (after an error, or by redis-py's own reconnect
+    inside the call) and allocated blocks 3, 4 there: those are the room's."""
+    primary = Primary([[["7", "8"], on(1), 0], *between, [["3", "4"], on(9), 0], [["3", "4"], on(9), 1]])
+    assert run_replicated(lambda: primary, stage, 1, 5.0, "t") == ["3", "4"]
 
 
 def test_a_script_error_is_not_retried():
@@ -76,7 +90,7 @@ def test_a_script_error_is_not_retried():
 
 
 def test_no_replica_in_time_is_not_replicated_with_the_reply():
-    primary = Primary([["applied", 0]])
+    primary = Primary([["applied", on(1), 0]])
     with pytest.raises(NotReplicated, match="t reached 0 of 1 replica") as caught:
         run_replicated(lambda: primary, stage, 1, 0.05, "t")
     assert caught.value.reply == "applied"

@@ -46,14 +46,17 @@ def run_replicated(primary: Callable[[], redis.Redis], stage: Callable[[Pipeline
     """The reply of the command ``stage`` adds to a pipeline (the list of replies, if it
     adds several), once ``need`` replicas hold its effects: the commands and WAIT run on one
     connection of ``primary()``, sent again (they are idempotent) until WAIT says enough or
-    ``timeout_s`` passes. The first reply that came back without an error is the one
-    returned: later sends only extend WAIT's reach. ``load`` runs on a NOSCRIPT (a promoted
+    ``timeout_s`` passes. The reply returned is the first of the connection that WAIT
+    confirms on: a resend on that connection finds its own work done and only extends
+    WAIT's reach, but one on another (redis-py reconnects inside a call, to a promoted
+    replica that may never have seen the first send) applies it afresh, and only that
+    answer describes what survives there (an allocation's blocks). ``load`` runs on a NOSCRIPT (a promoted
     replica has no scripts), ``lost_primary`` after a connection or redirect error (find the
     primary again); ``count_wait`` adds a counting command to every send after the first,
     so the count is as durable as the transition (a count written apart from it would die
     with the primary that could not replicate it)."""
     deadline = time.monotonic() + timeout_s
-    first, acked, sends = _UNSET, 0, 0
+    first, answered_on, acked, sends = _UNSET, None, 0, 0
     while True:
         connection = primary()
         pipe = connection.pipeline(transaction=False)
@@ -66,6 +69,7 @@ def run_replicated(primary: Callable[[], redis.Redis], stage: Callable[[Pipeline
         # transition held back for a replica shows in the count; later ones wait a second
         slice_s = 0.1 if sends == 1 else 1.0
         left_ms = max(1, int(min(deadline - time.monotonic(), slice_s) * 1000))
+        pipe.execute_command("CLIENT INFO")  # which connection answered: id, ours, the server's
         pipe.execute_command("WAIT", need, left_ms)
         try:
             results = pipe.execute()
@@ -79,9 +83,10 @@ def run_replicated(primary: Callable[[], redis.Redis], stage: Callable[[Pipeline
             log.debug("%s: %s; sending it again", what, error)
             time.sleep(0.05)
             continue
-        replies, acked = results[:commands], results[-1]
-        if first is _UNSET:
-            first = replies[0] if len(replies) == 1 else replies
+        replies, client, acked = results[:commands], results[-2], results[-1]
+        connection_id = (client.get("id"), client.get("addr"), client.get("laddr"))
+        if first is _UNSET or connection_id != answered_on:
+            first, answered_on = (replies[0] if len(replies) == 1 else replies), connection_id
         if acked >= need:
             return first
         if time.monotonic() >= deadline:
