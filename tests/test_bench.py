@@ -10,7 +10,7 @@ import pytest
 
 from xferd.bench import run_bench
 from xferd.bench_report import results_table, save_chart, summary
-from xferd.bench_workload import Request, parse_workload, shaped
+from xferd.bench_workload import Request, parse_workers, parse_workload, shaped
 
 pytestmark = pytest.mark.integration
 
@@ -26,10 +26,17 @@ def test_workloads_are_shaped_like_the_reference_client():
             parse_workload(bad)
 
 
+def test_worker_sets_are_processes_times_rounds():
+    assert parse_workers("2") == (2, 1) and parse_workers("2x4") == (2, 4) and parse_workers("3", 2) == (3, 2)
+    for bad in ("", "x2", "2x", "0x1", "1x0", "two"):
+        with pytest.raises(ValueError, match="workers"):
+            parse_workers(bad)
+
+
 def test_a_tiny_bench_run(redis_url, tmp_path):
     out = io.StringIO()
     report = run_bench(redis_url=redis_url, requests=4, workloads=("2000/1024", "1024/256"), concurrencies=(1, 2),
-                       workers=(1,), hidden_size=1024, json_path=str(tmp_path / "b.json"),
+                       workers=("1x2",), hidden_size=1024, json_path=str(tmp_path / "b.json"),
                        chart_path=str(tmp_path / "b.png"), out=out)
     assert json.loads((tmp_path / "b.json").read_text()) == json.loads(json.dumps(report))
     modes = {(r["workload"], r["mode"], r["concurrency"]) for r in report["results"]}
@@ -53,7 +60,8 @@ def test_a_tiny_bench_run(redis_url, tmp_path):
     assert (tmp_path / "b.png").stat().st_size > 1000
     text = out.getvalue()
     assert "Mooncake entries per round = contiguous runs x buffer types: yes" in text
-    assert "2000/1024 concurrency 1, 1 worker(s): added p50 per round vs in-process" in text
+    assert "2000/1024 concurrency 1, 1x2 workers: added p50 per round vs in-process" in text
+    assert all(r["rounds_per_worker"] == 2 for r in report["results"] if r["mode"] == "xferd")
 
 
 def test_a_failed_run_is_reported_and_left_out_of_the_ratios(tmp_path):
@@ -68,12 +76,12 @@ def test_a_failed_run_is_reported_and_left_out_of_the_ratios(tmp_path):
             row("in-process", 1, 1, 1.0, p50=4.0), row("xferd", 1, 1, 1.5, p50=6.0), row("xferd", 2, 8, 1.5),
             row("xferd", 1, 8, 1.2)]
     lines = summary(rows)
-    assert any("concurrency 8: xferd (2 worker(s)) / in-process 1.50x GB/s (target >= 1.2); / raw 0.50x" in line
+    assert any("concurrency 8: xferd (2x1 workers) / in-process 1.50x GB/s (target >= 1.2); / raw 0.50x" in line
                for line in lines), lines
-    assert any("concurrency 1: xferd (1 worker(s)) / in-process 1.50x GB/s (target >= 1.0)" in line
+    assert any("concurrency 1: xferd (1x1 workers) / in-process 1.50x GB/s (target >= 1.0)" in line
                for line in lines), lines
     assert any("added p50 per round vs in-process +1.00 ms" in line for line in lines), lines
-    assert lines[-1] == ("FAILED: 2000/1024 raw (1 worker(s)) at concurrency 32: "
+    assert lines[-1] == ("FAILED: 2000/1024 raw (1x1 workers) at concurrency 32: "
                          "Mooncake write of 3 entries failed (rc=-1)")
     table = results_table(rows)
     assert table.splitlines()[0].endswith("| error |") and "rc=-1" in table

@@ -215,8 +215,8 @@ class FreezableProxy:
 
 def test_a_worker_cut_off_from_redis_is_stopped_before_its_round_is_redone(redis_url, tmp_path_factory):
     proxy = FreezableProxy(redis_url)
-    node = start_node(redis_url, tmp_path_factory, workers=0, hidden_size=4096, pool_blocks=96, lease=1.0,
-                      drain_timeout=1.0)
+    node = start_node(redis_url, tmp_path_factory, workers=0, rounds_per_worker=1, hidden_size=4096,
+                      pool_blocks=96, lease=1.0, drain_timeout=1.0)
     store, sender = node.store, Sender(node.settings, node.store)
     cut_off = SPAWN.Process(target=worker.main, args=(node.settings.replace(redis_url=proxy.url), 1))
     healthy = SPAWN.Process(target=worker.main, args=(node.settings, 2))

@@ -89,3 +89,26 @@ def test_an_unexpected_error_after_the_take_fails_the_room_as_its_holder(redis_u
         made.keeper.close()
         pool.unlink()
         _cleanup(store.client, settings)
+
+
+def test_one_worker_process_writes_as_many_rounds_at_once_as_it_has_lanes(redis_url, tmp_path_factory):
+    """rounds_per_worker 2: while one lane's round stalls after its write (holding the round),
+    the other lane of the same process writes another room to the end."""
+    from xferd.fencing import Identity
+
+    node = start_node(redis_url, tmp_path_factory, workers=1, rounds_per_worker=2, lease=60.0,
+                      env={"XFERD_FAULT": "stall_write", "XFERD_FAULT_STALL": "4"})
+    try:
+        names = node.store.live_workers()
+        assert len(names) == 2 and len({Identity.parse(n).pid for n in names}) == 1, names
+        with clients(node) as (sender, rx):
+            stalled, _ = start_room(sender, rx, 256, [0, 1], 256)
+            assert wait_for(lambda: node.store.room(stalled).get("holder"), timeout=5)
+            started = time.monotonic()
+            other, _ = start_room(sender, rx, 256, [4, 5], 256)
+            assert rx.wait(other, 10) == Status.Success
+            assert time.monotonic() - started < 3, "written beside the stalled round, not after it"
+            assert node.store.room(stalled)["holder"] in names and node.store.room(stalled)["status_name"] != "Success"
+            assert rx.wait(stalled, 10) == Status.Success
+    finally:
+        node.stop()

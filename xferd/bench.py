@@ -23,8 +23,8 @@ import time
 
 from .bench_inprocess import InProcessNode
 from .bench_report import as_json, results_table, save_chart, summary
-from .bench_workload import (MAX_BLOCKS, WORKLOADS, Request, Result, drive, parse_workload, receive, renamed,
-                             request_bytes, round_entries, shaped)
+from .bench_workload import (MAX_BLOCKS, WORKLOADS, Request, Result, drive, parse_workers, parse_workload,
+                             receive, renamed, request_bytes, round_entries, shaped)
 from .cpu import CpuMeter, children, title
 from .layout import Layout
 from .pool import DestPool, SourcePool
@@ -98,13 +98,13 @@ def serve_processes(serve_pid: int) -> dict[str, list[int]]:
 class XferdNode:
     """`xferd serve` with N workers as a child, and a Sender and Receiver in this process."""
 
-    def __init__(self, settings, workers: int, slots: int, log_path: str):
+    def __init__(self, settings, workers: int, rounds: int, slots: int, log_path: str):
         from .connections import connect
         from .receiver import Receiver
         from .sender import Sender
         from .store import Store
 
-        self.settings = settings.replace(workers=workers)
+        self.settings = settings.replace(workers=workers, rounds_per_worker=rounds)
         self.store = Store(connect(self.settings.redis_url), self.settings, direct=True)  # as Sender makes its own
         self.log = open(log_path, "a")
         self.process = start_serve(self.settings, self.store, self.log)
@@ -139,7 +139,8 @@ class XferdNode:
                  "entries_per_round": round(delta.get("worker_entries", 0) / rounds, 1),
                  "contiguous_runs_x_buffers_per_round": round(delta.get("worker_runs", 0) / rounds, 1)}
         return Result("xferd", workload, concurrency, self.settings.workers, requests, elapsed,
-                      sum(request_bytes(layout, r) for r in requests), latencies, cpu, extra)
+                      sum(request_bytes(layout, r) for r in requests), latencies, cpu, extra,
+                      self.settings.rounds_per_worker)
 
     def close(self) -> None:
         """Stop the node and delete its keys."""
@@ -151,7 +152,7 @@ class XferdNode:
 
 
 def run_bench(redis_url: str | None = None, requests: int = 200, workloads=tuple(WORKLOADS),
-              concurrencies=(1, 8, 32), workers=(1, 2), hidden_size: int = 4096, json_path: str = "bench.json",
+              concurrencies=(1, 8, 32), workers=("1x1", "2x1", "2x2"), hidden_size: int = 4096, json_path: str = "bench.json",
               chart_path: str = "bench.png", out=sys.stdout) -> dict:
     """``requests``: of the first workload; every other gets as many tokens in all."""
     import json
@@ -185,7 +186,8 @@ def run_bench(redis_url: str | None = None, requests: int = 200, workloads=tuple
     source = SourcePool(layout, settings.pool_blocks, settings.shm_name, create=True)
     rows: list[dict] = []
 
-    def measure(label: str, workload: str, workers_: int, concurrency: int, run, requests_, warm_up) -> None:
+    def measure(label: str, workload: str, spec: tuple[int, int], concurrency: int, run, requests_,
+                warm_up) -> None:
         """One row of the table. A run that fails is reported as a row with its error and the
         bench goes on: e.g. 32 threads sharing one engine on 2 cores can hit Mooncake's limit on
         one synchronous batch (MC_TRANSFER_TIMEOUT, 30 s by default)."""
@@ -194,8 +196,8 @@ def run_bench(redis_url: str | None = None, requests: int = 200, workloads=tuple
             run(workload, warm_up, concurrency)  # connections, page faults
             result = run(workload, requests_, concurrency)
         except RuntimeError as error:  # Mooncake's WriteError, a room that failed or timed out
-            rows.append({"mode": mode, "workload": workload, "concurrency": concurrency, "workers": workers_,
-                         "requests": len(requests_), "error": str(error)[:300]})
+            rows.append({"mode": mode, "workload": workload, "concurrency": concurrency, "workers": spec[0],
+                         "rounds_per_worker": spec[1], "requests": len(requests_), "error": str(error)[:300]})
             say(f"  {workload:9s} {label:10s} concurrency {concurrency:2d}: FAILED: {error}")
             return
         row = result.row()
@@ -212,17 +214,18 @@ def run_bench(redis_url: str | None = None, requests: int = 200, workloads=tuple
     try:
         direct, inprocess = Direct(layout, source, slots, pids), InProcessNode(layout, source, slots, pids)
         nodes.append(inprocess)
-        modes += [("raw", 1, direct.run_raw), ("raw-sync", 1, direct.run_raw_sync), ("in-process", 1, inprocess.run)]
-        for count in workers:
-            node = XferdNode(settings.replace(node=f"{tag}x{count}", ingress=f"tcp://127.0.0.1:{free_port()}"),
-                             count, slots, log_path)
+        modes += [("raw", (1, 1), direct.run_raw), ("raw-sync", (1, 1), direct.run_raw_sync),
+                  ("in-process", (1, 1), inprocess.run)]
+        for count, rounds in (parse_workers(spec, settings.rounds_per_worker) for spec in workers):
+            node = XferdNode(settings.replace(node=f"{tag}x{count}r{rounds}", ingress=f"tcp://127.0.0.1:{free_port()}"),
+                             count, rounds, slots, log_path)
             nodes.append(node)
-            modes.append((f"xferd x{count}", count, node.run))
+            modes.append((f"xferd {count}x{rounds}", (count, rounds), node.run))
         for number, (name, plan) in enumerate(plans.items()):
             for concurrency in concurrencies:
-                for index, (label, count, run) in enumerate(modes):
+                for index, (label, spec, run) in enumerate(modes):
                     run_id = 2 * (index + 100 * concurrency + 10_000 * number)  # rooms are never reused
-                    measure(label, name, count, concurrency, run, renamed(plan, run_id + 1),
+                    measure(label, name, spec, concurrency, run, renamed(plan, run_id + 1),
                             renamed(plan[:max(4, concurrency)], run_id))
     finally:
         for node in reversed(nodes):

@@ -5,7 +5,7 @@ import os
 
 
 def results_table(rows: list[dict]) -> str:
-    header = ["workload", "mode", "workers", "concurrency", "p50_ms", "p99_ms", "gb_per_s", "cpu_ms_per_round",
+    header = ["workload", "mode", "workers", "rounds_per_worker", "concurrency", "p50_ms", "p99_ms", "gb_per_s", "cpu_ms_per_round",
               "entries_per_round", "redis_round_trips_per_round"]
     if any("error" in row for row in rows):
         header.append("error")
@@ -13,6 +13,11 @@ def results_table(rows: list[dict]) -> str:
     for row in rows:
         lines.append("| " + " | ".join(str(row.get(h, "")) for h in header) + " |")
     return "\n".join(lines)
+
+
+def workers(row: dict) -> str:
+    """An xferd row's worker set: N processes x R rounds each at once."""
+    return f"{row['workers']}x{row.get('rounds_per_worker', 1)}"
 
 
 def measured(rows: list[dict]) -> list[dict]:
@@ -33,9 +38,9 @@ def save_chart(rows: list[dict], path: str) -> bool:
     figure, axes = plt.subplots(len(workloads), 3, figsize=(15, 4 * len(workloads)), squeeze=False)
     for (left, middle, right), workload in zip(axes, workloads):
         mine = [r for r in rows if r["workload"] == workload]
-        for label in sorted({(r["mode"], r["workers"]) for r in mine}):
-            line = sorted((r for r in mine if (r["mode"], r["workers"]) == label), key=lambda r: r["concurrency"])
-            name = label[0] if label[0] != "xferd" else f"xferd ({label[1]} worker{'s' * (label[1] > 1)})"
+        for label in sorted({(r["mode"], workers(r)) for r in mine}):
+            line = sorted((r for r in mine if (r["mode"], workers(r)) == label), key=lambda r: r["concurrency"])
+            name = label[0] if label[0] != "xferd" else f"xferd {label[1]} workers"
             x = [r["concurrency"] for r in line]
             left.plot(x, [r["gb_per_s"] for r in line], marker="o", label=name)
             middle.plot(x, [r["p50_ms"] for r in line], marker="o", label=name)
@@ -49,9 +54,8 @@ def save_chart(rows: list[dict], path: str) -> bool:
     return True
 
 
-def _pick(rows, workload, mode, concurrency, workers=None):
-    found = [r for r in rows if (r["workload"], r["mode"], r["concurrency"]) == (workload, mode, concurrency)
-             and (workers is None or r["workers"] == workers)]
+def _pick(rows, workload, mode, concurrency):
+    found = [r for r in rows if (r["workload"], r["mode"], r["concurrency"]) == (workload, mode, concurrency)]
     return max(found, key=lambda r: r["gb_per_s"]) if found else None
 
 
@@ -68,20 +72,20 @@ def summary(rows: list[dict], target_workload: str = "2000/1024") -> list[str]:
             if not (best and inproc):
                 continue
             target = 1.0 if concurrency == 1 else 1.2
-            line = (f"{workload} concurrency {concurrency}: xferd ({best['workers']} worker(s)) / in-process "
+            line = (f"{workload} concurrency {concurrency}: xferd ({workers(best)} workers) / in-process "
                     f"{best['gb_per_s'] / inproc['gb_per_s']:.2f}x GB/s (target >= {target}){scope}")
             if raw:
                 line += f"; / raw {best['gb_per_s'] / raw['gb_per_s']:.2f}x (aim >= 0.9)"
             lines.append(line)
         inproc = _pick(rows, workload, "in-process", 1)
         for x in sorted((r for r in rows if (r["workload"], r["mode"], r["concurrency"]) == (workload, "xferd", 1)),
-                        key=lambda r: r["workers"]):
+                        key=lambda r: (r["workers"], r.get("rounds_per_worker", 1))):
             if inproc:
                 per_request = x["rounds"] / x["requests"]
                 added = (x["p50_ms"] - inproc["p50_ms"]) / per_request
-                lines.append(f"{workload} concurrency 1, {x['workers']} worker(s): added p50 per round vs in-process "
+                lines.append(f"{workload} concurrency 1, {workers(x)} workers: added p50 per round vs in-process "
                              f"{added:+.2f} ms (target <= 1){scope}")
-        cpu = {f"{r['mode']}{' x%d' % r['workers'] if r['mode'] == 'xferd' else ''}": r["cpu_ms_per_round"]
+        cpu = {f"{r['mode']}{' ' + workers(r) if r['mode'] == 'xferd' else ''}": r["cpu_ms_per_round"]
                for r in rows if r["workload"] == workload and r["concurrency"] == 8}
         if cpu:
             lines.append(f"{workload} CPU ms per round at concurrency 8, all processes: "
@@ -92,7 +96,7 @@ def summary(rows: list[dict], target_workload: str = "2000/1024") -> list[str]:
     matched = all(r["entries_per_round"] == r["contiguous_runs_x_buffers_per_round"] for r in rows if r["mode"] == "xferd")
     lines.append(f"Mooncake entries per round = contiguous runs x buffer types: {'yes' if matched else 'NO'}")
     for row in failed:
-        lines.append(f"FAILED: {row['workload']} {row['mode']} ({row['workers']} worker(s)) at concurrency "
+        lines.append(f"FAILED: {row['workload']} {row['mode']} ({workers(row)} workers) at concurrency "
                      f"{row['concurrency']}: {row['error']}")
     return lines
 

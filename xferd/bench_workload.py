@@ -42,6 +42,19 @@ def parse_workload(name: str) -> tuple[int, int]:
     return total, per_round
 
 
+def parse_workers(spec: str, rounds_per_worker: int = 1) -> tuple[int, int]:
+    """'N' or 'NxR' -> (worker processes, rounds each writes at once; ``rounds_per_worker``
+    when not given)."""
+    try:
+        count, x, rounds = spec.partition("x")
+        parsed = int(count), int(rounds) if x else rounds_per_worker
+    except ValueError:
+        raise ValueError(f"workers {spec!r}: expected N or NxR (N processes, R rounds each at once)") from None
+    if min(parsed) < 1:
+        raise ValueError(f"workers {spec!r}: N and R must be at least 1")
+    return parsed
+
+
 def shaped(name: str, count: int, room_base: int = 0) -> list[Request]:
     total, per_round = parse_workload(name)
     return [Request(room_base + i, total, per_round) for i in range(count)]
@@ -70,6 +83,7 @@ class Result:
     latencies_ms: list[float] = field(repr=False)
     cpu_s: dict[str, float] = field(default_factory=dict)  # process group -> CPU seconds
     extra: dict = field(default_factory=dict)
+    rounds_per_worker: int = 1
 
     def percentile(self, q: float) -> float:
         ordered = sorted(self.latencies_ms)
@@ -82,7 +96,8 @@ class Result:
     def row(self) -> dict:
         per_round = {name: round(seconds * 1000 / self.rounds, 3) for name, seconds in self.cpu_s.items()}
         return {"mode": self.mode, "workload": self.workload, "concurrency": self.concurrency,
-                "workers": self.workers, "requests": len(self.requests), "rounds": self.rounds,
+                "workers": self.workers, "rounds_per_worker": self.rounds_per_worker,
+                "requests": len(self.requests), "rounds": self.rounds,
                 "p50_ms": round(self.percentile(0.5), 2), "p99_ms": round(self.percentile(0.99), 2),
                 "gb_per_s": round(self.bytes / self.seconds / 1e9, 3),
                 "req_per_s": round(len(self.requests) / self.seconds, 1),

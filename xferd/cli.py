@@ -15,7 +15,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def _settings(args: argparse.Namespace, **extra) -> Settings:
-    fields = {k: getattr(args, k, None) for k in ("redis_url", "prefix", "node", "workers", "take_over",
+    fields = {k: getattr(args, k, None) for k in ("redis_url", "prefix", "node", "workers", "rounds_per_worker",
+                                                   "take_over",
                                                    "ingress", "block_size", "hidden_size", "pool_blocks",
                                                    "strict_bounds", "curve_secret_file", "curve_clients_dir",
                                                    "layout", "bootstrap", "dst_pool_blocks", "status_frames", "hostname",
@@ -30,6 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run a node: ingress, workers, janitor")
     _common(serve)
     serve.add_argument("--workers", type=int, help="worker processes (default 2)")
+    serve.add_argument("--rounds-per-worker", type=int, dest="rounds_per_worker",
+                       help="rounds each worker process writes at once, one thread each (default 2)")
     serve.add_argument("--ingress", help="ZMQ bind address (default tcp://127.0.0.1:17500)")
     serve.add_argument("--layout", help="buffer layout: reference (default), deepstack:K (K deepstack "
                        "layers), or name=SIZE/UNIT,... (see the README)")
@@ -71,7 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--workload", dest="workloads", nargs="+", default=["2000/1024", "8192/2048"],
                        metavar="TOTAL/PER_ROUND", help="request tokens / tokens the destination takes a round")
     bench.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
-    bench.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    bench.add_argument("--workers", nargs="+", default=["1x1", "2x1", "2x2"], metavar="N[xR]",
+                       help="xferd worker sets to measure: N processes, each writing R rounds at once "
+                            "(R not given: the default, 2)")
     bench.add_argument("--topologies", action="store_true",
                        help="xferd alone on one Redis, a local Redis Cluster and Sentinel, with "
                             "min_replicas 0 and 1 (writes bench-topologies.json)")
@@ -114,18 +119,21 @@ def _run(args: argparse.Namespace) -> None:
     if args.command == "serve":
         from .serve import serve as run_serve
         run_serve(_settings(args))
-    elif args.command == "bench" and args.topologies:
-        from .bench_redis import run_topology_bench
-        run_topology_bench(requests=args.requests, concurrencies=tuple(args.concurrency),
-                           workers=max(args.workers), json_path=args.json.replace("bench.json", "bench-topologies.json"))
     elif args.command == "bench":
-        from .bench import run_bench
-        from .bench import parse_workload
-        for name in args.workloads:
-            try:
+        from .bench_workload import parse_workers, parse_workload
+        try:
+            for name in args.workloads:
                 parse_workload(name)
-            except ValueError as error:
-                sys.exit(f"xferd bench: {error}")
+            worker_sets = [parse_workers(spec) for spec in args.workers]
+        except ValueError as error:
+            sys.exit(f"xferd bench: {error}")
+        if args.topologies:
+            from .bench_redis import run_topology_bench
+            run_topology_bench(requests=args.requests, concurrencies=tuple(args.concurrency),
+                               workers=max(count for count, _ in worker_sets),
+                               json_path=args.json.replace("bench.json", "bench-topologies.json"))
+            return
+        from .bench import run_bench
         run_bench(redis_url=args.redis_url, requests=args.requests, workloads=tuple(args.workloads),
                   concurrencies=tuple(args.concurrency), workers=tuple(args.workers), json_path=args.json,
                   chart_path=args.chart)

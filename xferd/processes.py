@@ -42,7 +42,7 @@ def start_serve(settings, store, log, env: dict[str, str] | None = None,
     process = subprocess.Popen([sys.executable, "-m", "xferd", "serve"], env=env or settings.to_env(),
                                stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + timeout
-    while len(store.live_workers()) < settings.workers or not store.record():
+    while len(store.live_workers()) < settings.workers * settings.rounds_per_worker or not store.record():
         if process.poll() is not None or time.monotonic() > deadline:
             stop_process(process)
             raise RuntimeError(f"xferd serve did not come up; see {log.name}")

@@ -126,8 +126,9 @@ class Supervisor:
             self._refresher.start()
         for child in self.children:
             self._start(child)
-        log.info("serving node %s: ingress %s, %d workers, redis %s", self.settings.node,
-                 self.settings.ingress, self.settings.workers, redact(self.settings.redis_url or "default"))
+        log.info("serving node %s: ingress %s, %d workers x %d rounds at once, redis %s", self.settings.node,
+                 self.settings.ingress, self.settings.workers, self.settings.rounds_per_worker,
+                 redact(self.settings.redis_url or "default"))
         while not self.stopping:
             now = time.monotonic()
             for child in self.children:

@@ -19,6 +19,7 @@ class Settings:
     prefix: str = "xferd"
     node: str = "node0"
     workers: int = 2
+    rounds_per_worker: int = 2  # rounds one worker process writes at once (threads, one engine)
     ingress: str = "tcp://127.0.0.1:17500"  # bind address of the ingress PULL socket
     strict_bounds: bool = False  # refuse registrations that cannot be bounds-checked (see dst_pool_blocks)
     curve_secret_file: str = ""  # CurveZMQ: the ingress's secret key file (zmq.auth format)
@@ -71,6 +72,9 @@ class Settings:
         if self.status_frames not in (2, 3):
             raise ConfigError(f"status_frames must be 2 (the reference multimodal form) or 3, "
                               f"got {self.status_frames}")
+        if self.workers < 0 or self.rounds_per_worker < 1:
+            raise ConfigError(f"workers must be 0 or more and rounds_per_worker at least 1, got "
+                              f"{self.workers} and {self.rounds_per_worker}")
         if self.dst_pool_blocks < 0:
             raise ConfigError(f"dst_pool_blocks must be 0 (unknown) or positive, got {self.dst_pool_blocks}")
         if self.bootstrap:

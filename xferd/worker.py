@@ -13,7 +13,9 @@ redelivered entry is stale and changes nothing."""
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import threading
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -89,14 +91,21 @@ def plan_targets(layout: Layout, src_num_blocks: int, room: dict[str, str],
 
 
 class Worker:
-    def __init__(self, settings: Settings, index: int = 0):
+    def __init__(self, settings: Settings, index: int = 0, lane: int = 0,
+                 shared: tuple[SourcePool, Engine] | None = None):
+        """``lane``: one of the rounds a worker process writes at once, each a consumer of
+        its own sharing the process's pool mapping and Mooncake engine (``shared``)."""
         self.settings = settings
-        self.consumer = Identity.current().name(f"w{index}")  # says which process holds an entry
+        # the name says which process holds an entry (the fencer stops that process)
+        self.consumer = Identity.current().name(f"w{index}" if not lane else f"w{index}_{lane}")
         self.store = Store(connect(settings.redis_url), settings, direct=True)
         self.layout = settings.buffer_layout
-        self.pool = SourcePool(self.layout, settings.pool_blocks, settings.shm_name)
-        self.engine = Engine(settings.hostname, settings.protocol, settings.metadata, settings.device)
-        self.engine.register(self.pool.base_ptr, self.pool.size)
+        if shared is None:
+            pool = SourcePool(self.layout, settings.pool_blocks, settings.shm_name)
+            engine = Engine(settings.hostname, settings.protocol, settings.metadata, settings.device)
+            engine.register(pool.base_ptr, pool.size)
+            shared = pool, engine
+        self.pool, self.engine = shared
         self.notifier = Notifier.for_settings(settings)
         self.lease_ms = int(settings.lease * 1000)
         self.keeper = LeaseKeeper(self.store, self.consumer, self.lease_ms)
@@ -280,5 +289,44 @@ def _internal(work: Round, error: Exception) -> str:
     return f"internal error in round {work.round}: {type(error).__name__}: {error}"
 
 
+class WorkerProcess:
+    """One worker process: ``settings.rounds_per_worker`` lanes (threads), each reading and
+    writing one round at a time, on one pool mapping and one Mooncake engine. A lane whose
+    loop ends unasked ends the process (serve starts a new one; the fencer hands back what
+    its lanes held)."""
+
+    def __init__(self, settings: Settings, index: int):
+        first = Worker(settings, index)
+        self.lanes = [first] + [Worker(settings, index, lane, (first.pool, first.engine))
+                                for lane in range(1, settings.rounds_per_worker)]
+
+    @property
+    def stopping(self) -> bool:
+        return self.lanes[0].stopping
+
+    @stopping.setter
+    def stopping(self, value: bool) -> None:
+        for lane in self.lanes:
+            lane.stopping = value
+
+    def _run_lane(self, lane: Worker) -> None:
+        try:
+            lane.run()
+        finally:
+            if not lane.stopping:
+                log.critical("worker lane %s ended unasked; ending the process", lane.consumer)
+                logging.shutdown()
+                os._exit(1)
+
+    def run(self) -> None:
+        threads = [threading.Thread(target=self._run_lane, args=(lane,), name=f"lane{n}", daemon=True)
+                   for n, lane in enumerate(self.lanes[1:], 1)]
+        for thread in threads:
+            thread.start()
+        self.lanes[0].run()
+        for thread in threads:
+            thread.join()
+
+
 def main(settings: Settings, index: int = 0, ready=None) -> None:
-    run_service(f"worker{index}", lambda: Worker(settings, index), ready, death_signal=signal.SIGKILL)
+    run_service(f"worker{index}", lambda: WorkerProcess(settings, index), ready, death_signal=signal.SIGKILL)
