@@ -45,7 +45,7 @@ def _cleanup(client, settings: Settings) -> None:
 
 def make_settings(**overrides) -> Settings:
     values = dict(prefix=f"xt{uuid.uuid4().hex[:8]}", node="n1", block_size=128,
-                  hidden_size=64, pool_blocks=256)
+                  hidden_size=64, pool_blocks=256, metrics=f"127.0.0.1:{free_port()}")
     values.update(overrides)
     return Settings(**values)
 

@@ -41,7 +41,7 @@ def ingress(make_ingress):
 
 
 def rejected(ingress) -> int:
-    return int(ingress.store.client.hget(ingress.store.keys.stats, "rejected_messages") or 0)
+    return ingress.store.rejected_messages()
 
 
 def failure(ingress, room) -> str:

@@ -166,7 +166,7 @@ def run_bench(redis_url: str | None = None, requests: int = 200, workloads=tuple
     url, embedded = (redis_url, None) if redis_url else local_or_embedded(DEFAULT_REDIS_URL)
     tag = f"bench{os.getpid()}"
     slots = max(concurrencies)
-    settings = Settings(redis_url=url, prefix="xferd-bench", node=tag, hidden_size=hidden_size,
+    settings = Settings(redis_url=url, prefix="xferd-bench", node=tag, hidden_size=hidden_size, metrics="",
                         pool_blocks=slots * MAX_BLOCKS + MAX_BLOCKS, pool_name=f"xferd-{tag}",
                         ingress=f"tcp://127.0.0.1:{free_port()}")
     layout = settings.buffer_layout

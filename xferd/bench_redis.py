@@ -33,7 +33,7 @@ def run_topology_bench(requests: int = 48, concurrencies=(1, 8), workers: int = 
     slots = max(concurrencies)
     tag = f"benchtopo{os.getpid()}"
     base = Settings(prefix="xferd-bench", node=tag, hidden_size=hidden_size, pool_name=f"xferd-{tag}",
-                    pool_blocks=slots * MAX_BLOCKS + MAX_BLOCKS)
+                    pool_blocks=slots * MAX_BLOCKS + MAX_BLOCKS, metrics="")
     plan = shaped(WORKLOAD, requests, 1_000_000 * seed)
     source = SourcePool(base.buffer_layout, base.pool_blocks, base.shm_name, create=True)
     log_path = os.path.join(tempfile.mkdtemp(prefix="xferd-bench-"), "serve.log")
@@ -44,7 +44,7 @@ def run_topology_bench(requests: int = 48, concurrencies=(1, 8), workers: int = 
         for run, (label, kind, min_replicas) in enumerate(CASES):
             settings = base.replace(redis_url=urls[kind], min_replicas=min_replicas,
                                     ingress=f"tcp://127.0.0.1:{free_port()}")
-            node = XferdNode(settings, workers, slots, log_path)
+            node = XferdNode(settings, workers, settings.rounds_per_worker, slots, log_path)
             try:
                 for number, concurrency in enumerate(concurrencies):
                     first = 1000 + 2 * (run * 10 + number)

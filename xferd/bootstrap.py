@@ -18,33 +18,31 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 from urllib.parse import parse_qs, urlsplit
 
-from .settings import ConfigError, Settings, split_host_port
+from .httpd import Handler, Service
+from .settings import Settings, split_host_port
 
 log = logging.getLogger("xferd.bootstrap")
 TP_SIZE = DP_SIZE = 1
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(Handler):
     server: "BootstrapServer"
-    protocol_version = "HTTP/1.1"  # keep-alive: the reference polls /health on one session
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's name
         url = urlsplit(self.path)
         if url.path == "/health":
             serving, why = self.server.health()
-            self._reply(200 if serving else 503, why)
+            self.reply(200 if serving else 503, why)
         elif url.path == "/route":
             self._route(parse_qs(url.query))
         else:
-            self._reply(404, f"no {url.path}: this node serves /route and /health")
+            self.reply(404, f"no {url.path}: this node serves /route and /health")
 
     def do_PUT(self) -> None:  # noqa: N802
-        self._reply(405, "xferd serves this node's route itself; register nothing here")
+        self.reply(405, "xferd serves this node's route itself; register nothing here")
 
     do_POST = do_DELETE = do_PUT
 
@@ -52,7 +50,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             rank, group = int(query["engine_rank"][0]), int(query["target_dp_group"][0])
         except (KeyError, ValueError):
-            self._reply(400, "Missing inputs for bootstrap server: engine_rank and target_dp_group")
+            self.reply(400, "Missing inputs for bootstrap server: engine_rank and target_dp_group")
             return
         if rank == -1 and group == -1:
             self._json({"embedding_tp_size": TP_SIZE, "embedding_dp_size": DP_SIZE})
@@ -60,47 +58,21 @@ class _Handler(BaseHTTPRequestHandler):
             host, port = self.server.ingress
             self._json({"rank_ip": host, "rank_port": port})
         else:
-            self._reply(404, f"Bootstrap info not Found: engine_rank {rank} (this node has tp size "
-                             f"{TP_SIZE}), target_dp_group {group}")
+            self.reply(404, f"Bootstrap info not Found: engine_rank {rank} (this node has tp size "
+                            f"{TP_SIZE}), target_dp_group {group}")
 
     def _json(self, body: dict) -> None:
-        self._reply(200, json.dumps(body), "application/json")
-
-    def _reply(self, code: int, body: str, content_type: str = "text/plain") -> None:
-        data = body.encode()
-        self.send_response(code)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, format: str, *args) -> None:  # noqa: A002 - http.server's signature
-        log.debug("%s %s", self.address_string(), format % args)
+        self.reply(200, json.dumps(body), "application/json")
 
 
-class BootstrapServer(ThreadingHTTPServer):
-    daemon_threads = True
-
+class BootstrapServer(Service):
     def __init__(self, settings: Settings, health: Callable[[], tuple[bool, str]]):
         host, port = split_host_port(settings.bootstrap, "bootstrap")
         self.ingress = settings.advertised_ingress()
         self.health = health
-        try:
-            super().__init__((host or "0.0.0.0", port), _Handler)
-        except OSError as error:
-            raise ConfigError(f"bootstrap {settings.bootstrap}: cannot listen ({error.strerror})") from None
-        self._thread = threading.Thread(target=self.serve_forever, name="xferd-bootstrap", daemon=True)
-
-    @property
-    def url(self) -> str:
-        host, port = self.server_address[:2]
-        return f"http://{host}:{port}"
+        super().__init__(host or "0.0.0.0", port, _Handler, f"bootstrap {settings.bootstrap}")
 
     def start(self) -> "BootstrapServer":
-        self._thread.start()
+        super().start()
         log.info("bootstrap on %s: route to ingress %s:%s, /health", self.url, *self.ingress)
         return self
-
-    def stop(self) -> None:
-        self.shutdown()
-        self.server_close()

@@ -20,7 +20,7 @@ def _settings(args: argparse.Namespace, **extra) -> Settings:
                                                    "ingress", "block_size", "hidden_size", "pool_blocks",
                                                    "strict_bounds", "curve_secret_file", "curve_clients_dir",
                                                    "layout", "bootstrap", "dst_pool_blocks", "status_frames", "hostname",
-                                                   "min_replicas", "replica_timeout")}
+                                                   "min_replicas", "replica_timeout", "metrics")}
     return Settings.from_env(**fields, **extra)
 
 
@@ -34,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--rounds-per-worker", type=int, dest="rounds_per_worker",
                        help="rounds each worker process writes at once, one thread each (default 2)")
     serve.add_argument("--ingress", help="ZMQ bind address (default tcp://127.0.0.1:17500)")
+    serve.add_argument("--metrics", help="HOST:PORT of /metrics (Prometheus), /healthz and /readyz "
+                       "(default 127.0.0.1:17580; '' turns it off)")
     serve.add_argument("--layout", help="buffer layout: reference (default), deepstack:K (K deepstack "
                        "layers), or name=SIZE/UNIT,... (see the README)")
     serve.add_argument("--block-size", type=int, dest="block_size", help="tokens per block (default 128)")

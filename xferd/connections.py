@@ -177,6 +177,24 @@ def wait_for_redis(ping: Callable[[], object], what: str, stop: Callable[[], boo
         return False
 
 
+# this process's Redis trouble since it was last added to the node's stats (``take_trouble``)
+_trouble = {"redis_errors": 0, "redis_outage_seconds": 0.0}
+
+
+def take_trouble() -> dict[str, float]:
+    """Redis errors retried and seconds spent waiting for Redis since the last call (the
+    processes add them to the node's counters with their other counts)."""
+    taken = dict(_trouble)
+    _trouble.update(redis_errors=0, redis_outage_seconds=0.0)
+    return taken
+
+
+def keep_trouble(taken: dict[str, float]) -> None:
+    """Counts ``take_trouble`` gave that could not be added to the node's: kept for next time."""
+    for name, amount in taken.items():
+        _trouble[name] += amount
+
+
 def with_retry(action: Callable[[], T], what: str, stop: Callable[[], bool] = lambda: False,
                max_delay: float = 5.0, give_up_after: float | None = None, also: tuple = ()) -> T:
     """Run ``action`` until Redis answers: exponential backoff with jitter, one log line
@@ -189,9 +207,11 @@ def with_retry(action: Callable[[], T], what: str, stop: Callable[[], bool] = la
     try:  # the hot path: Redis answers; tenacity's machinery costs ~20 µs a call
         return action()
     except (*TRANSIENT, *also) as error:
+        _trouble["redis_errors"] += 1
         if not retryable(error) or stop():
             raise
     outage = {"logged": False}
+    started = time.monotonic()
 
     def stop_now(state: tenacity.RetryCallState) -> bool:
         if stop():
@@ -199,6 +219,8 @@ def with_retry(action: Callable[[], T], what: str, stop: Callable[[], bool] = la
         return give_up_after is not None and (state.seconds_since_start or 0) >= give_up_after
 
     def before_sleep(state: tenacity.RetryCallState) -> None:
+        if state.attempt_number > 1:  # the first is the error counted above
+            _trouble["redis_errors"] += 1
         if not outage["logged"]:
             error = state.outcome.exception()
             log.warning("redis unavailable during %s (%s); retrying", what, type(error).__name__)
@@ -208,7 +230,10 @@ def with_retry(action: Callable[[], T], what: str, stop: Callable[[], bool] = la
         retry=tenacity.retry_if_exception(retryable),
         wait=tenacity.wait_exponential(multiplier=0.05, max=max_delay) + tenacity.wait_random(0, 0.05),
         stop=stop_now, before_sleep=before_sleep, reraise=True)
-    result = retrying(action)
+    try:
+        result = retrying(action)
+    finally:
+        _trouble["redis_outage_seconds"] += time.monotonic() - started
     if outage["logged"]:
         global _recovered_at
         _recovered_at = time.monotonic()

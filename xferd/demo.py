@@ -91,7 +91,8 @@ def run_demo(redis_url: str | None = None, requests: int = 100, workers: int = 2
     redis_kind = embedded.kind if embedded else replicated.kind if replicated else f"configured: {redact(url)}"
     tag = f"demo{os.getpid()}"
     settings = Settings(redis_url=url, prefix="xferd-demo", node=tag, workers=workers,
-                        ingress=f"tcp://127.0.0.1:{free_port()}", hidden_size=hidden_size,
+                        ingress=f"tcp://127.0.0.1:{free_port()}", metrics=f"127.0.0.1:{free_port()}",
+                        hidden_size=hidden_size,
                         pool_blocks=512, pool_name=f"xferd-{tag}", round_timeout=120,
                         lease=chaos.lease if chaos else 5.0, consumer_ttl=10.0 if chaos else 60.0,
                         min_replicas=chaos.min_replicas if replicated else 0)

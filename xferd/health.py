@@ -1,11 +1,14 @@
 """Whether a node can serve: its ingress is up, a worker is ready, Redis answers.
 
-Asked by the bootstrap server's ``/health``, which the reference language side polls every
-few seconds with a 3 s read timeout (two misses fail every room it tracks): a check answers
-within about a second and is cached briefly, so a burst of pollers costs one Redis PING.
+``check`` is asked by the bootstrap server's ``/health``, which the reference language side
+polls every few seconds with a 3 s read timeout (two misses fail every room it tracks): a
+check answers within about a second and is cached briefly, so a burst of pollers costs one
+Redis PING. ``alive`` and ``ready`` answer the operator's ``/healthz`` and ``/readyz``
+(``monitor.py``): every process runs; every part is ready and the source pool is there.
 """
 from __future__ import annotations
 
+import os
 import threading
 import time
 from typing import Callable
@@ -23,10 +26,14 @@ PING_TIMEOUT_S = 1.0
 
 class Health:
     def __init__(self, redis_url: str | None, processes: Callable[[], dict[str, bool]],
-                 cache_s: float = 1.0):
-        """``processes``: each child's name -> whether it is alive and ready (``serve``'s view)."""
+                 cache_s: float = 1.0, running: Callable[[], dict[str, bool]] | None = None,
+                 pool_path: str = ""):
+        """``processes``: each child's name -> whether it is alive and ready (``serve``'s view);
+        ``running``: whether it is alive at all; ``pool_path``: the source pool's file."""
         self.url = redis_url or DEFAULT_REDIS_URL
         self.processes = processes
+        self.running = running or processes
+        self.pool_path = pool_path
         self.cache_s = cache_s
         # one try: a Redis that does not answer within a second is the answer (any URL form:
         # one Redis, a cluster, a Sentinel master)
@@ -58,6 +65,24 @@ class Health:
         except redis.RedisError as error:
             problems.append(f"Redis at {redact(self.url)} does not answer ({type(error).__name__})")
         return problems
+
+    def alive(self) -> tuple[bool, str]:
+        """Every child process runs (``/healthz``: restart the node when not)."""
+        down = sorted(name for name, up in self.running().items() if not up)
+        return (False, "not running: " + ", ".join(down)) if down else (True, "OK")
+
+    def ready(self) -> tuple[bool, str]:
+        """The ingress is bound, every worker is ready, Redis answers and the source pool is
+        there (``/readyz``: send work here only when it is)."""
+        ready = self.processes()
+        problems = [f"{name} is not ready" for name, up in sorted(ready.items()) if not up]
+        if self.pool_path and not os.path.exists(self.pool_path):
+            problems.append(f"the source pool {self.pool_path} is missing")
+        try:
+            self._client.ping()
+        except redis.RedisError as error:
+            problems.append(f"Redis at {redact(self.url)} does not answer ({type(error).__name__})")
+        return (not problems, "; ".join(problems) or "OK")
 
     def close(self) -> None:
         self._client.close()

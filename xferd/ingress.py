@@ -10,12 +10,14 @@ refused without touching the room, so that nobody can fail someone else's reques
 from __future__ import annotations
 
 import logging
+import time
+from collections import Counter
 from dataclasses import replace
 
 import zmq
 
 from .auth import peer_of, secure_server
-from .connections import connect, with_retry
+from .connections import TRANSIENT, connect, keep_trouble, take_trouble, with_retry
 from .notify import Notifier
 from .planning import PlanError, check_allocation
 from .processes import run_service
@@ -43,7 +45,8 @@ class Ingress:
         self.socket.bind(settings.ingress)
         self.notifier = Notifier.for_settings(settings, self.context)
         self.stopping = False
-        self.counts = {"messages": 0, "rejected": 0}
+        self.counts: Counter[str] = Counter()  # added to the node's stats when idle or each second
+        self._counted_at = time.monotonic()
 
     def _redis(self, action, what: str):
         return with_retry(action, what, stop=lambda: self.stopping)
@@ -60,9 +63,9 @@ class Ingress:
 
     def handle(self, frames: list[bytes], peer: str = "") -> None:
         """One message; ``peer`` is the sender's CurveZMQ public key ('' without CURVE)."""
-        self.counts["messages"] += 1
         try:
             message = decode_request(frames)
+            self.counts[f"ingress_messages:{type(message).__name__.lower()}"] += 1
             if isinstance(message, Register):
                 self._register(message, peer)
                 return
@@ -72,7 +75,8 @@ class Ingress:
                 try:
                     check_allocation(self.layout, message.allocated_tokens, len(message.dst_indices))
                 except PlanError as error:
-                    raise WireError(str(error), message.room, (message.ip, message.status_port)) from None
+                    raise WireError(str(error), message.room, (message.ip, message.status_port),
+                                    kind="allocation") from None
                 change = self.store.dst_init if isinstance(message, Init) else self.store.dst_resume
                 outcome = self._redis(lambda: change(message), type(message).__name__.lower())
                 self._report(message.room, outcome, f"{message.ip}:{message.status_port}")
@@ -91,7 +95,8 @@ class Ingress:
         if self.settings.curve:
             owner = self._redis(lambda: self.store.session_owner(message.session_id), "session owner")
             if owner and owner != peer:
-                raise WireError(f"register for session {message.session_id}, which another peer registered")
+                raise WireError(f"register for session {message.session_id}, which another peer registered",
+                                kind="not_owner")
         lens = message.lens
         if lens is None and self.settings.dst_pool_blocks:
             # the reference client sends no lengths: bound it by the configured pool size
@@ -107,7 +112,7 @@ class Ingress:
             # a later init from this session fails with this reason, not as "unregistered"
             reason = f"registration refused: {problem}"
             self._redis(lambda: self.store.mark_session_failed(message.session_id, reason), "mark session")
-            raise WireError(f"register from {message.session_id}: {problem}")
+            raise WireError(f"register from {message.session_id}: {problem}", kind="registration")
         self._redis(lambda: self.store.register_session(replace(message, lens=lens), owner=peer), "register")
         log.info("registered session %s%s", message.session_id, f" (peer {peer})" if peer else "")
 
@@ -116,13 +121,13 @@ class Ingress:
         if owner is not None and owner != peer:
             # not the room's fault: refuse the message, leave the room alone
             raise WireError(f"{type(message).__name__.lower()} for room {message.room} names session "
-                            f"{message.session_id}, which another peer registered")
+                            f"{message.session_id}, which another peer registered", kind="not_owner")
 
     def _check_abort(self, message: Abort) -> None:
         sessions = self._redis(lambda: self.store.destinations(message.room), "abort check")
         if sessions and message.session_id not in sessions:
             raise WireError(f"abort of room {message.room} from session {message.session_id}, "
-                            "which is not one of its destinations")
+                            "which is not one of its destinations", kind="not_destination")
 
     def _report(self, room: int, outcome: Outcome, sender: str | None = None) -> None:
         """Push the status the transition made due (Failed, once no write of the room is in
@@ -135,8 +140,7 @@ class Ingress:
             self.notifier.send(list(outcome.endpoints) + ([sender] if sender else []), room, outcome.status)
 
     def reject(self, error: WireError, peer: str = "") -> None:
-        self.counts["rejected"] += 1
-        self._redis(lambda: self.store.count("rejected_messages"), "count rejection")
+        self._redis(lambda: self.store.count(f"ingress_rejected:{error.kind}"), "count rejection")
         if error.room is None:
             log.warning("rejected message: %s", error.reason)
             return
@@ -145,7 +149,8 @@ class Ingress:
                         "(room left alone): %s", error.room, error.reason)
             return
         log.warning("rejected message for room %s: %s", error.room, error.reason)
-        outcome = self._redis(lambda: self.store.fail_room(error.room, error.reason), "fail room")
+        outcome = self._redis(lambda: self.store.fail_room(error.room, error.reason, failure_class="bad_input"),
+                                 "fail room")
         self._report(error.room, outcome, f"{error.reply_to[0]}:{error.reply_to[1]}" if error.reply_to else None)
 
     def _may_fail(self, room: int, peer: str) -> bool:
@@ -161,13 +166,29 @@ class Ingress:
         poller.register(self.socket, zmq.POLLIN)
         while not self.stopping:
             if not poller.poll(200):
+                self._add_counts()
                 continue
             parts = self.socket.recv_multipart(copy=False)
             try:
                 self.receive(parts)
             except Exception:  # never let one message take the ingress down
                 log.exception("message of %d frames could not be handled", len(parts))
+            if time.monotonic() - self._counted_at >= 1.0:
+                self._add_counts()
+        self._add_counts()
         self.close()
+
+    def _add_counts(self) -> None:
+        """This process's counts into the node's stats (kept for next time while Redis is down)."""
+        self._counted_at = time.monotonic()
+        counts = {**self.counts, **take_trouble()}
+        if not any(counts.values()):
+            return
+        try:
+            self.store.add_counts(counts)
+            self.counts.clear()
+        except TRANSIENT:
+            keep_trouble({k: v for k, v in counts.items() if k.startswith("redis_")})
 
     def close(self) -> None:
         self.socket.close(0)

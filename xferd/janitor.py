@@ -13,7 +13,7 @@ import time
 
 import redis
 
-from .connections import TRANSIENT, connect, wait_for_redis
+from .connections import TRANSIENT, connect, keep_trouble, take_trouble, wait_for_redis
 from .fencer import Fencer
 from .fencing import Identity
 from .keys import GROUP
@@ -43,7 +43,7 @@ class Janitor:
         now = store.now_ms()
         counts = {"timed_out": 0, "released": 0, "handed_back": 0}
         for room in store.due(store.keys.timeouts, now):
-            outcome = store.fail_room(room, "", mode="expired")
+            outcome = store.fail_room(room, "", mode="expired", failure_class="timeout")
             if outcome.failed:
                 counts["timed_out"] += 1
                 log.warning("room %s failed: %s", room, outcome.note)
@@ -93,11 +93,24 @@ class Janitor:
             floor = min(floor, pending["min"], key=_id_key)
         client.xtrim(stream, minid=floor, approximate=False)
 
+    def _add_trouble(self) -> None:
+        """This process's Redis errors and outage seconds into the node's stats."""
+        trouble = take_trouble()
+        try:
+            self.store.add_counts(trouble)
+        except TRANSIENT:
+            keep_trouble(trouble)
+            raise
+
     def run(self) -> None:
         log.info("janitor running every %.2fs", self.settings.janitor_interval)
+        next_count = 0.0
         while not self.stopping:
             try:
                 self.pass_once()
+                if time.monotonic() >= next_count:
+                    self._add_trouble()
+                    next_count = time.monotonic() + 1.0
             except TRANSIENT:
                 wait_for_redis(self.store.ping, "janitor pass", lambda: self.stopping)
             except NotReplicated as error:  # its status is held back; the pass goes on next time

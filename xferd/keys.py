@@ -9,12 +9,14 @@ together with its block allocation) runs atomically in one Redis Cluster slot.
   {prefix}:{node}:session:{sid}        hash   a registered language session
   {prefix}:{node}:rounds               stream round work, consumer group "workers"
   {prefix}:{node}:dead                 stream rounds handed back past the delivery limit
+  {prefix}:{node}:ended                stream the last ~1000 rooms that ended: outcome, failure class, reason
   {prefix}:{node}:timeouts             zset   room -> deadline (ms)
   {prefix}:{node}:writing              zset   room -> when its holder's lease runs out (ms)
   {prefix}:{node}:pool:free            zset   free source blocks (score = index: lowest first)
   {prefix}:{node}:pool:owned:{room}    list   source blocks held by a room
   {prefix}:{node}:pool:leases          zset   room -> when its unpublished allocation expires
-  {prefix}:{node}:stats                hash   counters (bad messages, writers fenced, ...)
+  {prefix}:{node}:stats                hash   counters (bad messages, writers fenced, rooms ended by
+                                              outcome and class, ...) and histogram buckets
   {prefix}:{node}:workers              hash   worker consumer name -> last heartbeat (ms)
 """
 from __future__ import annotations
@@ -55,6 +57,10 @@ class Keys:
     @property
     def dead(self) -> str:
         return self._key("dead")
+
+    @property
+    def ended(self) -> str:
+        return self._key("ended")
 
     @property
     def timeouts(self) -> str:

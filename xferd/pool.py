@@ -99,9 +99,13 @@ def layout_of(record: dict[str, str]) -> Layout:
 class SourcePool(BlockBuffers):
     """The node's source blocks in ``/dev/shm/<name>``; ``create`` makes or resizes the file."""
 
+    @staticmethod
+    def path_of(name: str) -> str:
+        return os.path.join(SHM_DIR, name)
+
     def __init__(self, layout: Layout, num_blocks: int, name: str, create: bool = False):
         self.layout, self.num_blocks, self.name = layout, num_blocks, name
-        self.path = os.path.join(SHM_DIR, name)
+        self.path = self.path_of(name)
         self.offsets, self.size = _offsets(layout, num_blocks)
         flags = os.O_RDWR | (os.O_CREAT if create else 0)
         try:

@@ -21,6 +21,7 @@ from . import ingress, janitor, worker
 from .bootstrap import BootstrapServer
 from .connections import connect, redact, with_retry
 from .health import Health
+from .monitor import MonitorServer
 from .claim import check_schema, claim, node_record, refresh, release
 from .fencing import Identity
 from .pool import SourcePool
@@ -109,11 +110,17 @@ class Supervisor:
         self.children += [Child(f"worker{i}", worker.main, (settings, i)) for i in range(settings.workers)]
         self.stopping = False
         self.bootstrap: BootstrapServer | None = None
+        self.monitor: MonitorServer | None = None
 
     def serving(self) -> dict[str, bool]:
         """Each child's name -> whether it is alive and ready."""
         return {child.name: bool(child.process is not None and child.process.is_alive()
                                  and child.ready.is_set()) for child in self.children}
+
+    def running(self) -> dict[str, bool]:
+        """Each child's name -> whether it is alive (ready or still starting)."""
+        return {child.name: bool(child.process is not None and child.process.is_alive())
+                for child in self.children}
 
     def _start(self, child: Child) -> None:
         child.ready = self.context.Event()
@@ -145,12 +152,20 @@ class Supervisor:
                         why = f"before it was ready ({child.failed_starts} failed starts in a row)"
                     log.error("%s (pid %s) %s %s; restarting in %.1fs", child.name, process.pid,
                               _exit_text(process.exitcode), why, delay)
+                    if child.name.startswith("worker") and self.store is not None:
+                        self._count_quietly("worker_restarts")
                     child.not_before = now + delay
                     child.process = None
                 if child.process is None and now >= child.not_before and not self.stopping:
                     self._start(child)
             time.sleep(0.1)
         self.shutdown()
+
+    def _count_quietly(self, counter: str) -> None:
+        try:
+            self.store.count(counter)
+        except (redis.RedisError, OSError):
+            pass  # Redis down: the restart is in the log
 
     def _refresh_claim(self) -> None:
         """Keep the node record's serve fields fresh, in a thread of its own: a Redis that
@@ -164,8 +179,9 @@ class Supervisor:
                 return
 
     def shutdown(self) -> None:
-        if self.bootstrap is not None:
-            self.bootstrap.stop()
+        for server in (self.bootstrap, self.monitor):
+            if server is not None:
+                server.stop()
         for child in self.children:
             if child.process is not None and child.process.is_alive():
                 child.process.terminate()
@@ -201,8 +217,11 @@ def serve(settings: Settings) -> None:
         me = Identity.current()
         store = prepare_node(settings, me)
         supervisor = Supervisor(settings, store, me)
+        health = Health(settings.redis_url, supervisor.serving, running=supervisor.running,
+                        pool_path=SourcePool.path_of(settings.shm_name))
+        if settings.metrics:
+            supervisor.monitor = MonitorServer(settings.metrics, store, health.alive, health.ready).start()
         if settings.bootstrap:
-            health = Health(settings.redis_url, supervisor.serving)
             supervisor.bootstrap = BootstrapServer(settings, health.check).start()
         return supervisor
 

@@ -21,6 +21,7 @@ class Settings:
     workers: int = 2
     rounds_per_worker: int = 2  # rounds one worker process writes at once (threads, one engine)
     ingress: str = "tcp://127.0.0.1:17500"  # bind address of the ingress PULL socket
+    metrics: str = "127.0.0.1:17580"  # HOST:PORT of /metrics, /healthz, /readyz; '' turns it off
     strict_bounds: bool = False  # refuse registrations that cannot be bounds-checked (see dst_pool_blocks)
     curve_secret_file: str = ""  # CurveZMQ: the ingress's secret key file (zmq.auth format)
     curve_clients_dir: str = ""  # CurveZMQ: directory of allowed language peers' public key files
@@ -79,6 +80,8 @@ class Settings:
             raise ConfigError(f"dst_pool_blocks must be 0 (unknown) or positive, got {self.dst_pool_blocks}")
         if self.bootstrap:
             split_host_port(self.bootstrap, "bootstrap")
+        if self.metrics:
+            split_host_port(self.metrics, "metrics")
         if not self.lease > 0:
             raise ConfigError(f"lease must be positive, got {self.lease}")
         if self.min_replicas < 0 or not self.replica_timeout > 0:

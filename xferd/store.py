@@ -23,6 +23,9 @@ from .wire import Init, Register, Resume
 # a lease renewal acted on by nobody but the fencer, where losing one is safe (a live
 # worker fenced); every other transition waits for min_replicas
 UNREPLICATED = ("keep_lease",)
+# the failure classes of rooms, counted by xferd_rooms_ended_total (fail() in the Lua prelude)
+FAILURE_CLASSES = ("bad_input", "timeout", "aborted", "write_error", "not_replicated", "dead_letter",
+                   "internal")
 SCRIPTS = ("publish_source", "dst_init", "dst_resume", "begin_round", "keep_lease", "commit_round",
            "fail_room", "hand_back", "requeue", "pool_alloc", "pool_expire", "release")
 
@@ -48,7 +51,7 @@ class Store:
         """The keys every room script takes, in the prelude's order."""
         k = self.keys
         return [k.room(room), k.stream, k.timeouts, k.writing, k.pool_free, k.pool_owned(room),
-                k.pool_leases, k.dead]
+                k.pool_leases, k.dead, k.stats, k.ended]
 
     def _run(self, name: str, room: int | str, *args, sessions: tuple[str, ...] = (), ahead: tuple = ()):
         """Run a transition script; with min_replicas, only confirmed by that many replicas
@@ -253,11 +256,12 @@ class Store:
         return Outcome.parse(self._run("publish_source", room, total_tokens,
                                        ",".join(map(str, src_indices))))
 
-    def fail_room(self, room: int, reason: str, mode: str = "") -> Outcome:
+    def fail_room(self, room: int, reason: str, mode: str = "", failure_class: str = "aborted") -> Outcome:
         """mode '' (abort, bad message), 'expired' (a due deadline), 'encoder' (the encoder's
-        abort: an unpublished allocation goes back too); see fail_room.lua. ``notify``:
-        Failed is due now (no write of the room is in flight)."""
-        return Outcome.parse(self._run("fail_room", room, reason, mode))
+        abort: an unpublished allocation goes back too); see fail_room.lua. ``failure_class``:
+        the kind of failure for metrics (``FAILURE_CLASSES``). ``notify``: Failed is due now
+        (no write of the room is in flight)."""
+        return Outcome.parse(self._run("fail_room", room, reason, mode, failure_class))
 
     def room(self, room: int) -> dict[str, str]:
         return _hash(self.client.hgetall(self.keys.room(room)))
@@ -293,23 +297,25 @@ class Store:
         return False, _text(reply[1])
 
     def commit_round(self, work: Round, consumer: str, epoch: str, sent_after: list[int],
-                     read_next: int = 0) -> tuple[str, Outcome | str]:
+                     read_next: int = 0, written: int = 0) -> tuple[str, Outcome | str]:
         """('ok', Outcome) committed; ('ended', Outcome) the room failed while we wrote (it is
         settled now, Failed due); ('stale', why) this holder no longer holds the round.
         ``read_next``: on the direct path without replica waits, send the consumer's next
-        read (blocking that many ms) in the same write; ``read_rounds`` takes its reply."""
+        read (blocking that many ms) in the same write; ``read_rounds`` takes its reply.
+        ``written``: the bytes the round wrote (counted with the commit)."""
         ahead = self._read_command(consumer, 1, read_next) if read_next else ()
         reply = self._run("commit_round", work.room, work.round, work.entry_id, consumer, epoch,
-                          *sent_after, ahead=ahead)
+                          written, *sent_after, ahead=ahead)
         verdict = _text(reply[0])
         if verdict == "stale":
             return verdict, _text(reply[1])
         return verdict, Outcome.parse(reply[1:])
 
-    def fail_held_round(self, work: Round, consumer: str, epoch: str, reason: str) -> Outcome:
+    def fail_held_round(self, work: Round, consumer: str, epoch: str, reason: str,
+                        failure_class: str = "internal") -> Outcome:
         """The holder fails its own round (its write is over): lets go and acknowledges."""
-        return Outcome.parse(self._run("fail_room", work.room, reason, "holder", consumer, epoch,
-                                       work.entry_id))
+        return Outcome.parse(self._run("fail_room", work.room, reason, "holder", failure_class, consumer,
+                                       epoch, work.entry_id))
 
     def hand_back(self, consumer: str, room: int, entry_id: str = "") -> tuple[str, Outcome | None]:
         """A stopped worker's entry or hold goes back (the fencer): (verdict, Outcome) with
@@ -341,9 +347,29 @@ class Store:
         """Bump a node counter (``stats`` hash: handed_back, writers_fenced, dead_letters, ...)."""
         self.client.hincrby(self.keys.stats, counter, amount)
 
+    def _add_counts(self, pipe, counts: dict[str, float]) -> None:
+        for name, amount in counts.items():
+            if isinstance(amount, float):
+                if amount > 0:
+                    pipe.hincrbyfloat(self.keys.stats, name, amount)
+            elif amount:
+                pipe.hincrby(self.keys.stats, name, amount)
+
+    def add_counts(self, counts: dict[str, float]) -> None:
+        """Add a process's counts (ints, and floats such as seconds) to the node's, in one
+        round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        self._add_counts(pipe, counts)
+        if len(pipe):
+            pipe.execute()
+
     def stats(self) -> dict[str, int]:
         return {k: int(v) for k, v in _hash(self.client.hgetall(self.keys.stats)).items()
                 if v.lstrip("-").isdigit()}
+
+    def rejected_messages(self) -> int:
+        """Messages the ingress refused, for every reason (``ingress_rejected:<kind>``)."""
+        return sum(v for k, v in self.stats().items() if k.startswith("ingress_rejected:"))
 
     def heartbeat(self, consumer: str, counters: dict[str, int] | None = None) -> list[Round]:
         """The worker is alive; adds ``counters`` to the node's stats in the same round trip.
@@ -352,9 +378,7 @@ class Store:
         unless a read sent ahead waits, whose entry would look left behind."""
         pipe = self.client.pipeline(transaction=False)
         pipe.hset(self.keys.workers, consumer, int(time.time() * 1000))
-        for name, amount in (counters or {}).items():
-            if amount:
-                pipe.hincrby(self.keys.stats, name, amount)
+        self._add_counts(pipe, counters or {})
         if self.read_ahead():
             pipe.execute()
             return []

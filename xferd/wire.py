@@ -36,13 +36,16 @@ _HOST = re.compile(r"^[A-Za-z0-9.\-_:\[\]]{1,255}$")
 
 
 class WireError(ValueError):
-    """A message that cannot be accepted. ``room`` and ``reply_to`` are set when known."""
+    """A message that cannot be accepted. ``room`` and ``reply_to`` are set when known;
+    ``kind`` says why in one word, for the ingress's reject counts."""
 
-    def __init__(self, reason: str, room: int | None = None, reply_to: tuple[str, int] | None = None):
+    def __init__(self, reason: str, room: int | None = None, reply_to: tuple[str, int] | None = None,
+                 kind: str = "malformed"):
         super().__init__(reason)
         self.reason = reason
         self.room = room
         self.reply_to = reply_to
+        self.kind = kind
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from .connections import TRANSIENT, connect, wait_for_redis, with_retry
+from .connections import TRANSIENT, connect, keep_trouble, take_trouble, wait_for_redis, with_retry
 from .engine import Engine, Write
 from .faults import maybe_die, maybe_stall
 from .fencing import Identity
@@ -126,7 +126,8 @@ class Worker:
         except NotReplicated as error:  # the take is on the primary only: write nothing under it
             take, why = Store.take_from(error.reply)
             if take is not None:
-                self.fail(work, take.epoch, f"the take of round {work.round} was not confirmed: {error}")
+                self.fail(work, take.epoch, f"the take of round {work.round} was not confirmed: {error}",
+                          "not_replicated")
             return
         if take is None:
             log.debug("room %s round %s skipped: %s", work.room, work.round, why)
@@ -141,7 +142,7 @@ class Worker:
             raise  # the round stays this worker's; it is redone once Redis is back
         except Exception as error:  # let go of the round with the room's failure
             log.exception("room %s round %s: unexpected error", work.room, work.round)
-            self.fail(work, take.epoch, _internal(work, error))
+            self.fail(work, take.epoch, _internal(work, error), "internal")
 
     def _write_and_commit(self, work: Round, take: Take) -> None:
         epoch = take.epoch
@@ -150,17 +151,20 @@ class Worker:
                 targets = plan_targets(self.layout, self.pool.num_blocks, take.room, take.sessions,
                                        work.sessions, self.settings.strict_bounds)
             except (PlanError, KeyError, ValueError) as error:
-                self.fail(work, epoch, f"round {work.round} cannot be planned: {error}")
+                self.fail(work, epoch, f"round {work.round} cannot be planned: {error}", "bad_input")
                 return
             self._count(targets)
+            written = 0
             if self.keeper.may_write():  # else the room failed meanwhile (the commit settles it)
+                writes = [self._write_of(t) for t in targets]
                 with self.keeper.writing():  # or the claim is lost
-                    errors = self.engine.write_all([self._write_of(t) for t in targets])
+                    errors = self.engine.write_all(writes)
+                written = sum(sum(w.lengths) for w in writes)
                 failed = [(t.session_id, f"round {work.round}: {e}") for t, e in zip(targets, errors) if e]
                 for session_id, reason in failed:
                     self._redis(lambda: self.store.mark_session_failed(session_id, reason), "mark session failed")
                 if failed:
-                    self.fail(work, epoch, failed[0][1])
+                    self.fail(work, epoch, failed[0][1], "write_error")
                     return
                 maybe_stall(self.store)
             if self.keeper.lost:
@@ -172,12 +176,14 @@ class Worker:
             try:
                 verdict, outcome = self._redis(
                     lambda: self.store.commit_round(work, self.consumer, epoch, [t.plan.sent_after for t in targets],
-                                                    read_next=0 if self.stopping else READ_BLOCK_MS),
+                                                    read_next=0 if self.stopping else READ_BLOCK_MS,
+                                                    written=written),
                     "commit round")
             except NotReplicated as error:  # committed on the primary only: report nothing of it
                 reason = f"round {work.round} committed but not confirmed: {error}"
                 log.error("room %s failed: %s", work.room, reason)
-                self._settle(work.room, lambda: self.store.fail_room(work.room, reason))
+                self._settle(work.room, lambda: self.store.fail_room(work.room, reason,
+                                                                     failure_class="not_replicated"))
                 return
         if verdict == "stale":
             log.warning("room %s round %s: commit refused: %s", work.room, work.round, outcome)
@@ -218,10 +224,11 @@ class Worker:
             lengths.append(entry.length)
         return Write(target.session_id, src, dst, lengths)
 
-    def fail(self, work: Round, epoch: str, reason: str) -> None:
+    def fail(self, work: Round, epoch: str, reason: str, failure_class: str) -> None:
         """Fail the round this worker holds (its write is over): Failed is due at once."""
         log.warning("room %s failed: %s", work.room, reason)
-        self._settle(work.room, lambda: self.store.fail_held_round(work, self.consumer, epoch, reason))
+        self._settle(work.room, lambda: self.store.fail_held_round(work, self.consumer, epoch, reason,
+                                                                   failure_class))
 
     # ---- the loop
     def run(self) -> None:
@@ -232,7 +239,12 @@ class Worker:
         while not self.stopping:
             try:
                 if time.monotonic() >= next_beat:
-                    left_behind = self.store.heartbeat(self.consumer, self.metrics)
+                    trouble = take_trouble()
+                    try:
+                        left_behind = self.store.heartbeat(self.consumer, {**self.metrics, **trouble})
+                    except TRANSIENT:
+                        keep_trouble(trouble)
+                        raise
                     self.metrics = dict.fromkeys(self.metrics, 0)
                     next_beat = time.monotonic() + 1.0
                     for work in left_behind:  # not counted in the hot-path metrics
@@ -280,7 +292,7 @@ class Worker:
         except Exception as error:  # before the take (process handles the rest): nothing held
             log.exception("room %s round %s: unexpected error", work.room, work.round)
             reason = _internal(work, error)
-            self._settle(work.room, lambda: self.store.fail_room(work.room, reason))
+            self._settle(work.room, lambda: self.store.fail_room(work.room, reason, failure_class="internal"))
             # the entry is pending on this worker only: drop it
             self._redis(lambda: self.store.client.xack(self.store.keys.stream, GROUP, work.entry_id), "ack")
 

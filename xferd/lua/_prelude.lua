@@ -1,11 +1,12 @@
 -- Prepended to every xferd script (Redis scripts cannot import).
--- KEYS[1..8] are one room's keys, always in this order (Store._keys): room, rounds stream,
--- timeouts, writing, pool:free, pool:owned:<room>, pool:leases, dead; a script that reads
--- sessions takes their keys after these. Every key carries the node's hash tag.
+-- KEYS[1..10] are one room's keys, always in this order (Store._keys): room, rounds stream,
+-- timeouts, writing, pool:free, pool:owned:<room>, pool:leases, dead, stats, ended; a script
+-- that reads sessions takes their keys after these. Every key carries the node's hash tag.
 -- ARGV[1] = policy "bootstrap_ms,waiting_ms,transfer_ms,round_ms,retention_ms,alloc_ms",
 -- ARGV[2] = room.
 local unpack = unpack or table.unpack
-local ROOM_KEY, STREAM, TIMEOUTS, WRITING, FREE, OWNED, LEASES, DEAD = unpack(KEYS, 1, 8)
+local ROOM_KEY, STREAM, TIMEOUTS, WRITING, FREE, OWNED, LEASES, DEAD, STATS, ENDED = unpack(KEYS, 1, 10)
+local SESSIONS = 11  -- the first session key
 local GROUP = 'workers'  -- keys.GROUP
 local POLICY = {}
 for value in string.gmatch(ARGV[1], '[^,]+') do POLICY[#POLICY + 1] = tonumber(value) end
@@ -34,6 +35,31 @@ local function ensure_room()
       'round', 0, 'queued_round', 0, 'sent_tokens', 0, 'epoch', 0)
   end
   return num('status')
+end
+
+-- Histograms kept in the stats hash (metrics.py reads them): one field per bucket, counted
+-- where the event happens, so every process's observations add up exactly.
+local BUCKETS = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120}
+local function observe(name, seconds)
+  local le = '+Inf'
+  for _, bound in ipairs(BUCKETS) do
+    if seconds <= bound then le = tostring(bound); break end
+  end
+  redis.call('HINCRBY', STATS, 'hist:' .. name .. ':' .. le, 1)
+  redis.call('HINCRBYFLOAT', STATS, 'hist:' .. name .. ':sum', seconds)
+end
+
+-- A room reached Success or Failed (once: terminal statuses never change): counted by
+-- outcome and failure class, and logged in the capped `ended` stream (recent ends with
+-- their reasons, for `xferd status`, the status page and the janitor's log line).
+local function ended(status, class, reason)
+  local h = redis.call('HMGET', ROOM_KEY, 'created_at', 'round', 'total_tokens', 'sent_tokens')
+  local seconds = (NOW - tonumber(h[1])) / 1000
+  redis.call('HINCRBY', STATS, 'rooms_ended:' .. NAMES[status] .. ':' .. class, 1)
+  if status == 4 then observe('room_seconds', seconds) end
+  redis.call('XADD', ENDED, 'MAXLEN', '~', 1000, '*', 'room', ROOM, 'status', NAMES[status],
+    'class', class, 'reason', reason, 'rounds', h[2], 'total_tokens', h[3] or '', 'sent_tokens', h[4],
+    'duration_ms', NOW - tonumber(h[1]))
 end
 
 local function set_status(status)
@@ -157,10 +183,13 @@ end
 
 -- Fail a live room (creating a failed record if none exists); false if already terminal.
 -- Redis says Failed at once, so nothing new starts; the blocks wait for a write in flight.
-local function fail(reason)
+-- Fail a live room: `class` names the kind of failure for metrics (bad_input, timeout,
+-- aborted, write_error, not_replicated, dead_letter, internal).
+local function fail(reason, class)
   if terminal(ensure_room()) then return false end
   set_status(0)
-  redis.call('HSET', ROOM_KEY, 'failure', reason, 'failed_at', NOW)
+  redis.call('HSET', ROOM_KEY, 'failure', reason, 'failure_class', class, 'failed_at', NOW)
+  ended(0, class, reason)
   redis.call('HDEL', ROOM_KEY, 'deadline', 'deadline_reason')
   redis.call('ZREM', TIMEOUTS, ROOM)
   settle()

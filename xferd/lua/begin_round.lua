@@ -55,5 +55,5 @@ for k = 0, (num('dst_count') or 0) - 1 do
   end
 end
 local out = {takes > 1 and 'redo' or 'ok', epoch, pick(ROOM_KEY, fields)}
-for i = 9, #KEYS do out[#out + 1] = pick(KEYS[i], {'ptrs', 'lens', 'failed'}) end
+for i = SESSIONS, #KEYS do out[#out + 1] = pick(KEYS[i], {'ptrs', 'lens', 'failed'}) end
 return out

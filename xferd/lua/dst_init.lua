@@ -1,7 +1,7 @@
 -- A destination session sent init: KEYS room keys, session;
 -- ARGV policy, room, session_id, endpoint, dst_indices, required_dst_info_num, allocated,
 -- one_round ('1': the 6-frame init, everything in one round into these blocks).
-local session_key = KEYS[9]
+local session_key = KEYS[SESSIONS]
 local session, required = ARGV[3], tonumber(ARGV[6])
 local status = ensure_room()
 if terminal(status) then
@@ -15,7 +15,7 @@ if k then
       and redis.call('HGET', ROOM_KEY, d .. 'allocated_tokens') == ARGV[7] then
     return reply('duplicate init ignored', false)
   end
-  fail('conflicting second init from session ' .. session .. ' with other blocks or allocation')
+  fail('conflicting second init from session ' .. session .. ' with other blocks or allocation', 'bad_input')
   return reply('', false)
 end
 local reason
@@ -32,7 +32,7 @@ elseif count >= required then
   reason = 'init from a session beyond required_dst_info_num ' .. required
 end
 if reason then
-  fail(reason)
+  fail(reason, 'bad_input')
   return reply('', false)
 end
 local d = 'dst' .. count .. '.'

@@ -1,9 +1,9 @@
 -- A destination session asked for the next round: KEYS room keys, session;
 -- ARGV policy, room, session_id, endpoint, dst_indices, required, sent, allocated.
-local session_key = KEYS[9]
+local session_key = KEYS[SESSIONS]
 local session = ARGV[3]
 if redis.call('EXISTS', ROOM_KEY) == 0 then
-  fail('resume for unknown room ' .. ROOM)
+  fail('resume for unknown room ' .. ROOM, 'bad_input')
   return reply('', false)
 end
 local status = num('status')
@@ -13,7 +13,7 @@ end
 local k = find_dst(session)
 local reason
 if not k then
-  fail('resume from session ' .. session .. ' which never sent init for this room')
+  fail('resume from session ' .. session .. ' which never sent init for this room', 'bad_input')
   return reply('', false)
 end
 local d = 'dst' .. k .. '.'
@@ -40,7 +40,7 @@ elseif num(d .. 'ready_round') > round then
   reason = 'second resume from ' .. session .. ' for round ' .. (round + 1)
 end
 if reason then
-  fail(reason)
+  fail(reason, 'bad_input')
   return reply('', false)
 end
 redis.call('HSET', ROOM_KEY, d .. 'dst_indices', ARGV[5], d .. 'allocated_tokens', ARGV[8],

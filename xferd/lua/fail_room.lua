@@ -1,8 +1,10 @@
--- Fail a room with a reason: KEYS room keys; ARGV policy, room, reason, mode, then for
--- mode 'holder': consumer, epoch, entry_id.
+-- Fail a room with a reason: KEYS room keys; ARGV policy, room, reason, mode, class (the
+-- kind of failure, for metrics: the prelude's fail), then for mode 'holder': consumer,
+-- epoch, entry_id.
 -- mode '': an abort or a bad message. Redis says Failed at once; the blocks and the Failed
 --   push wait until no write of the room is in flight.
--- mode 'expired': only if the room's deadline has passed, with the deadline's reason.
+-- mode 'expired': only if the room's deadline has passed, with the deadline's reason
+--   (class timeout).
 -- mode 'encoder': the encoder's own abort; an allocation it never published goes back now
 --   (it will not write into it any more).
 -- mode 'holder': the worker holding the round fails it (its write is over): lets go,
@@ -10,8 +12,9 @@
 --   retry whose first reply was lost gets the same answer.
 -- Returns the prelude's reply {status, note, notify, endpoints...}; {-1, why, 0} when
 -- nothing was due.
-local reason, mode = ARGV[3], ARGV[4]
+local reason, mode, class = ARGV[3], ARGV[4], ARGV[5]
 if mode == 'expired' then
+  class = 'timeout'
   if redis.call('EXISTS', ROOM_KEY) == 0 then
     redis.call('ZREM', TIMEOUTS, ROOM)
     return {-1, 'room record is gone', 0}
@@ -24,15 +27,15 @@ if mode == 'expired' then
   end
   reason = redis.call('HGET', ROOM_KEY, 'deadline_reason')
 elseif mode == 'holder' then
-  local held, why = holding(ARGV[5], ARGV[6])
+  local held, why = holding(ARGV[6], ARGV[7])
   if not held then
-    if let_go_already(ARGV[6]) then return reply('', false) end
+    if let_go_already(ARGV[7]) then return reply('', false) end
     return {num('status') or -1, why, 0}
   end
-  let_go(ARGV[7])
-  if not fail(reason) then settle() end
+  let_go(ARGV[8])
+  if not fail(reason, class) then settle() end
   return reply('', false)
 end
-local failed_now = fail(reason)
+local failed_now = fail(reason, class)
 if mode == 'encoder' and not writing() then give_back_blocks() end
 return reply(failed_now and '' or 'already ' .. NAMES[num('status')], false)

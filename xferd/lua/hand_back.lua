@@ -38,7 +38,7 @@ if handbacks >= max_deliveries then
   redis.call('XADD', DEAD, 'MAXLEN', '~', 10000, '*', 'room', ROOM, 'round', queued,
     'entry', carried, 'deliveries', handbacks, 'last_holder', consumer)
   fail('round ' .. queued .. ' was delivered ' .. handbacks ..
-    ' times without completing (limit ' .. max_deliveries .. ')')
+    ' times without completing (limit ' .. max_deliveries .. ')', 'dead_letter')
   return {'dead', unpack(reply('', false))}
 end
 add_entry(queued)

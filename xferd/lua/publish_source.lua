@@ -9,7 +9,7 @@ if recorded then
   if recorded == total and redis.call('HGET', ROOM_KEY, 'src_indices') == src then
     return reply('duplicate publish ignored', false)
   end
-  if not terminal(status) then fail('source published twice with different blocks or total') end
+  if not terminal(status) then fail('source published twice with different blocks or total', 'bad_input') end
   return reply('second publish with other blocks or total ignored', false)
 end
 local owned, problem = {}, nil
@@ -33,7 +33,7 @@ end
 if problem or status == 0 then
   -- nothing of it is named in the record; the encoder is done with what it did allocate
   give_back_blocks()
-  if problem and not terminal(status) then fail('bad publish: ' .. problem) end
+  if problem and not terminal(status) then fail('bad publish: ' .. problem, 'bad_input') end
   return reply(problem or 'publish for a failed room: its blocks went back', false)
 end
 redis.call('ZREM', LEASES, ROOM)  -- published: the room's end returns the blocks
