@@ -26,7 +26,54 @@ def test_compose_runs_redis_with_aof_and_xferd_serve():
         assert name.startswith("XFERD_") and name[len("XFERD_"):] in fields, name
     assert xferd_service["ipc"] == "host", "the encoder must see the shared-memory source pool"
     command = xferd_service["command"]
-    port = command[command.index("--bootstrap") + 1].rsplit(":", 1)[1]
-    assert f"127.0.0.1:{port}/health" in " ".join(xferd_service["healthcheck"]["test"]), \
-        "the health check asks the bootstrap's /health"
+    metrics = command[command.index("--metrics") + 1]
+    assert f"http://{metrics}/healthz" in " ".join(xferd_service["healthcheck"]["test"]), \
+        "the health check asks the node's /healthz"
     assert (ROOT / "Dockerfile").exists()
+
+
+def test_prometheus_scrapes_the_node_and_grafana_gets_the_dashboard():
+    compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
+    command = compose["services"]["xferd"]["command"]
+    metrics = command[command.index("--metrics") + 1]
+    scrape = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text())
+    targets = [t for job in scrape["scrape_configs"] for group in job["static_configs"] for t in group["targets"]]
+    assert metrics in targets
+    mounts = compose["services"]["prometheus"]["volumes"] + compose["services"]["grafana"]["volumes"]
+    for mount in mounts:
+        source = mount.split(":")[0]
+        if source.startswith("./"):
+            assert (ROOT / source).exists(), mount
+    provider = yaml.safe_load((ROOT / "deploy/grafana/provisioning/dashboards/xferd.yml").read_text())
+    assert any(m.endswith(provider["providers"][0]["options"]["path"] + ":ro") for m in mounts)
+
+
+def test_every_dashboard_query_names_metrics_the_node_exports(redis_url):
+    """Each PromQL expression of the Grafana dashboard uses only metric names /metrics has."""
+    import json
+    import re
+
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from conftest import _cleanup, make_settings
+    from xferd.connections import connect
+    from xferd.metrics import NodeCollector
+    from xferd.store import Store
+
+    settings = make_settings(redis_url=redis_url)
+    store = Store(connect(redis_url), settings)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(NodeCollector(store))
+    store.count("ingress_rejected:malformed")  # labelled families show once they have a sample
+    store.count("ingress_messages:init")
+    try:
+        exported = {s.name for family in text_string_to_metric_families(generate_latest(registry).decode())
+                    for s in family.samples}
+    finally:
+        _cleanup(store.client, settings)
+    dashboard = json.loads((ROOT / "deploy/grafana/dashboards/xferd.json").read_text())
+    used = {name for panel in dashboard["panels"] for target in panel["targets"]
+            for name in re.findall(r"\b(xferd_[a-z_]+)", target["expr"])}
+    assert used and used <= exported, sorted(used - exported)
+    assert {"xferd_bytes_written_total", "xferd_rooms_ended_total", "xferd_round_seconds_bucket"} <= used

@@ -1,11 +1,30 @@
-"""The `xferd` command: serve, inspect, demo."""
+"""The `xferd` command: serve a node, look at one (status, rooms, top, inspect), and the
+demo and bench tooling. Every command reads XFERD_* settings as `serve` does."""
 from __future__ import annotations
 
 import argparse
 import sys
 
+from . import __version__
 from .settings import Settings
+from .status import Status
 from .topology import URL_FORMS
+
+
+def _version() -> str:
+    """xferd's version and those of the parts that decide its behaviour."""
+    import importlib.metadata
+    import platform
+
+    def of(*names: str) -> str:
+        for name in names:
+            try:
+                return importlib.metadata.version(name)
+            except importlib.metadata.PackageNotFoundError:
+                continue
+        return "not installed"
+    return (f"xferd {__version__} (mooncake {of('mooncake-transfer-engine', 'mooncake-transfer-engine-non-cuda')}, "
+            f"redis-py {of('redis')}, pyzmq {of('pyzmq')}, python {platform.python_version()})")
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -26,6 +45,7 @@ def _settings(args: argparse.Namespace, **extra) -> Settings:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="xferd", description=__doc__)
+    parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run a node: ingress, workers, janitor")
@@ -93,6 +113,17 @@ def build_parser() -> argparse.ArgumentParser:
     _common(inspect)
     inspect.add_argument("room", type=int)
 
+    status = sub.add_parser("status", help="the node at a glance: workers, queue, pool, rooms, recent failures")
+    _common(status)
+    rooms = sub.add_parser("rooms", help="list a node's rooms, oldest first")
+    _common(rooms)
+    rooms.add_argument("--status", choices=[s.name for s in Status],
+                       help="only rooms of this status (default: the live ones)")
+    rooms.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
+    top = sub.add_parser("top", help="the status view, refreshed until Ctrl-C")
+    _common(top)
+    top.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes (default 1)")
+
     demo = sub.add_parser("demo", help="run everything on this machine and verify every byte")
     demo.add_argument("--redis", dest="redis_url", help="use this Redis instead of an embedded one")
     demo.add_argument("--requests", type=int, default=100)
@@ -106,15 +137,45 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from .connections import PERMANENT
+    from .connections import PERMANENT, TRANSIENT
     from .settings import ConfigError
 
+    args = build_parser().parse_args(argv)
     try:
-        _run(build_parser().parse_args(argv))
+        _run(args)
     except PERMANENT as error:
         sys.exit(f"xferd: Redis refused the credentials: {error}")
     except ConfigError as error:
         sys.exit(f"xferd: {error}")
+    except TRANSIENT as error:  # a looking command (status, rooms, inspect) with Redis away
+        sys.exit(f"xferd: Redis at {_where(args)} does not answer ({type(error).__name__}: {error})")
+
+
+def _where(args: argparse.Namespace) -> str:
+    from .connections import DEFAULT_REDIS_URL, redact
+    try:
+        url = _settings(args).redis_url
+    except Exception:  # the settings themselves are bad: said elsewhere
+        url = None
+    return redact(url or DEFAULT_REDIS_URL)
+
+
+def _looking_store(args: argparse.Namespace):
+    """A Store for the looking commands: a Redis that does not answer within a few seconds
+    is the answer (no retries), and where it looked, for the header."""
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.cluster import RedisCluster
+    from redis.retry import Retry
+
+    from .connections import DEFAULT_REDIS_URL, redact
+    from .store import Store
+    from .topology import make_client
+    settings = _settings(args)
+    url = settings.redis_url or DEFAULT_REDIS_URL
+    client = make_client(url, redis.Redis, RedisCluster, probe_patience_s=0, socket_timeout=5,
+                         socket_connect_timeout=3, retry=Retry(NoBackoff(), 0))
+    return Store(client, settings), redact(url)
 
 
 def _run(args: argparse.Namespace) -> None:
@@ -144,11 +205,18 @@ def _run(args: argparse.Namespace) -> None:
         public, secret = keygen(args.directory, args.name)
         print(f"public key {public}\nsecret key {secret} (keep it private)")
     elif args.command == "inspect":
-        from .connections import connect
         from .inspect import render
-        from .store import Store
-        settings = _settings(args)
-        print(render(Store(connect(settings.redis_url), settings), args.room, settings.redis_url))
+        store, _ = _looking_store(args)
+        print(render(store, args.room, store.settings.redis_url))
+    elif args.command in ("status", "rooms", "top"):
+        from . import console
+        store, where = _looking_store(args)
+        if args.command == "status":
+            console.print_status(store, where)
+        elif args.command == "rooms":
+            console.print_rooms(store, where, args.status, args.limit)
+        else:
+            console.top(store, where, args.interval)
     elif args.command == "demo":
         from .demo import run_demo
         from .chaos import Chaos

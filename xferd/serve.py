@@ -19,7 +19,7 @@ import redis
 
 from . import ingress, janitor, worker
 from .bootstrap import BootstrapServer
-from .connections import connect, redact, with_retry
+from .connections import DEFAULT_REDIS_URL, connect, redact, with_retry
 from .health import Health
 from .monitor import MonitorServer
 from .claim import check_schema, claim, node_record, refresh, release
@@ -220,7 +220,8 @@ def serve(settings: Settings) -> None:
         health = Health(settings.redis_url, supervisor.serving, running=supervisor.running,
                         pool_path=SourcePool.path_of(settings.shm_name))
         if settings.metrics:
-            supervisor.monitor = MonitorServer(settings.metrics, store, health.alive, health.ready).start()
+            supervisor.monitor = MonitorServer(settings.metrics, store, health.alive, health.ready,
+                                               redact(settings.redis_url or DEFAULT_REDIS_URL)).start()
         if settings.bootstrap:
             supervisor.bootstrap = BootstrapServer(settings, health.check).start()
         return supervisor

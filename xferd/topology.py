@@ -107,7 +107,7 @@ def parse(url: str) -> Topology:
 def _is_cluster(url: str, patience_s: float = 10.0) -> bool:
     """Whether the one node the URL names runs in cluster mode (INFO cluster). A node that
     does not answer is asked again for ``patience_s`` (a process restarted during a Redis
-    restart), then taken for one Redis, with a warning."""
+    restart), then taken for one Redis, with a warning; with no patience its error is raised."""
     deadline = time.monotonic() + patience_s
     while True:
         try:
@@ -120,6 +120,8 @@ def _is_cluster(url: str, patience_s: float = 10.0) -> bool:
             # no INFO sections (fakeredis); refused credentials: the next command says so
             return False
         except (redis.ConnectionError, redis.TimeoutError) as error:
+            if patience_s <= 0:
+                raise
             if time.monotonic() >= deadline:
                 log.warning("could not tell whether %s is a cluster node (%s); treating it as one Redis "
                             "(list several cluster nodes in the URL to say it is a cluster)",
@@ -129,9 +131,10 @@ def _is_cluster(url: str, patience_s: float = 10.0) -> bool:
 
 
 def make_client(url: str, single_class: type[redis.Redis], cluster_class: type[RedisCluster],
-                **options) -> redis.Redis | RedisCluster:
+                probe_patience_s: float = 10.0, **options) -> redis.Redis | RedisCluster:
     """A client of the right kind for ``url``; ``options`` are connection settings (timeouts,
-    retry) given to every connection, to sentinels and cluster nodes too."""
+    retry) given to every connection, to sentinels and cluster nodes too.
+    ``probe_patience_s``: how long a one-host URL is asked whether it is a cluster node."""
     topology = parse(url)
     if topology.kind == "sentinel":
         node_options = {k: v for k, v in parse_url(topology.url).items() if k not in ("host", "port")}
@@ -142,7 +145,7 @@ def make_client(url: str, single_class: type[redis.Redis], cluster_class: type[R
         client = sentinel.master_for(topology.service, redis_class=single_class)
         client.xferd_sentinel = sentinel
         return client
-    if topology.kind == "cluster" or (not url.startswith("unix:") and _is_cluster(url)):
+    if topology.kind == "cluster" or (not url.startswith("unix:") and _is_cluster(url, probe_patience_s)):
         node_options = {k: v for k, v in parse_url(topology.url).items() if k not in ("host", "port", "db")}
         if node_options.pop("connection_class", None) is not None:
             node_options["ssl"] = True
