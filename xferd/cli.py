@@ -39,7 +39,8 @@ def _settings(args: argparse.Namespace, **extra) -> Settings:
                                                    "ingress", "block_size", "hidden_size", "pool_blocks",
                                                    "strict_bounds", "curve_secret_file", "curve_clients_dir",
                                                    "layout", "bootstrap", "dst_pool_blocks", "status_frames", "hostname",
-                                                   "min_replicas", "replica_timeout", "metrics")}
+                                                   "min_replicas", "replica_timeout", "metrics",
+                                                   "log_format", "log_level")}
     return Settings.from_env(**fields, **extra)
 
 
@@ -54,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--rounds-per-worker", type=int, dest="rounds_per_worker",
                        help="rounds each worker process writes at once, one thread each (default 2)")
     serve.add_argument("--ingress", help="ZMQ bind address (default tcp://127.0.0.1:17500)")
+    serve.add_argument("--log-format", dest="log_format", choices=["text", "json"],
+                       help="text (default) or json: one object a line, for a log pipeline")
+    serve.add_argument("--log-level", dest="log_level", type=str.upper,
+                       choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], help="default INFO")
     serve.add_argument("--metrics", help="HOST:PORT of /metrics (Prometheus), /healthz and /readyz "
                        "(default 127.0.0.1:17580; '' turns it off)")
     serve.add_argument("--layout", help="buffer layout: reference (default), deepstack:K (K deepstack "

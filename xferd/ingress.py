@@ -198,4 +198,4 @@ class Ingress:
 
 
 def main(settings: Settings, ready=None) -> None:
-    run_service("ingress", lambda: Ingress(settings), ready)
+    run_service("ingress", settings, lambda: Ingress(settings), ready)

@@ -65,12 +65,13 @@ def _die_with_supervisor(death_signal: int) -> None:
         sys.exit(0)
 
 
-def run_service(name: str, make: Callable[[], Service], ready=None,
+def run_service(role: str, settings, make: Callable[[], Service], ready=None,
                 death_signal: int = signal.SIGTERM) -> None:
     """Build the service, tell the supervisor it is ready (``ready``: an Event), run it;
-    ``death_signal`` ends it when the supervisor dies."""
-    logs.setup(name)
-    setproctitle(f"xferd {name}")  # `ps` and the bench's CPU accounting tell the roles apart
+    ``death_signal`` ends it when the supervisor dies. ``role``: 'ingress', 'worker 1', ..."""
+    logs.setup(role, settings.log_level, settings.log_format, settings.node)
+    # `ps` and the bench's CPU accounting tell the roles (and nodes) apart
+    setproctitle(f"xferd {role} {settings.node}")
     _die_with_supervisor(death_signal)
     service = make()
     if ready is not None:

@@ -226,4 +226,4 @@ def serve(settings: Settings) -> None:
             supervisor.bootstrap = BootstrapServer(settings, health.check).start()
         return supervisor
 
-    run_service("serve", start)
+    run_service("serve", settings, start)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from .keys import Keys
 from .layout import Layout, LayoutError, parse_layout
+from .logs import FORMATS, LEVELS
 from .topology import BadRedisURL, parse
 
 
@@ -22,6 +23,8 @@ class Settings:
     rounds_per_worker: int = 2  # rounds one worker process writes at once (threads, one engine)
     ingress: str = "tcp://127.0.0.1:17500"  # bind address of the ingress PULL socket
     metrics: str = "127.0.0.1:17580"  # HOST:PORT of /metrics, /healthz, /readyz; '' turns it off
+    log_format: str = "text"  # text | json (one object a line)
+    log_level: str = "INFO"
     strict_bounds: bool = False  # refuse registrations that cannot be bounds-checked (see dst_pool_blocks)
     curve_secret_file: str = ""  # CurveZMQ: the ingress's secret key file (zmq.auth format)
     curve_clients_dir: str = ""  # CurveZMQ: directory of allowed language peers' public key files
@@ -82,6 +85,10 @@ class Settings:
             split_host_port(self.bootstrap, "bootstrap")
         if self.metrics:
             split_host_port(self.metrics, "metrics")
+        if self.log_format not in FORMATS:
+            raise ConfigError(f"log_format must be one of {', '.join(FORMATS)}, got {self.log_format!r}")
+        if self.log_level.upper() not in LEVELS:
+            raise ConfigError(f"log_level must be one of {', '.join(LEVELS)}, got {self.log_level!r}")
         if not self.lease > 0:
             raise ConfigError(f"lease must be positive, got {self.lease}")
         if self.min_replicas < 0 or not self.replica_timeout > 0:

@@ -341,4 +341,5 @@ class WorkerProcess:
 
 
 def main(settings: Settings, index: int = 0, ready=None) -> None:
-    run_service(f"worker{index}", lambda: WorkerProcess(settings, index), ready, death_signal=signal.SIGKILL)
+    run_service(f"worker {index}", settings, lambda: WorkerProcess(settings, index), ready,
+                death_signal=signal.SIGKILL)
