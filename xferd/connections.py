@@ -14,6 +14,7 @@ from redis.cluster import RedisCluster
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
+from .settings import ConfigError
 from .topology import make_client, redact  # noqa: F401 - redact: callers import it from here
 
 log = logging.getLogger("xferd")
@@ -154,17 +155,41 @@ class DirectCalls:
         return self._read(self._connection())
 
 
-def connect(url: str | None) -> redis.Redis:
+def connect(url: str | None, probe_patience_s: float = 10.0) -> redis.Redis:
     """A client for any URL form of ``topology`` (one Redis, a cluster, a Sentinel master);
-    short in-call retries for a dropped connection, ``with_retry`` for outages."""
+    short in-call retries for a dropped connection, ``with_retry`` for outages.
+    ``probe_patience_s``: how long a one-host URL is asked whether it is a cluster node
+    (0: its error is raised)."""
     return make_client(
-        url or DEFAULT_REDIS_URL, CountingRedis, CountingCluster,
+        url or DEFAULT_REDIS_URL, CountingRedis, CountingCluster, probe_patience_s,
         socket_timeout=10,  # a frozen Redis surfaces as an error, not a hang
         socket_connect_timeout=5,
         health_check_interval=30,
         retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=3),
         retry_on_error=[redis.ConnectionError, redis.TimeoutError],
     )
+
+
+def connect_at_start(url: str | None, timeout_s: float) -> redis.Redis:
+    """A client (``connect``) whose Redis answered a PING within ``timeout_s``; else
+    RedisUnreachable naming the server and the last error, in one line."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            client = connect(url, probe_patience_s=0)
+            client.ping()
+            return client
+        except PERMANENT:
+            raise
+        except TRANSIENT as error:
+            if time.monotonic() >= deadline:
+                raise RedisUnreachable(f"Redis at {redact(url or DEFAULT_REDIS_URL)} did not answer within "
+                                       f"{timeout_s:g}s ({type(error).__name__}: {error})") from None
+            time.sleep(0.5)
+
+
+class RedisUnreachable(ConfigError):
+    """Redis did not answer at start (``connect_at_start``): one line, and `serve` exits."""
 
 
 def wait_for_redis(ping: Callable[[], object], what: str, stop: Callable[[], bool]) -> bool:

@@ -103,6 +103,11 @@ class SourcePool(BlockBuffers):
     def path_of(name: str) -> str:
         return os.path.join(SHM_DIR, name)
 
+    @staticmethod
+    def size_of(layout: Layout, num_blocks: int) -> int:
+        """Bytes of the pool file."""
+        return _offsets(layout, num_blocks)[1]
+
     def __init__(self, layout: Layout, num_blocks: int, name: str, create: bool = False):
         self.layout, self.num_blocks, self.name = layout, num_blocks, name
         self.path = self.path_of(name)

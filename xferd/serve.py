@@ -10,23 +10,26 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import signal
+import socket
 import threading
 import time
 from dataclasses import dataclass
 
 import redis
+import zmq
 
 from . import ingress, janitor, worker
 from .bootstrap import BootstrapServer
-from .connections import DEFAULT_REDIS_URL, connect, redact, with_retry
+from .connections import DEFAULT_REDIS_URL, connect_at_start, redact, with_retry
 from .health import Health
 from .monitor import MonitorServer
 from .claim import check_schema, claim, node_record, refresh, release
 from .fencing import Identity
 from .pool import SourcePool
 from .processes import run_service
-from .settings import Settings
+from .settings import ConfigError, Settings, split_host_port
 from .store import Store
 from .topology import where
 
@@ -70,10 +73,52 @@ def _text(value) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def check_addresses(settings: Settings) -> None:
+    """The ingress, metrics and bootstrap addresses can be bound now (they are bound right
+    after), so a port in use or an address not of this host stops `serve` at once, with one
+    line, before it claims the node."""
+    for name, address in (("metrics", settings.metrics), ("bootstrap", settings.bootstrap)):
+        if address:
+            host, port = split_host_port(address, name)
+            try:
+                with socket.create_server((host or "0.0.0.0", port), reuse_port=False) as probe:
+                    probe.close()
+            except OSError as error:
+                raise ConfigError(f"{name} {address}: cannot listen ({error.strerror or error})") from None
+    context = zmq.Context()
+    try:
+        sock = context.socket(zmq.PULL)
+        try:
+            sock.bind(settings.ingress)
+        except zmq.ZMQError as error:
+            raise ConfigError(f"ingress {settings.ingress}: cannot bind ({error.strerror})") from None
+        finally:
+            sock.close(0)
+    finally:
+        context.term()
+
+
+def check_pool_space(settings: Settings) -> None:
+    """The source pool fits in /dev/shm (a file already there of the same size is reused)."""
+    size = SourcePool.size_of(settings.buffer_layout, settings.pool_blocks)
+    path = SourcePool.path_of(settings.shm_name)
+    existing = os.path.getsize(path) if os.path.exists(path) else 0
+    stat = os.statvfs(os.path.dirname(path))
+    free = stat.f_bavail * stat.f_frsize + existing
+    if size > free:
+        raise ConfigError(f"source pool of {settings.pool_blocks} blocks needs {size / 2**20:.0f} MiB; "
+                          f"{os.path.dirname(path)} has {free / 2**20:.0f} MiB free (lower pool_blocks, or "
+                          "give the container a larger shm)")
+
+
 def prepare_node(settings: Settings, me: Identity) -> Store:
     """Claim the node, create the source pool file and its free list (kept as is if the
-    shape matches). Raises NodeRefused (one line) when this serve must not run the node."""
-    store = Store(connect(settings.redis_url), settings)
+    shape matches). Raises NodeRefused (one line) when this serve must not run the node,
+    ConfigError when it cannot (Redis does not answer, the ingress cannot bind, the pool
+    does not fit)."""
+    check_addresses(settings)
+    check_pool_space(settings)
+    store = Store(connect_at_start(settings.redis_url, settings.startup_timeout), settings)
     with_retry(lambda: check_schema(store), "check schema")
     with_retry(lambda: claim(store, me, settings.take_over), "claim node")
     with_retry(store.ensure_groups, "create consumer groups")

@@ -70,6 +70,7 @@ class Settings:
     replica_timeout: float = 10.0
     janitor_interval: float = 0.2
     consumer_ttl: float = 60.0  # a worker silent this long, with nothing pending, is forgotten
+    startup_timeout: float = 15.0  # `serve` exits, saying why, if Redis does not answer at start by then
 
     def __post_init__(self) -> None:
         self.buffer_layout  # noqa: B018 - refuse a bad layout now, not in a child process
@@ -89,18 +90,32 @@ class Settings:
             raise ConfigError(f"log_format must be one of {', '.join(FORMATS)}, got {self.log_format!r}")
         if self.log_level.upper() not in LEVELS:
             raise ConfigError(f"log_level must be one of {', '.join(LEVELS)}, got {self.log_level!r}")
-        if not self.lease > 0:
-            raise ConfigError(f"lease must be positive, got {self.lease}")
-        if self.min_replicas < 0 or not self.replica_timeout > 0:
-            raise ConfigError(f"min_replicas must be 0 or more and replica_timeout positive, got "
-                              f"{self.min_replicas} and {self.replica_timeout}")
+        self._check_numbers()
         if self.redis_url:
             try:
                 parse(self.redis_url)
             except BadRedisURL as error:
                 raise ConfigError(f"redis_url: {error}") from None
-        if self.max_deliveries < 1:
-            raise ConfigError(f"max_deliveries must be at least 1, got {self.max_deliveries}")
+
+    def _check_numbers(self) -> None:
+        """Every number in its range, and the ones that depend on each other consistent."""
+        at_least = {"block_size": 1, "hidden_size": 1, "pool_blocks": 1, "workers": 0, "rounds_per_worker": 1,
+                    "dst_pool_blocks": 0, "max_deliveries": 1, "min_replicas": 0, "drain_timeout": 0}
+        for name, low in at_least.items():
+            if getattr(self, name) < low:
+                raise ConfigError(f"{name} must be at least {low}, got {getattr(self, name)}")
+        for name in ("bootstrap_timeout", "waiting_timeout", "transfer_timeout", "round_timeout", "alloc_timeout",
+                     "retention", "lease", "replica_timeout", "janitor_interval", "consumer_ttl",
+                     "startup_timeout"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be positive (seconds), got {getattr(self, name)}")
+        for name, why in (("janitor_interval", "the fencer looks for stale writers once a janitor pass"),
+                          ("round_timeout", "a round must outlive a lease to be redone after its writer stops"),
+                          ("consumer_ttl", "a worker is forgotten only well after its lease")):
+            low, high = (name, "lease") if name == "janitor_interval" else ("lease", name)
+            if not getattr(self, low) < getattr(self, high):
+                raise ConfigError(f"{high} ({getattr(self, high):g}s) must be above {low} "
+                                  f"({getattr(self, low):g}s): {why}")
 
     @property
     def curve(self) -> bool:
