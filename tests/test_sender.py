@@ -29,6 +29,17 @@ def test_the_encoder_reads_the_layout_from_the_node_record(node_pool):
     assert sender.layout == pool.layout and sender.pool.num_blocks == 16
 
 
+def test_for_node_needs_only_where_the_node_is(node_pool, monkeypatch):
+    store, pool = node_pool
+    monkeypatch.setenv("XFERD_PREFIX", "not-this-one")
+    if store.client.__class__.__name__ != "CountingRedis":
+        pytest.skip("a URL of the real single Redis (the other variants are not reached by one)")
+    url = store.client.connection_pool.connection_kwargs
+    sender = Sender.for_node(store.settings.node, f"redis://{url['host']}:{url['port']}/{url.get('db', 0)}",
+                             prefix=store.settings.prefix)
+    assert sender.layout == pool.layout and sender.pool.num_blocks == 16 and sender.pool.path == pool.path
+
+
 def test_natural_tensors_land_as_the_reference_reads_them(node_pool):
     store, pool = node_pool
     sender = Sender(store.settings, store)

@@ -125,6 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
     rooms.add_argument("--status", choices=[s.name for s in Status],
                        help="only rooms of this status (default: the live ones)")
     rooms.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
+    drain = sub.add_parser("drain", help="stop the node's serve gracefully (SIGTERM): rounds in flight finish, "
+                           "unstarted ones go back to the queue; run on the node's host")
+    _common(drain)
+    cleanup = sub.add_parser("cleanup", help="remove the Redis keys and the /dev/shm pool of a node that is down "
+                             "(refused while it runs)")
+    _common(cleanup)
     top = sub.add_parser("top", help="the status view, refreshed until Ctrl-C")
     _common(top)
     top.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes (default 1)")
@@ -213,6 +219,11 @@ def _run(args: argparse.Namespace) -> None:
         from .inspect import render
         store, _ = _looking_store(args)
         print(render(store, args.room, store.settings.redis_url))
+    elif args.command in ("drain", "cleanup"):
+        from . import operate
+        store, where = _looking_store(args)
+        print(f"node {store.settings.node!r}, prefix {store.settings.prefix!r}, redis {where}")
+        (operate.drain if args.command == "drain" else operate.cleanup)(store, store.settings)
     elif args.command in ("status", "rooms", "top"):
         from . import console
         store, where = _looking_store(args)

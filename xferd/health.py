@@ -27,13 +27,16 @@ PING_TIMEOUT_S = 1.0
 class Health:
     def __init__(self, redis_url: str | None, processes: Callable[[], dict[str, bool]],
                  cache_s: float = 1.0, running: Callable[[], dict[str, bool]] | None = None,
-                 pool_path: str = ""):
+                 pool_path: str = "", draining: Callable[[], bool] = lambda: False):
         """``processes``: each child's name -> whether it is alive and ready (``serve``'s view);
-        ``running``: whether it is alive at all; ``pool_path``: the source pool's file."""
+        ``running``: whether it is alive at all; ``pool_path``: the source pool's file;
+        ``draining``: whether serve is stopping (not ready for new work; rounds in flight
+        finish, so the bootstrap's /health stays as it is)."""
         self.url = redis_url or DEFAULT_REDIS_URL
         self.processes = processes
         self.running = running or processes
         self.pool_path = pool_path
+        self.draining = draining
         self.cache_s = cache_s
         # one try: a Redis that does not answer within a second is the answer (any URL form:
         # one Redis, a cluster, a Sentinel master)
@@ -75,7 +78,8 @@ class Health:
         """The ingress is bound, every worker is ready, Redis answers and the source pool is
         there (``/readyz``: send work here only when it is)."""
         ready = self.processes()
-        problems = [f"{name} is not ready" for name, up in sorted(ready.items()) if not up]
+        problems = ["draining: serve is stopping"] if self.draining() else []
+        problems += [f"{name} is not ready" for name, up in sorted(ready.items()) if not up]
         if self.pool_path and not os.path.exists(self.pool_path):
             problems.append(f"the source pool {self.pool_path} is missing")
         try:

@@ -96,6 +96,21 @@ def layout_of(record: dict[str, str]) -> Layout:
     return parse_layout(record["layout"], int(record["block_size"]))
 
 
+def mapped_by(path: str) -> list[int]:
+    """Pids of the other processes that map ``path`` (Linux /proc; an encoder's Sender)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/maps") as handle:
+                if any(line.rstrip().endswith(path) for line in handle):
+                    found.append(int(entry))
+        except OSError:
+            continue  # gone, or not ours to read
+    return found
+
+
 class SourcePool(BlockBuffers):
     """The node's source blocks in ``/dev/shm/<name>``; ``create`` makes or resizes the file."""
 

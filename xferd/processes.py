@@ -15,6 +15,7 @@ from typing import Callable, Protocol
 from setproctitle import setproctitle
 
 from . import logs
+from .fencing import Identity, proc_stat
 
 
 class Service(Protocol):
@@ -42,12 +43,24 @@ def start_serve(settings, store, log, env: dict[str, str] | None = None,
     process = subprocess.Popen([sys.executable, "-m", "xferd", "serve"], env=env or settings.to_env(),
                                stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + timeout
-    while len(store.live_workers()) < settings.workers * settings.rounds_per_worker or not store.record():
+
+    def up() -> bool:  # this serve holds the node and all its worker lanes beat (not an earlier serve's)
+        if f"-p{process.pid}-" not in store.record().get("serve", ""):
+            return False
+        ours = [i for i in map(Identity.parse, store.live_workers()) if i is not None and _parent(i.pid) == process.pid]
+        return len(ours) >= settings.workers * settings.rounds_per_worker
+
+    while not up():
         if process.poll() is not None or time.monotonic() > deadline:
             stop_process(process)
             raise RuntimeError(f"xferd serve did not come up; see {log.name}")
         time.sleep(0.1)
     return process
+
+
+def _parent(pid: int) -> int | None:
+    stat = proc_stat(pid)
+    return int(stat[1]) if stat else None
 
 
 def _die_with_supervisor(death_signal: int) -> None:

@@ -24,12 +24,9 @@ class RoomEndLog:
         self.cursor: str | None = None
 
     def _start(self) -> str:
-        """Where the last janitor stopped; a node never logged starts at the stream's end."""
+        """Where the last janitor stopped; the stream's start on a node never logged."""
         logged = self.store.client.hget(self.store.keys.record, "ended_logged")
-        if logged:
-            return _text(logged)
-        last = self.store.client.xrevrange(self.store.keys.ended, count=1)
-        return _text(last[0][0]) if last else "0-0"
+        return _text(logged) if logged else "0-0"
 
     def bytes_of(self, fields: dict[str, str]) -> int:
         """Bytes landed in all destinations: what was sent of every per-token buffer, and

@@ -59,6 +59,15 @@ class Sender:
         self.notifier = Notifier.of(int(record.get("status_frames", settings.status_frames)),
                                     int(record.get("sender_rank", settings.sender_rank)))
 
+    @classmethod
+    def for_node(cls, node: str | None = None, redis_url: str | None = None, prefix: str | None = None,
+                 **options) -> "Sender":
+        """The encoder of a running node: XFERD_* settings (XFERD_REDIS_URL, XFERD_NODE,
+        XFERD_PREFIX), overridden by what is given; the layout, pool size and shared-memory
+        file come from the node's record in Redis."""
+        given = {k: v for k, v in (("node", node), ("redis_url", redis_url), ("prefix", prefix)) if v is not None}
+        return cls(Settings.from_env(**given), **options)
+
     def _redis(self, action, what: str):
         """Ride out a Redis restart, a short outage or a failover (a new primary without its
         replica yet: every call here is idempotent, so it is sent again until one confirms

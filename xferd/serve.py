@@ -27,7 +27,7 @@ from .health import Health
 from .monitor import MonitorServer
 from .claim import check_schema, claim, node_record, refresh, release
 from .fencing import Identity
-from .pool import SourcePool
+from .pool import SourcePool, mapped_by
 from .processes import run_service
 from .settings import ConfigError, Settings, split_host_port
 from .store import Store
@@ -156,6 +156,7 @@ class Supervisor:
         self.stopping = False
         self.bootstrap: BootstrapServer | None = None
         self.monitor: MonitorServer | None = None
+        self.draining = False
 
     def serving(self) -> dict[str, bool]:
         """Each child's name -> whether it is alive and ready."""
@@ -224,20 +225,24 @@ class Supervisor:
                 return
 
     def shutdown(self) -> None:
+        """A drain: ``/readyz`` says so; the workers are asked to stop (a lane finishes the
+        round it writes and hands back one it read but had not begun) and get
+        ``stop_timeout``, a lane still writing then is killed; meanwhile the ingress goes on
+        taking messages (their rounds wait for the next serve) and the bootstrap's /health
+        stays up, so the language side fails no room in flight. Then the ingress and the
+        janitor stop (its fencer hands back a killed lane's round). The source pool file
+        goes when nothing holds it."""
+        self.draining = True
+        started = time.monotonic()
+        log.info("draining node %s: %d rounds being written; waiting up to %.0fs", self.settings.node,
+                 self._rounds_in_flight(), self.settings.stop_timeout)
+        self._stop([c for c in self.children if c.name.startswith("worker")], self.settings.stop_timeout)
+        self._stop([c for c in self.children if not c.name.startswith("worker")], 5.0)
         for server in (self.bootstrap, self.monitor):
             if server is not None:
                 server.stop()
-        for child in self.children:
-            if child.process is not None and child.process.is_alive():
-                child.process.terminate()
-        deadline = time.monotonic() + 5
-        for child in self.children:
-            if child.process is not None:
-                child.process.join(max(0.1, deadline - time.monotonic()))
-                if child.process.is_alive():
-                    child.process.kill()
-                    child.process.join()
         if self.store is not None:
+            self._remove_pool()
             self._refresher_stop.set()
             if self._refresher.is_alive():
                 self._refresher.join(timeout=12)
@@ -245,7 +250,49 @@ class Supervisor:
                 release(self.store, self.me)  # a serve on another host may start without --take-over
             except Exception as error:
                 log.warning("could not release the node record: %s", error)
-        log.info("node %s stopped", self.settings.node)
+        log.info("node %s stopped (drained in %.1fs)", self.settings.node, time.monotonic() - started)
+
+    def _stop(self, children: list[Child], timeout: float) -> None:
+        for child in children:
+            if child.process is not None and child.process.is_alive():
+                child.process.terminate()
+        deadline = time.monotonic() + timeout
+        for child in children:
+            if child.process is not None:
+                child.process.join(max(0.1, deadline - time.monotonic()))
+                if child.process.is_alive():
+                    log.warning("%s still running after %.0fs: killed (its round is handed back)", child.name,
+                                timeout)
+                    child.process.kill()
+                    child.process.join()
+
+    def _rounds_in_flight(self) -> int:
+        try:
+            return len(self.store.holds()) if self.store is not None else 0
+        except (redis.RedisError, OSError):
+            return -1
+
+    def _remove_pool(self) -> None:
+        """Remove the node's shared-memory pool on a clean stop, unless a source block is
+        still held (a room in flight: the next serve writes from it) or another process
+        (an encoder) maps the file."""
+        path = SourcePool.path_of(self.settings.shm_name)
+        try:
+            held = self.settings.pool_blocks - self.store.free_blocks()
+        except (redis.RedisError, OSError) as error:
+            log.info("source pool %s kept: Redis cannot say whether a block is held (%s)", path,
+                     type(error).__name__)
+            return
+        users = mapped_by(path)
+        if held or users:
+            log.info("source pool %s kept: %s", path, f"{held} blocks held by rooms in flight" if held
+                     else f"mapped by pids {', '.join(map(str, users))}")
+            return
+        try:
+            os.unlink(path)
+            log.info("source pool %s removed", path)
+        except FileNotFoundError:
+            pass
 
 
 def _exit_text(code: int | None) -> str:
@@ -263,7 +310,7 @@ def serve(settings: Settings) -> None:
         store = prepare_node(settings, me)
         supervisor = Supervisor(settings, store, me)
         health = Health(settings.redis_url, supervisor.serving, running=supervisor.running,
-                        pool_path=SourcePool.path_of(settings.shm_name))
+                        pool_path=SourcePool.path_of(settings.shm_name), draining=lambda: supervisor.draining)
         if settings.metrics:
             supervisor.monitor = MonitorServer(settings.metrics, store, health.alive, health.ready,
                                                redact(settings.redis_url or DEFAULT_REDIS_URL)).start()

@@ -71,6 +71,7 @@ class Settings:
     janitor_interval: float = 0.2
     consumer_ttl: float = 60.0  # a worker silent this long, with nothing pending, is forgotten
     startup_timeout: float = 15.0  # `serve` exits, saying why, if Redis does not answer at start by then
+    stop_timeout: float = 30.0  # a stopping serve (SIGTERM, `xferd drain`) lets rounds in flight finish this long
 
     def __post_init__(self) -> None:
         self.buffer_layout  # noqa: B018 - refuse a bad layout now, not in a child process
@@ -106,12 +107,11 @@ class Settings:
                 raise ConfigError(f"{name} must be at least {low}, got {getattr(self, name)}")
         for name in ("bootstrap_timeout", "waiting_timeout", "transfer_timeout", "round_timeout", "alloc_timeout",
                      "retention", "lease", "replica_timeout", "janitor_interval", "consumer_ttl",
-                     "startup_timeout"):
+                     "startup_timeout", "stop_timeout"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be positive (seconds), got {getattr(self, name)}")
         for name, why in (("janitor_interval", "the fencer looks for stale writers once a janitor pass"),
-                          ("round_timeout", "a round must outlive a lease to be redone after its writer stops"),
-                          ("consumer_ttl", "a worker is forgotten only well after its lease")):
+                          ("round_timeout", "a round must outlive a lease to be redone after its writer stops")):
             low, high = (name, "lease") if name == "janitor_interval" else ("lease", name)
             if not getattr(self, low) < getattr(self, high):
                 raise ConfigError(f"{high} ({getattr(self, high):g}s) must be above {low} "

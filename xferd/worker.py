@@ -271,15 +271,22 @@ class Worker:
                 else:
                     log.exception("worker loop error; continuing")
                     time.sleep(0.5)
-        self._finish_read_ahead()
+        self._hand_back_read_ahead()
 
-    def _finish_read_ahead(self) -> None:
-        """Stopping: a round that the last commit's read brought is done before leaving, not
-        left pending until the fencer sees this worker gone."""
+    def _hand_back_read_ahead(self) -> None:
+        """Stopping (a drain): a round the last commit's read brought, not begun, goes back to
+        the queue at once (``hand_back.lua``), for another worker or the node's next serve,
+        rather than waiting pending until the fencer sees this worker gone."""
         try:
-            if self.store.read_ahead():
-                for work in self.store.read_rounds(self.consumer, count=1, block_ms=READ_BLOCK_MS):
-                    self.process_safely(work)
+            if not self.store.read_ahead():
+                return
+            for work in self.store.read_rounds(self.consumer, count=1, block_ms=READ_BLOCK_MS):
+                verdict, outcome = self.store.hand_back(self.consumer, work.room, work.entry_id)
+                log.info("stopping: room %s round %s handed back unstarted (%s)", work.room, work.round, verdict)
+                if verdict != "none":
+                    self.store.count("handed_back")
+                if outcome is not None:
+                    self._push(work.room, outcome)
         except TRANSIENT:
             pass  # its entry stays pending: the fencer hands it back once this process is gone
 
