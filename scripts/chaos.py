@@ -57,8 +57,8 @@ def main() -> int:
     parser.add_argument("--json", default=os.path.join(ROOT, "chaos.json"))
     args = parser.parse_args()
     ensure_venv()
-    from xferd.chaos import Chaos
-    from xferd.demo import run_demo
+    from xferd.tools.chaos import Chaos
+    from xferd.tools.demo import run_demo
 
     pauses = args.pause or args.mixed
     chaos = Chaos(kill_every=None if args.pause else tuple(args.kill_every), kill_any=args.kill_any,

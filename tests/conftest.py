@@ -10,8 +10,8 @@ import fakeredis
 import pytest
 
 from xferd.connections import connect
-from xferd.embedded import free_port, local_or_embedded
-from xferd.local_redis import CannotStart, LocalCluster, LocalSentinel
+from xferd.tools.embedded import free_port, local_or_embedded
+from xferd.tools.local_redis import CannotStart, LocalCluster, LocalSentinel
 from xferd.processes import start_serve, stop_process
 from xferd.settings import Settings
 from xferd.store import Store
@@ -153,7 +153,7 @@ def start_room(sender, receiver, total_tokens: int, blocks: list[int], allocated
     sends init for ``blocks``. Returns (room, data)."""
     import random
 
-    from xferd.synthetic import room_data
+    from xferd.tools.synthetic import room_data
 
     room = random.getrandbits(62)
     data = room_data(room, total_tokens, sender.layout)

@@ -12,8 +12,8 @@ import torch
 
 from conftest import start_node, start_room
 from xferd.auth import keygen
-from xferd.embedded import answers, free_port
-from xferd.local_redis import CannotStart, LocalCluster, LocalSentinel
+from xferd.tools.embedded import answers, free_port
+from xferd.tools.local_redis import CannotStart, LocalCluster, LocalSentinel
 from xferd.receiver import IngressUnreachable, Receiver
 from xferd.sender import Sender
 from xferd.status import Status

@@ -8,9 +8,9 @@ import json
 
 import pytest
 
-from xferd.bench import run_bench
-from xferd.bench_report import results_table, save_chart, summary
-from xferd.bench_workload import Request, parse_workers, parse_workload, shaped
+from xferd.tools.bench import run_bench
+from xferd.tools.bench_report import results_table, save_chart, summary
+from xferd.tools.bench_workload import Request, parse_workers, parse_workload, shaped
 
 pytestmark = pytest.mark.integration
 

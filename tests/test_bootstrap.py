@@ -8,7 +8,7 @@ import pytest
 
 from reference_client import http_get
 from xferd.bootstrap import BootstrapServer
-from xferd.embedded import free_port
+from xferd.tools.embedded import free_port
 from xferd.health import Health
 from xferd.settings import ConfigError, Settings
 

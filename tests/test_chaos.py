@@ -9,8 +9,8 @@ import json
 
 import pytest
 
-from xferd.chaos import Chaos
-from xferd.demo import run_demo
+from xferd.tools.chaos import Chaos
+from xferd.tools.demo import run_demo
 
 pytestmark = pytest.mark.integration
 

@@ -29,7 +29,7 @@ from test_e2e import (  # noqa: F401
 from xferd.inspect import render
 from xferd.keys import Keys
 from xferd.status import Status
-from xferd.synthetic import room_data
+from xferd.tools.synthetic import room_data
 from xferd.topology import where
 
 pytestmark = pytest.mark.integration

@@ -17,7 +17,7 @@ import torch
 from conftest import start_node, wait_for
 from reference_client import (FAILED, SUCCESS, TRANSFERRING, ReferenceBuffers, ReferenceRank, free_lists,
                               http_get, receive)
-from xferd.embedded import EmbeddedRedis, free_port
+from xferd.tools.embedded import EmbeddedRedis, free_port
 from xferd.sender import Sender
 
 pytestmark = pytest.mark.integration

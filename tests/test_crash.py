@@ -14,7 +14,7 @@ from xferd import faults
 from xferd.receiver import Receiver
 from xferd.sender import Sender
 from xferd.status import Status
-from xferd.synthetic import room_data
+from xferd.tools.synthetic import room_data
 
 pytestmark = pytest.mark.integration
 

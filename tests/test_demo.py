@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from xferd.embedded import EmbeddedRedis
+from xferd.tools.embedded import EmbeddedRedis
 
 pytestmark = pytest.mark.integration
 

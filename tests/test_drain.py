@@ -15,7 +15,7 @@ from conftest import Node, clients, start_node, wait_for
 from test_e2e import assert_rows, fill
 from xferd.pool import SourcePool
 from xferd.status import Status
-from xferd.synthetic import room_data
+from xferd.tools.synthetic import room_data
 
 LONG_LEASE = 30.0  # a round waiting for a lease would take this long
 

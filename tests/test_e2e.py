@@ -12,7 +12,7 @@ from conftest import wait_for
 from xferd.receiver import Receiver
 from xferd.sender import Sender
 from xferd.status import Status
-from xferd.synthetic import room_data
+from xferd.tools.synthetic import room_data
 from xferd.wire import encode_init, encode_register
 
 pytestmark = pytest.mark.integration

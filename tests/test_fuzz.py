@@ -24,7 +24,7 @@ from conftest import start_node
 from xferd.receiver import Receiver
 from xferd.sender import Sender
 from xferd.status import Status
-from xferd.synthetic import room_data
+from xferd.tools.synthetic import room_data
 from xferd.wire import encode_abort, encode_init, encode_register
 
 pytestmark = pytest.mark.integration

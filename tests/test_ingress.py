@@ -7,7 +7,7 @@ import pytest
 
 from conftest import _cleanup, make_settings
 from xferd.auth import keygen
-from xferd.embedded import free_port
+from xferd.tools.embedded import free_port
 from xferd.ingress import Ingress
 from xferd.status import Status
 from xferd.wire import encode_abort, encode_init, encode_register, encode_resume

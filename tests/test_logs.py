@@ -6,7 +6,7 @@ import json
 
 from conftest import clients, start_node, start_room, wait_for
 from xferd.status import Status
-from xferd.synthetic import room_data
+from xferd.tools.synthetic import room_data
 
 
 def lines(node) -> list[str]:

@@ -12,10 +12,10 @@ from importlib import resources
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import clients, start_node, start_room, wait_for
-from xferd.embedded import EmbeddedRedis
+from xferd.tools.embedded import EmbeddedRedis
 from xferd.metrics import BUCKETS, cumulative
 from xferd.status import Status
-from xferd.synthetic import room_data
+from xferd.tools.synthetic import room_data
 
 
 def test_the_lua_histogram_buckets_are_the_python_ones():

@@ -7,7 +7,7 @@ import pytest
 import zmq
 
 from conftest import wait_for
-from xferd.embedded import free_port
+from xferd.tools.embedded import free_port
 from xferd.layout import reference_layout
 from xferd.receiver import IngressUnreachable, Receiver
 from xferd.status import Status

@@ -9,8 +9,8 @@ import pytest
 import redis
 
 from conftest import start_node, wait_for
-from xferd.chaos import children_of, running
-from xferd.embedded import EmbeddedRedis
+from xferd.tools.chaos import children_of, running
+from xferd.tools.embedded import EmbeddedRedis
 from xferd.serve import check_redis
 
 

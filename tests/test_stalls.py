@@ -25,7 +25,7 @@ from xferd.fencing import Identity
 from xferd.lease import SELF_FENCE_EXIT
 from xferd.sender import Sender
 from xferd.status import Status
-from xferd.synthetic import room_data
+from xferd.tools.synthetic import room_data
 from xferd.wire import encode_abort
 
 pytestmark = pytest.mark.integration

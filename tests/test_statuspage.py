@@ -13,7 +13,7 @@ from rich.console import Console
 from conftest import clients, start_node, wait_for
 from xferd import console
 from xferd.status import Status
-from xferd.synthetic import room_data
+from xferd.tools.synthetic import room_data
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 MARKUP = "<script>document.title='taken'</script><b>bold</b> abort"

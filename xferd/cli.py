@@ -154,6 +154,11 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
         _run(args)
+    except ModuleNotFoundError as error:  # the tooling's extras on a node installed to serve
+        if error.name and error.name.split(".")[0] in ("torch", "numpy", "fakeredis", "matplotlib"):
+            sys.exit(f"xferd {args.command}: needs {error.name}, which a serving install leaves out: "
+                     "pip install 'xferd[demo]' (or [bench])")
+        raise
     except PERMANENT as error:
         sys.exit(f"xferd: Redis refused the credentials: {error}")
     except ConfigError as error:
@@ -194,7 +199,7 @@ def _run(args: argparse.Namespace) -> None:
         from .serve import serve as run_serve
         run_serve(_settings(args))
     elif args.command == "bench":
-        from .bench_workload import parse_workers, parse_workload
+        from .tools.bench_workload import parse_workers, parse_workload
         try:
             for name in args.workloads:
                 parse_workload(name)
@@ -202,12 +207,12 @@ def _run(args: argparse.Namespace) -> None:
         except ValueError as error:
             sys.exit(f"xferd bench: {error}")
         if args.topologies:
-            from .bench_redis import run_topology_bench
+            from .tools.bench_redis import run_topology_bench
             run_topology_bench(requests=args.requests, concurrencies=tuple(args.concurrency),
                                workers=max(count for count, _ in worker_sets),
                                json_path=args.json.replace("bench.json", "bench-topologies.json"))
             return
-        from .bench import run_bench
+        from .tools.bench import run_bench
         run_bench(redis_url=args.redis_url, requests=args.requests, workloads=tuple(args.workloads),
                   concurrencies=tuple(args.concurrency), workers=tuple(args.workers), json_path=args.json,
                   chart_path=args.chart)
@@ -234,8 +239,8 @@ def _run(args: argparse.Namespace) -> None:
         else:
             console.top(store, where, args.interval)
     elif args.command == "demo":
-        from .demo import run_demo
-        from .chaos import Chaos
+        from .tools.demo import run_demo
+        from .tools.chaos import Chaos
         chaos = Chaos(pause_every=(0.5, 1.5), redis_crashes=((0.5, 0.0),) if not args.redis_url else ()) \
             if args.chaos else None
         sys.exit(run_demo(redis_url=args.redis_url, requests=args.requests, workers=args.workers,

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from typing import Callable, Protocol
 
 from setproctitle import setproctitle
@@ -44,11 +45,20 @@ def start_serve(settings, store, log, env: dict[str, str] | None = None,
                                stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + timeout
 
-    def up() -> bool:  # this serve holds the node and all its worker lanes beat (not an earlier serve's)
+    def up() -> bool:  # this serve holds the node, all its worker lanes beat (not an earlier serve's)
         if f"-p{process.pid}-" not in store.record().get("serve", ""):
             return False
         ours = [i for i in map(Identity.parse, store.live_workers()) if i is not None and _parent(i.pid) == process.pid]
-        return len(ours) >= settings.workers * settings.rounds_per_worker
+        return len(ours) >= settings.workers * settings.rounds_per_worker and ready()
+
+    def ready() -> bool:  # and, where it has an operator port, it says it is ready (the ingress too)
+        if not settings.metrics:
+            return True
+        try:
+            with urllib.request.urlopen(f"http://{settings.metrics}/readyz", timeout=2) as response:
+                return response.status == 200
+        except OSError:  # HTTPError (503) included
+            return False
 
     while not up():
         if process.poll() is not None or time.monotonic() > deadline:

@@ -8,8 +8,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from .layout import Layout
-from .status import Status
+from ..layout import Layout
+from ..status import Status
 
 MAX_BLOCKS = 64  # 8192 tokens / 128: the blocks one in-flight request owns on each side
 

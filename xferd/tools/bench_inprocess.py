@@ -17,13 +17,13 @@ import zmq
 
 from .bench_workload import MAX_BLOCKS, Request, Result, drive, receive, request_bytes, round_entries
 from .cpu import CpuMeter
-from .engine import Engine
-from .layout import Layout
-from .notify import Notifier
-from .pool import SourcePool
-from .receiver import Receiver
-from .status import Status
-from .wire import Init, Register, Resume, WireError, decode_request
+from ..engine import Engine
+from ..layout import Layout
+from ..notify import Notifier
+from ..pool import SourcePool
+from ..receiver import Receiver
+from ..status import Status
+from ..wire import Init, Register, Resume, WireError, decode_request
 
 
 class InProcessNode:

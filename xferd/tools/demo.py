@@ -14,14 +14,14 @@ import tempfile
 import time
 
 from .chaos import Chaos, PrimaryKiller, RedisCrasher, WorkerKiller, WorkerPauser
-from .connections import connect, redact, with_retry
+from ..connections import connect, redact, with_retry
 from .embedded import EmbeddedRedis, free_port
 from .langsim import LanguageSim
-from .processes import start_serve, stop_process
-from .sender import Sender
-from .settings import Settings
-from .status import Status
-from .store import Store
+from ..processes import start_serve, stop_process
+from ..sender import Sender
+from ..settings import Settings
+from ..status import Status
+from ..store import Store
 from .synthetic import Request, room_data, workload
 
 

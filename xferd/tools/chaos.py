@@ -15,10 +15,10 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from .connections import TRANSIENT
+from ..connections import TRANSIENT
 from .embedded import EmbeddedRedis
-from .fencing import Identity, proc_stat
-from .store import Store
+from ..fencing import Identity, proc_stat
+from ..store import Store
 
 log = logging.getLogger("xferd.chaos")
 

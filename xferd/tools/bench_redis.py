@@ -10,11 +10,11 @@ import tempfile
 
 from .bench import XferdNode
 from .bench_workload import MAX_BLOCKS, renamed, shaped
-from .connections import DEFAULT_REDIS_URL
+from ..connections import DEFAULT_REDIS_URL
 from .embedded import free_port, local_or_embedded
 from .local_redis import LocalCluster, LocalSentinel
-from .pool import SourcePool
-from .settings import Settings
+from ..pool import SourcePool
+from ..settings import Settings
 
 WORKLOAD = "2000/1024"
 CASES = (("single Redis", "single", 0), ("Redis Cluster 3+3", "cluster", 0), ("Redis Cluster 3+3", "cluster", 1),

@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .layout import Layout
-from .receiver import Receiver
-from .status import Status
-from .store import Store
+from ..layout import Layout
+from ..receiver import Receiver
+from ..status import Status
+from ..store import Store
 from .synthetic import Request, room_data
 
 SENTINEL = 0xA5

@@ -17,7 +17,7 @@ import time
 import redis
 
 from .embedded import answers
-from .topology import redact
+from ..topology import redact
 
 
 # every write fsynced before its reply: a SIGKILLed server loses nothing it acknowledged

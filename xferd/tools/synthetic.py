@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .layout import Layout
+from ..layout import Layout
 
 
 ROW_SHIFT = 61  # prime, so rows never line up with any buffer's width

@@ -26,16 +26,16 @@ from .bench_report import as_json, results_table, save_chart, summary
 from .bench_workload import (MAX_BLOCKS, WORKLOADS, Request, Result, drive, parse_workers, parse_workload,
                              receive, renamed, request_bytes, round_entries, shaped)
 from .cpu import CpuMeter, children, title
-from .layout import Layout
-from .pool import DestPool, SourcePool
-from .processes import start_serve, stop_process
+from ..layout import Layout
+from ..pool import DestPool, SourcePool
+from ..processes import start_serve, stop_process
 
 class Direct:
     """The raw modes: a writer engine on the source pool, a destination pool with its own
     engine, both in this process (loopback TCP between them)."""
 
     def __init__(self, layout: Layout, source: SourcePool, slots: int, redis_pids: list[int]):
-        from .engine import Engine
+        from ..engine import Engine
 
         self.layout, self.source = layout, source
         self.dest = DestPool(layout, slots * MAX_BLOCKS)
@@ -99,10 +99,10 @@ class XferdNode:
     """`xferd serve` with N workers as a child, and a Sender and Receiver in this process."""
 
     def __init__(self, settings, workers: int, rounds: int, slots: int, log_path: str):
-        from .connections import connect
-        from .receiver import Receiver
-        from .sender import Sender
-        from .store import Store
+        from ..connections import connect
+        from ..receiver import Receiver
+        from ..sender import Sender
+        from ..store import Store
 
         self.settings = settings.replace(workers=workers, rounds_per_worker=rounds)
         self.store = Store(connect(self.settings.redis_url), self.settings, direct=True)  # as Sender makes its own
@@ -158,9 +158,9 @@ def run_bench(redis_url: str | None = None, requests: int = 200, workloads=tuple
     import json
     import tempfile
 
-    from .connections import DEFAULT_REDIS_URL, connect
+    from ..connections import DEFAULT_REDIS_URL, connect
     from .embedded import free_port, local_or_embedded
-    from .settings import Settings
+    from ..settings import Settings
 
     # the configured Redis, else the local one, else a private redis-server child
     url, embedded = (redis_url, None) if redis_url else local_or_embedded(DEFAULT_REDIS_URL)

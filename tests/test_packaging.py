@@ -1,0 +1,30 @@
+"""What a node installs: the serving processes import neither torch nor the tooling's
+libraries (fakeredis, matplotlib), and the package's dependencies say so."""
+from __future__ import annotations
+
+import pathlib
+import subprocess
+import sys
+import tomllib
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def test_serving_imports_no_torch_fakeredis_or_plotting():
+    code = ("import sys, xferd.cli, xferd.serve, xferd.worker, xferd.ingress, xferd.janitor, xferd.monitor, "
+            "xferd.console, xferd.operate; "
+            "print(sorted(m for m in ('torch', 'numpy', 'fakeredis', 'matplotlib', 'xferd.tools') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_the_dependencies_of_a_node_leave_the_tooling_to_extras():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    required = " ".join(project["dependencies"])
+    for name in ("torch", "numpy", "fakeredis", "matplotlib", "mooncake"):
+        assert name not in required, name
+    extras = project["optional-dependencies"]
+    assert any("mooncake-transfer-engine-non-cuda" in r for r in extras["cpu"])
+    assert any(r.startswith("torch") for r in extras["torch"])
+    assert any(r.startswith("fakeredis") for r in extras["demo"])
