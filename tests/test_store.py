@@ -523,6 +523,27 @@ def test_gone_consumers_are_removed_once_nothing_is_pending(store):
     assert "dead" not in store.consumers()
 
 
+def test_a_gone_consumer_that_gets_an_entry_after_the_check_is_kept(store):
+    """The race a dead worker's still-blocked read makes: the consumer had nothing pending
+    when listed, an entry reached it before the delete; deleting it would drop that entry."""
+    register(store)
+    init(store, 61, indices=[0], allocated=100)
+    store.heartbeat("dead")
+    store.read_rounds("dead", count=1, block_ms=10)  # the consumer exists, nothing pending
+
+    raced = []
+
+    def gone(name, _seen):
+        if name == "dead" and not raced:
+            raced.append(1)
+            publish(store, 61, 100)  # the round is queued now ...
+            assert store.read_rounds("dead", count=1, block_ms=10), "... and delivered to it"
+        return name == "dead"
+
+    assert store.remove_dead_consumers(gone) == [] and store.consumers()["dead"] == 1, "its entry is kept"
+    assert len(store.pending(consumer="dead")) == 1
+
+
 def test_scripts_are_loaded_up_front_so_the_first_round_pays_no_miss(store):
     store.client.script_flush()  # a fresh or restarted Redis holds no scripts
     shas = [script.sha for script in store._scripts.values()]

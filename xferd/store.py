@@ -30,8 +30,14 @@ SCRIPTS = ("publish_source", "dst_init", "dst_resume", "begin_round", "keep_leas
            "fail_room", "hand_back", "requeue", "pool_alloc", "pool_expire", "release")
 
 
+# scripts that are not room transitions: no prelude
+PLAIN_SCRIPTS = ("forget_consumer",)
+
+
 def _load(name: str) -> str:
     folder = resources.files("xferd") / "lua"
+    if name in PLAIN_SCRIPTS:
+        return (folder / f"{name}.lua").read_text()
     return (folder / "_prelude.lua").read_text() + "\n" + (folder / f"{name}.lua").read_text()
 
 
@@ -43,7 +49,7 @@ class Store:
         self.settings = settings
         self.keys: Keys = settings.keys
         self.policy = settings.policy()
-        self._scripts = {name: client.register_script(_load(name)) for name in SCRIPTS}
+        self._scripts = {name: client.register_script(_load(name)) for name in SCRIPTS + PLAIN_SCRIPTS}
         self._new_entries = {self.keys.stream: ">"}
         self._direct = DirectCalls(lambda: self.primary, self._count_trip, self._lost_primary) if direct else None
 
@@ -409,8 +415,9 @@ class Store:
         for consumer in self._group_consumers():
             name = _text(consumer["name"])
             if not consumer["pending"] and gone(name, beats.get(name, 0)):
-                self.client.xgroup_delconsumer(self.keys.stream, GROUP, name)
-                removed.append(name)
+                # checked again inside the script: an entry may reach it meanwhile
+                if self._scripts["forget_consumer"](keys=[self.keys.stream], args=[GROUP, name]):
+                    removed.append(name)
         silent = [name for name, seen in beats.items() if gone(name, seen)]
         if silent:
             self.client.hdel(self.keys.workers, *silent)

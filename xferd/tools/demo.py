@@ -232,7 +232,8 @@ def _holders(store: Store, limit: int = 5) -> str:
     for key in list(store.node_keys(store.keys.pool_owned("*")))[:limit]:
         room = int(key.decode().rsplit(":", 1)[1])
         record = store.room(room)
-        fields = {k: record.get(k) for k in ("status_name", "round", "holder", "epoch", "lease_until")}
+        fields = {k: record.get(k) for k in ("status_name", "round", "queued_round", "entry", "holder", "epoch",
+                                            "lease_until", "failure")}
         lines.append(f"    room {room}: {store.held_blocks(room)} blocks, {fields}, now {store.now_ms()}")
     return "\n".join(lines)
 
