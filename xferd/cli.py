@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(serve)
     serve.add_argument("--workers", type=int, help="worker processes (default 2)")
     serve.add_argument("--rounds-per-worker", type=int, dest="rounds_per_worker",
-                       help="rounds each worker process writes at once, one thread each (default 2)")
+                       help="rounds each worker process writes at once, one thread each (default 1)")
     serve.add_argument("--ingress", help="ZMQ bind address (default tcp://127.0.0.1:17500)")
     serve.add_argument("--log-format", dest="log_format", choices=["text", "json"],
                        help="text (default) or json: one object a line, for a log pipeline")
@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     bench.add_argument("--workers", nargs="+", default=["1x1", "2x1", "2x2"], metavar="N[xR]",
                        help="xferd worker sets to measure: N processes, each writing R rounds at once "
-                            "(R not given: the default, 2)")
+                            "(R not given: the default, 1)")
     bench.add_argument("--topologies", action="store_true",
                        help="xferd alone on one Redis, a local Redis Cluster and Sentinel, with "
                             "min_replicas 0 and 1 (writes bench-topologies.json)")

@@ -20,7 +20,7 @@ class Settings:
     prefix: str = "xferd"
     node: str = "node0"
     workers: int = 2
-    rounds_per_worker: int = 2  # rounds one worker process writes at once (threads, one engine)
+    rounds_per_worker: int = 1  # rounds one worker process writes at once (threads, one engine)
     ingress: str = "tcp://127.0.0.1:17500"  # bind address of the ingress PULL socket
     metrics: str = "127.0.0.1:17580"  # HOST:PORT of /metrics, /healthz, /readyz; '' turns it off
     log_format: str = "text"  # text | json (one object a line)
@@ -78,9 +78,6 @@ class Settings:
         if self.status_frames not in (2, 3):
             raise ConfigError(f"status_frames must be 2 (the reference multimodal form) or 3, "
                               f"got {self.status_frames}")
-        if self.workers < 0 or self.rounds_per_worker < 1:
-            raise ConfigError(f"workers must be 0 or more and rounds_per_worker at least 1, got "
-                              f"{self.workers} and {self.rounds_per_worker}")
         if self.dst_pool_blocks < 0:
             raise ConfigError(f"dst_pool_blocks must be 0 (unknown) or positive, got {self.dst_pool_blocks}")
         if self.bootstrap:

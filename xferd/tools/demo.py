@@ -202,7 +202,9 @@ def _summary(settings, plan, results, sim, elapsed, redis_kind, free) -> str:
         "",
         "xferd demo — summary",
         f"  redis           {redis_kind}",
-        f"  node            {settings.workers} workers x {settings.rounds_per_worker} rounds at once, lease {settings.lease:g}s, {settings.buffer_layout.describe()}",
+        f"  node            {settings.workers} workers x {settings.rounds_per_worker} "
+        f"round{'s' if settings.rounds_per_worker != 1 else ''} at once, lease {settings.lease:g}s, "
+        f"{settings.buffer_layout.describe()}",
         f"  requests        {len(plan)} ({sum(r.ranks == 2 for r in plan)} with 2 destination ranks), "
         f"{min(tokens)}–{max(tokens)} tokens",
         f"  outcome         {len(ok)} Success, {len(failed)} Failed",
