@@ -122,3 +122,51 @@ def test_readyz_is_false_while_redis_is_down_and_true_again_after(tmp_path_facto
             assert wait_for(lambda: get(readyz) == (200, "OK"), 15)
         finally:
             node.stop()
+
+
+def test_readyz_is_false_while_the_ingress_cannot_bind(redis_url, tmp_path_factory):
+    """The ingress died and its port was taken before serve could restart it: not ready,
+    saying why, until the port is free again and the restarted ingress binds it."""
+    import os
+    import signal
+
+    from xferd.tools.chaos import children_of
+    from xferd.tools.cpu import title
+
+    node = start_node(redis_url, tmp_path_factory, workers=1)
+    readyz = f"http://{node.settings.metrics}/readyz"
+    taken = None
+    try:
+        assert get(readyz) == (200, "OK")
+        ingress = next(pid for pid in children_of(node.process.pid) if "ingress" in title(pid))
+        port = int(node.settings.ingress.rsplit(":", 1)[1])
+        node.process.send_signal(signal.SIGSTOP)  # so that serve cannot restart it before we bind
+        try:
+            os.kill(ingress, signal.SIGKILL)
+            taken = _bind(port)
+        finally:
+            node.process.send_signal(signal.SIGCONT)
+        assert wait_for(lambda: get(readyz)[0] == 503, 10)
+        assert "ingress is not ready" in get(readyz)[1]
+        assert get(f"http://{node.settings.metrics}/healthz")[0] in (200, 503)  # restarting: either
+        taken.close()
+        taken = None
+        assert wait_for(lambda: get(readyz) == (200, "OK"), 30), "the restarted ingress binds it"
+    finally:
+        if taken is not None:
+            taken.close()
+        node.stop()
+
+
+def _bind(port: int, within: float = 5.0):
+    """A listening socket on ``port`` once it is free (the killed ingress's is closing)."""
+    import socket
+    import time
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            return socket.create_server(("127.0.0.1", port))
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)

@@ -28,3 +28,12 @@ def test_the_dependencies_of_a_node_leave_the_tooling_to_extras():
     assert any("mooncake-transfer-engine-non-cuda" in r for r in extras["cpu"])
     assert any(r.startswith("torch") for r in extras["torch"])
     assert any(r.startswith("fakeredis") for r in extras["demo"])
+
+
+def test_every_flag_of_every_command_has_help_text():
+    from xferd.cli import build_parser
+
+    parser = build_parser()
+    missing = [(name, a.option_strings or a.dest) for action in parser._subparsers._group_actions
+               for name, sub in action.choices.items() for a in sub._actions if a.help is None]
+    assert missing == []

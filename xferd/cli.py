@@ -100,23 +100,24 @@ def build_parser() -> argparse.ArgumentParser:
                        help="requests of the first workload; the others move as many tokens")
     bench.add_argument("--workload", dest="workloads", nargs="+", default=["2000/1024", "8192/2048"],
                        metavar="TOTAL/PER_ROUND", help="request tokens / tokens the destination takes a round")
-    bench.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    bench.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32],
+                       help="requests in flight, one cell each (default 1 8 32)")
     bench.add_argument("--workers", nargs="+", default=["1x1", "2x1", "2x2"], metavar="N[xR]",
                        help="xferd worker sets to measure: N processes, each writing R rounds at once "
                             "(R not given: the default, 1)")
     bench.add_argument("--topologies", action="store_true",
                        help="xferd alone on one Redis, a local Redis Cluster and Sentinel, with "
                             "min_replicas 0 and 1 (writes bench-topologies.json)")
-    bench.add_argument("--json", default="bench.json")
-    bench.add_argument("--chart", default="bench.png")
+    bench.add_argument("--json", default="bench.json", help="where the results go (default bench.json)")
+    bench.add_argument("--chart", default="bench.png", help="the chart, with matplotlib (default bench.png)")
 
     keygen = sub.add_parser("keygen", help="write a CurveZMQ key pair: DIR/NAME.key and DIR/NAME.key_secret")
-    keygen.add_argument("directory")
-    keygen.add_argument("name")
+    keygen.add_argument("directory", help="where the key files go")
+    keygen.add_argument("name", help="the file name of the pair (NAME.key, NAME.key_secret)")
 
     inspect = sub.add_parser("inspect", help="show a room's records, decoded")
     _common(inspect)
-    inspect.add_argument("room", type=int)
+    inspect.add_argument("room", type=int, help="the room id")
 
     status = sub.add_parser("status", help="the node at a glance: workers, queue, pool, rooms, recent failures")
     _common(status)
@@ -137,9 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="run everything on this machine and verify every byte")
     demo.add_argument("--redis", dest="redis_url", help="use this Redis instead of an embedded one")
-    demo.add_argument("--requests", type=int, default=100)
-    demo.add_argument("--workers", type=int, default=2)
-    demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument("--requests", type=int, default=100, help="requests to send (default 100)")
+    demo.add_argument("--workers", type=int, default=2, help="worker processes of the demo's node (default 2)")
+    demo.add_argument("--seed", type=int, default=7, help="seed of the requests' sizes and data (default 7)")
     demo.add_argument("--chaos", action="store_true",
                       help="SIGKILL a random worker every 0.2-0.5 s, SIGSTOP one for 1-5 s every "
                            "0.5-1.5 s (lease 1 s), and crash-restart the embedded Redis (AOF) "
