@@ -74,3 +74,13 @@ def test_components_are_stored_component_major_per_block():
         assert torch.equal(as_int32[block, :3 * n], positions[:, 4 * i:4 * i + n].flatten())
     assert torch.equal(pool.read_tokens(2, [3, 0, 1], 10), natural)
     assert torch.equal(pool.read_tokens(2, [3, 0], 8), natural[:, :8])  # whole blocks: as written
+
+
+def test_bytes_for_counts_every_per_token_buffer_and_the_first_round_items():
+    from xferd.layout import reference_layout
+
+    layout = reference_layout(block_size=128, hidden_size=64)
+    per_token = sum(layout.token_bytes(i) for i, b in enumerate(layout.buffers) if b.per_token)
+    first = sum(b.item_len for b in layout.buffers if not b.per_token)
+    assert layout.bytes_for(300) == 300 * per_token + first
+    assert layout.bytes_for(300, first_round=False) == 300 * per_token

@@ -1,6 +1,7 @@
 """Redis connections: one client per process, retried with backoff, secrets kept out of logs."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -202,22 +203,23 @@ def wait_for_redis(ping: Callable[[], object], what: str, stop: Callable[[], boo
         return False
 
 
-# this process's Redis trouble since it was last added to the node's stats (``take_trouble``)
+# this process's Redis trouble since it was last added to the node's stats (``trouble``)
 _trouble = {"redis_errors": 0, "redis_outage_seconds": 0.0}
 
 
-def take_trouble() -> dict[str, float]:
-    """Redis errors retried and seconds spent waiting for Redis since the last call (the
-    processes add them to the node's counters with their other counts)."""
+@contextlib.contextmanager
+def trouble():
+    """This process's Redis errors retried and seconds spent waiting for Redis since last
+    time, for the caller to add to the node's counters inside the block; kept for next time
+    if the block fails on Redis."""
     taken = dict(_trouble)
     _trouble.update(redis_errors=0, redis_outage_seconds=0.0)
-    return taken
-
-
-def keep_trouble(taken: dict[str, float]) -> None:
-    """Counts ``take_trouble`` gave that could not be added to the node's: kept for next time."""
-    for name, amount in taken.items():
-        _trouble[name] += amount
+    try:
+        yield taken
+    except TRANSIENT:
+        for name, amount in taken.items():
+            _trouble[name] += amount
+        raise
 
 
 def with_retry(action: Callable[[], T], what: str, stop: Callable[[], bool] = lambda: False,

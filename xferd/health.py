@@ -63,11 +63,14 @@ class Health:
         workers = [name for name in ready if name.startswith("worker")]
         if not any(ready[name] for name in workers):
             problems.append(f"none of {len(workers)} workers is ready")
+        return problems + self._redis_problem()
+
+    def _redis_problem(self) -> list[str]:
         try:
             self._client.ping()
+            return []
         except redis.RedisError as error:
-            problems.append(f"Redis at {redact(self.url)} does not answer ({type(error).__name__})")
-        return problems
+            return [f"Redis at {redact(self.url)} does not answer ({type(error).__name__})"]
 
     def alive(self) -> tuple[bool, str]:
         """Every child process runs (``/healthz``: restart the node when not)."""
@@ -82,10 +85,7 @@ class Health:
         problems += [f"{name} is not ready" for name, up in sorted(ready.items()) if not up]
         if self.pool_path and not os.path.exists(self.pool_path):
             problems.append(f"the source pool {self.pool_path} is missing")
-        try:
-            self._client.ping()
-        except redis.RedisError as error:
-            problems.append(f"Redis at {redact(self.url)} does not answer ({type(error).__name__})")
+        problems += self._redis_problem()
         return (not problems, "; ".join(problems) or "OK")
 
     def close(self) -> None:

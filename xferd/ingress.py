@@ -17,7 +17,7 @@ from dataclasses import replace
 import zmq
 
 from .auth import peer_of, secure_server
-from .connections import TRANSIENT, connect, keep_trouble, take_trouble, with_retry
+from .connections import TRANSIENT, connect, trouble, with_retry
 from .notify import Notifier
 from .planning import PlanError, check_allocation
 from .processes import run_service
@@ -181,14 +181,12 @@ class Ingress:
     def _add_counts(self) -> None:
         """This process's counts into the node's stats (kept for next time while Redis is down)."""
         self._counted_at = time.monotonic()
-        counts = {**self.counts, **take_trouble()}
-        if not any(counts.values()):
-            return
         try:
-            self.store.add_counts(counts)
+            with trouble() as redis_trouble:
+                self.store.add_counts({**self.counts, **redis_trouble})
             self.counts.clear()
         except TRANSIENT:
-            keep_trouble({k: v for k, v in counts.items() if k.startswith("redis_")})
+            pass
 
     def close(self) -> None:
         self.socket.close(0)

@@ -13,7 +13,7 @@ import time
 
 import redis
 
-from .connections import TRANSIENT, connect, keep_trouble, take_trouble, wait_for_redis
+from .connections import TRANSIENT, connect, trouble, wait_for_redis
 from .fencer import Fencer
 from .fencing import Identity
 from .keys import GROUP
@@ -95,15 +95,6 @@ class Janitor:
             floor = min(floor, pending["min"], key=_id_key)
         client.xtrim(stream, minid=floor, approximate=False)
 
-    def _add_trouble(self) -> None:
-        """This process's Redis errors and outage seconds into the node's stats."""
-        trouble = take_trouble()
-        try:
-            self.store.add_counts(trouble)
-        except TRANSIENT:
-            keep_trouble(trouble)
-            raise
-
     def run(self) -> None:
         log.info("janitor running every %.2fs", self.settings.janitor_interval)
         next_count = 0.0
@@ -111,7 +102,8 @@ class Janitor:
             try:
                 self.pass_once()
                 if time.monotonic() >= next_count:
-                    self._add_trouble()
+                    with trouble() as redis_trouble:
+                        self.store.add_counts(redis_trouble)
                     next_count = time.monotonic() + 1.0
             except TRANSIENT:
                 wait_for_redis(self.store.ping, "janitor pass", lambda: self.stopping)

@@ -92,6 +92,12 @@ class Layout:
     def token_bytes(self, buffer_index: int) -> int:
         return self.buffers[buffer_index].item_len // self.block_size
 
+    def bytes_for(self, tokens: int, first_round: bool = True) -> int:
+        """Bytes one destination receives for ``tokens`` tokens: every per-token buffer's,
+        and the first-block items when the round is the first."""
+        per_token = sum(self.token_bytes(i) for i, b in enumerate(self.buffers) if b.per_token)
+        return per_token * tokens + (sum(b.item_len for b in self.buffers if not b.per_token) if first_round else 0)
+
     def blocks_for(self, tokens: int) -> int:
         return -(-tokens // self.block_size)
 

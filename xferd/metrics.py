@@ -16,8 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from .keys import GROUP
-from .records import _hash
+from . import nodeview
 from .store import FAILURE_CLASSES, Store
 
 HISTOGRAMS = {
@@ -67,39 +66,20 @@ def cumulative(fields: dict[str, str], name: str) -> tuple[list[tuple[str, float
 
 
 class NodeCollector(Collector):
-    """Everything ``/metrics`` shows for one node; one pipelined read of Redis a scrape."""
+    """Everything ``/metrics`` shows for one node: the node view (``nodeview.read``, without
+    its scan of the room records), one pipelined read of Redis a scrape."""
 
     def __init__(self, store: Store):
         self.store = store
 
-    def _read(self) -> tuple[dict[str, str], dict, int, int, int, int]:
-        k = self.store.keys
-        pipe = self.store.primary.pipeline(transaction=False)
-        pipe.hgetall(k.stats)
-        pipe.xinfo_groups(k.stream)
-        pipe.xpending(k.stream, GROUP)
-        pipe.zcard(k.pool_free)
-        pipe.hget(k.record, "num_blocks")
-        pipe.hgetall(k.workers)
-        pipe.time()
-        stats, groups, pending, free, total, workers, now = pipe.execute(raise_on_error=False)
-        group = next((g for g in groups if _text(g.get("name")) == GROUP), {}) \
-            if not isinstance(groups, Exception) else {}
-        if isinstance(pending, Exception):
-            pending = {}
-        now_ms = int(now[0]) * 1000 + int(now[1]) // 1000
-        oldest = pending.get("min")
-        age = max(0, now_ms - int(_text(oldest).split("-")[0])) if oldest else 0
-        live = sum(1 for seen in _hash(workers).values() if now_ms - int(seen) < 5000)
-        return _hash(stats), group, age, int(free), int(total or 0), live
-
     def collect(self):
         try:
-            stats, group, oldest_ms, free, total, live = self._read()
+            view = nodeview.read(self.store, with_rooms=False)
         except (redis.RedisError, OSError):
             yield GaugeMetricFamily("xferd_redis_up", "Whether the node's Redis answered this scrape", value=0)
             return
         yield GaugeMetricFamily("xferd_redis_up", "Whether the node's Redis answered this scrape", value=1)
+        stats = view.stats
         ended = CounterMetricFamily("xferd_rooms_ended", "Rooms that reached Success or Failed",
                                     labels=["outcome", "failure_class"])
         ended.add_metric(["success", ""], float(stats.get("rooms_ended:Success:", 0)))
@@ -120,18 +100,14 @@ class NodeCollector(Collector):
             buckets, total_sum = cumulative(stats, name)
             yield HistogramMetricFamily(f"xferd_{name}", text, buckets=buckets, sum_value=total_sum)
         yield GaugeMetricFamily("xferd_queue_depth", "Round entries queued and not yet read by a worker",
-                                value=float(group.get("lag") or 0))
+                                value=view.queue_depth)
         yield GaugeMetricFamily("xferd_pending_entries", "Round entries read by a worker and not yet done",
-                                value=float(group.get("pending") or 0))
+                                value=view.pending)
         yield GaugeMetricFamily("xferd_oldest_pending_seconds", "Age of the oldest entry not yet done",
-                                value=oldest_ms / 1000)
+                                value=view.oldest_pending_s)
         pool = GaugeMetricFamily("xferd_pool_blocks", "Source pool blocks by state", labels=["state"])
-        pool.add_metric(["free"], free)
-        pool.add_metric(["held"], max(0, total - free))
+        pool.add_metric(["free"], view.pool_free)
+        pool.add_metric(["held"], max(0, view.pool_total - view.pool_free))
         yield pool
         yield GaugeMetricFamily("xferd_workers_live", "Worker lanes with a heartbeat in the last 5 s",
-                                value=live)
-
-
-def _text(value) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+                                value=view.live_workers)

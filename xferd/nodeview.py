@@ -15,6 +15,7 @@ from .store import Store
 ROOM_SCAN_LIMIT = 100_000  # room records read for the counts; past it the counts say so
 LIVE_ROOMS_SHOWN = 50
 RECENT_ENDS = 20
+LIVE_S = 5.0  # a lane whose heartbeat is younger is live
 
 
 @dataclass
@@ -64,7 +65,16 @@ class NodeView:
     rooms_scanned_all: bool
     live_rooms: list[Room]
     recent_ends: list[Ended]
-    counters: dict[str, int] = field(default_factory=dict)
+    stats: dict[str, str] = field(default_factory=dict)  # the node's stats hash as Redis has it
+
+    @property
+    def counters(self) -> dict[str, int]:
+        return {key: int(value) for key, value in self.stats.items() if value.lstrip("-").isdigit()}
+
+    @property
+    def live_workers(self) -> int:
+        """Lanes with a heartbeat in the last LIVE_S seconds."""
+        return sum(1 for w in self.workers if w.heartbeat_age_s < LIVE_S)
 
     @property
     def recent_failures(self) -> list[Ended]:
@@ -114,9 +124,11 @@ def age(seconds: float | None) -> str:
     return f"{seconds / 60:.0f}m" if seconds < 3600 else f"{seconds / 3600:.1f}h"
 
 
-def read(store: Store, status: str | None = None, room_limit: int = LIVE_ROOMS_SHOWN) -> NodeView:
-    """The node now; ``live_rooms`` lists the live rooms, oldest first, or with ``status``
-    (a status name) the rooms of that status (``xferd rooms``)."""
+def read(store: Store, status: str | None = None, room_limit: int = LIVE_ROOMS_SHOWN,
+         with_rooms: bool = True) -> NodeView:
+    """The node now, in one pipelined read; ``live_rooms`` lists the live rooms, oldest
+    first, or with ``status`` (a status name) the rooms of that status (``xferd rooms``).
+    ``with_rooms`` False skips the scan of every room record (metrics, drain, cleanup)."""
     k = store.keys
     pipe = store.primary.pipeline(transaction=False)
     pipe.time()
@@ -135,7 +147,7 @@ def read(store: Store, status: str | None = None, room_limit: int = LIVE_ROOMS_S
         (g for g in groups if _text(g.get("name")) == GROUP), {})
     pending = {} if isinstance(pending, Exception) else pending
     oldest = pending.get("min")
-    rooms, scanned_all = _rooms(store, now_ms)
+    rooms, scanned_all = _rooms(store, now_ms) if with_rooms else ([], True)
     shown = [r for r in rooms if (r.status == status if status else r.status not in ("Success", "Failed"))]
     shown.sort(key=lambda r: -r.age_s)
     return NodeView(
@@ -151,7 +163,7 @@ def read(store: Store, status: str | None = None, room_limit: int = LIVE_ROOMS_S
         rooms_by_status=dict(Counter(r.status for r in rooms)), rooms_scanned_all=scanned_all,
         live_rooms=shown[:room_limit],
         recent_ends=[_ended(entry_id, fields, now_ms) for entry_id, fields in ended],
-        counters={key: int(value) for key, value in _hash(stats).items() if value.lstrip("-").isdigit()})
+        stats=_hash(stats))
 
 
 def _running(name: str) -> bool | None:

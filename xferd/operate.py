@@ -10,7 +10,7 @@ from typing import Callable
 
 from .fencing import Identity
 from .nodeview import read
-from .pool import SourcePool, mapped_by
+from .pool import SourcePool, remove_unless_mapped
 from .settings import ConfigError, Settings
 from .store import Store
 
@@ -49,7 +49,7 @@ def drain(store: Store, settings: Settings, say: Callable[[str], None] = print) 
         if now >= deadline:
             raise Refused(f"serve pid {serve.pid} of node {node!r} still runs {now - started:.0f}s after SIGTERM")
         if now >= next_report:
-            view = read(store, room_limit=0)
+            view = read(store, with_rooms=False)
             say(f"  {now - started:4.1f}s: {view.pending} rounds being written, {view.queue_depth} queued")
             next_report = now + 1.0
         time.sleep(0.1)
@@ -67,7 +67,7 @@ def cleanup(store: Store, settings: Settings, say: Callable[[str], None] = print
         where = f"pid {serve.pid}" if serve.running() else f"host {serve.host}"
         raise Refused(f"node {node!r} is served by {where}; stop it first (`xferd drain`)")
     shm = store.record().get("shm") or SourcePool.path_of(settings.shm_name)
-    view = read(store, room_limit=0)
+    view = read(store, with_rooms=False)
     live = [w.name for w in view.workers if w.heartbeat_age_s < HEARTBEAT_FRESH_S and w.running is not False]
     if live:
         raise Refused(f"node {node!r} has {len(live)} worker(s) with a fresh heartbeat ({live[0]}, ...); "
@@ -76,13 +76,6 @@ def cleanup(store: Store, settings: Settings, say: Callable[[str], None] = print
     for start in range(0, len(keys), 500):
         store.primary.delete(*keys[start:start + 500])
     say(f"node {node!r} (prefix {settings.prefix!r}): removed {len(keys)} Redis keys")
-    path = shm
-    if os.path.exists(path):
-        users = mapped_by(path)
-        if users:
-            say(f"kept {path}: mapped by pids {', '.join(map(str, users))}")
-        else:
-            size = os.path.getsize(path)
-            os.unlink(path)
-            say(f"removed {path} ({size / 2**20:.0f} MiB)")
+    if os.path.exists(shm):
+        say(f"source pool {remove_unless_mapped(shm)}")
     return len(keys)

@@ -96,6 +96,20 @@ def layout_of(record: dict[str, str]) -> Layout:
     return parse_layout(record["layout"], int(record["block_size"]))
 
 
+def remove_unless_mapped(path: str) -> str:
+    """Unlink a pool file no other process maps (``mapped_by``); says what was done,
+    '<path> kept: ...' or '<path> removed ...'."""
+    users = mapped_by(path)
+    if users:
+        return f"{path} kept: mapped by pids {', '.join(map(str, users))}"
+    try:
+        size = os.path.getsize(path)
+        os.unlink(path)
+    except FileNotFoundError:
+        return f"{path} was already gone"
+    return f"{path} removed ({size / 2**20:.0f} MiB)"
+
+
 def mapped_by(path: str) -> list[int]:
     """Pids of the other processes that map ``path`` (Linux /proc; an encoder's Sender)."""
     found = []

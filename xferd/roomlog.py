@@ -18,9 +18,7 @@ BATCH = 200
 
 class RoomEndLog:
     def __init__(self, store: Store, layout: Layout):
-        self.store = store
-        self.per_token = sum(layout.token_bytes(i) for i, b in enumerate(layout.buffers) if b.per_token)
-        self.first_block = sum(b.item_len for b in layout.buffers if not b.per_token)
+        self.store, self.layout = store, layout
         self.cursor: str | None = None
 
     def _start(self) -> str:
@@ -32,8 +30,7 @@ class RoomEndLog:
         """Bytes landed in all destinations: what was sent of every per-token buffer, and
         the first-block items once something was sent."""
         sent = int(fields.get("sent_tokens") or 0)
-        per_destination = sent * self.per_token + (self.first_block if sent else 0)
-        return per_destination * int(fields.get("destinations") or 0)
+        return self.layout.bytes_for(sent, first_round=sent > 0) * int(fields.get("destinations") or 0)
 
     def pass_once(self) -> int:
         """Log the ends recorded since the last pass; returns how many."""

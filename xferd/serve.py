@@ -27,7 +27,7 @@ from .health import Health
 from .monitor import MonitorServer
 from .claim import check_schema, claim, node_record, refresh, release
 from .fencing import Identity
-from .pool import SourcePool, mapped_by
+from .pool import SourcePool, remove_unless_mapped
 from .processes import run_service
 from .settings import ConfigError, Settings, split_host_port
 from .store import Store
@@ -199,19 +199,13 @@ class Supervisor:
                     log.error("%s (pid %s) %s %s; restarting in %.1fs", child.name, process.pid,
                               _exit_text(process.exitcode), why, delay)
                     if child.name.startswith("worker") and self.store is not None:
-                        self._count_quietly("worker_restarts")
+                        self.store.count_quietly("worker_restarts")  # Redis down: it is in the log
                     child.not_before = now + delay
                     child.process = None
                 if child.process is None and now >= child.not_before and not self.stopping:
                     self._start(child)
             time.sleep(0.1)
         self.shutdown()
-
-    def _count_quietly(self, counter: str) -> None:
-        try:
-            self.store.count(counter)
-        except (redis.RedisError, OSError):
-            pass  # Redis down: the restart is in the log
 
     def _refresh_claim(self) -> None:
         """Keep the node record's serve fields fresh, in a thread of its own: a Redis that
@@ -283,16 +277,10 @@ class Supervisor:
             log.info("source pool %s kept: Redis cannot say whether a block is held (%s)", path,
                      type(error).__name__)
             return
-        users = mapped_by(path)
-        if held or users:
-            log.info("source pool %s kept: %s", path, f"{held} blocks held by rooms in flight" if held
-                     else f"mapped by pids {', '.join(map(str, users))}")
+        if held:
+            log.info("source pool %s kept: %d blocks held by rooms in flight", path, held)
             return
-        try:
-            os.unlink(path)
-            log.info("source pool %s removed", path)
-        except FileNotFoundError:
-            pass
+        log.info("source pool %s", remove_unless_mapped(path))
 
 
 def _exit_text(code: int | None) -> str:

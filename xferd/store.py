@@ -80,10 +80,10 @@ class Store:
                                   count_wait=lambda pipe: pipe.hincrby(self.keys.stats, "replica_waits", 1),
                                   **options)
         except NotReplicated:
-            self._count_quietly("not_replicated")
+            self.count_quietly("not_replicated")
             raise
 
-    def _count_quietly(self, counter: str) -> None:
+    def count_quietly(self, counter: str) -> None:
         """Bump a counter when Redis may be what is failing: a lost count is no harm."""
         try:
             self.count(counter)

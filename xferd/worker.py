@@ -20,9 +20,10 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from .connections import TRANSIENT, connect, keep_trouble, take_trouble, wait_for_redis, with_retry
+from .connections import TRANSIENT, connect, trouble, wait_for_redis, with_retry
 from .engine import Engine, Write
 from .faults import maybe_die, maybe_stall
+from .fencer import Fencer
 from .fencing import Identity
 from .keys import GROUP
 from .layout import Layout
@@ -239,12 +240,8 @@ class Worker:
         while not self.stopping:
             try:
                 if time.monotonic() >= next_beat:
-                    trouble = take_trouble()
-                    try:
-                        left_behind = self.store.heartbeat(self.consumer, {**self.metrics, **trouble})
-                    except TRANSIENT:
-                        keep_trouble(trouble)
-                        raise
+                    with trouble() as redis_trouble:
+                        left_behind = self.store.heartbeat(self.consumer, {**self.metrics, **redis_trouble})
                     self.metrics = dict.fromkeys(self.metrics, 0)
                     next_beat = time.monotonic() + 1.0
                     for work in left_behind:  # not counted in the hot-path metrics
@@ -278,15 +275,9 @@ class Worker:
         the queue at once (``hand_back.lua``), for another worker or the node's next serve,
         rather than waiting pending until the fencer sees this worker gone."""
         try:
-            if not self.store.read_ahead():
-                return
-            for work in self.store.read_rounds(self.consumer, count=1, block_ms=READ_BLOCK_MS):
-                verdict, outcome = self.store.hand_back(self.consumer, work.room, work.entry_id)
-                log.info("stopping: room %s round %s handed back unstarted (%s)", work.room, work.round, verdict)
-                if verdict != "none":
-                    self.store.count("handed_back")
-                if outcome is not None:
-                    self._push(work.room, outcome)
+            if self.store.read_ahead() and self.store.read_rounds(self.consumer, count=1, block_ms=READ_BLOCK_MS):
+                # pending on this lane now, begun by no one: the fencer's own hand-back
+                Fencer(self.store, self.settings, self.notifier).hand_back(self.consumer, [])
         except TRANSIENT:
             pass  # its entry stays pending: the fencer hands it back once this process is gone
 

@@ -66,9 +66,7 @@ def renamed(requests: list[Request], run: int) -> list[Request]:
 
 
 def request_bytes(layout: Layout, request: Request) -> int:
-    per_token = sum(layout.token_bytes(i) for i, b in enumerate(layout.buffers) if b.per_token)
-    aux = sum(b.item_len for b in layout.buffers if not b.per_token)
-    return per_token * request.total_tokens + aux
+    return layout.bytes_for(request.total_tokens)
 
 
 @dataclass

@@ -162,9 +162,7 @@ class LanguageSim:
             self.receivers[r].resume(run.request.room, run.blocks[r], run.sent, run.allocated)
 
     def _round_bytes(self, run: RoomRun, tokens: int) -> int:
-        per_token = sum(self.layout.token_bytes(i) for i, b in enumerate(self.layout.buffers) if b.per_token)
-        aux = sum(b.item_len for b in self.layout.buffers if not b.per_token) if run.sent == tokens else 0
-        return per_token * tokens + aux
+        return self.layout.bytes_for(tokens, first_round=run.sent == tokens)
 
     def _check(self, run: RoomRun, rank: int, tokens: int) -> int:
         """Wrong bytes in this round's blocks on one rank (0 when everything is right)."""
