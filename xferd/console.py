@@ -46,11 +46,23 @@ def print_rooms(store: Store, where: str, status: str | None, limit: int, consol
 
 
 def top(store: Store, where: str, interval: float = 1.0) -> None:
-    """The status view, read again every ``interval`` seconds until Ctrl-C."""
+    """The status view, read again every ``interval`` seconds until Ctrl-C. A Redis that stops
+    answering after the start is shown as such (with how long) and watched until it is back:
+    the outage is when an operator looks."""
+    from .connections import TRANSIENT
+
+    down_since = None
     with Live(status_view(read(store), where), auto_refresh=False) as live:
         try:
             while True:
                 time.sleep(interval)
-                live.update(status_view(read(store), where), refresh=True)
+                try:
+                    view = status_view(read(store), where)
+                    down_since = None
+                except TRANSIENT as error:
+                    down_since = down_since or time.monotonic()
+                    view = Text(f"redis {where} does not answer for {time.monotonic() - down_since:.0f} s "
+                                f"({type(error).__name__}: {error}); still trying", style="bold red")
+                live.update(view, refresh=True)
         except KeyboardInterrupt:
             pass
