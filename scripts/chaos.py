@@ -10,6 +10,10 @@
                                           # min_replicas 1): the node's primary SIGKILLed
                                           # half-way, its replica promoted; worker SIGKILLs too
     scripts/chaos.py --sentinel           # the same with one primary, one replica, 3 sentinels
+    scripts/chaos.py --drain              # rolling restarts: serve SIGTERMed (a drain) and started
+                                          # again at 20/40/60/80% of requests, worker SIGKILLs
+                                          # throughout; the language side never sends a message
+                                          # twice (as the reference), so a lost one fails the run
     scripts/chaos.py --requests 100 --redis-down 3 --json chaos.json
 
 Prints requests, Success, Failed with reasons, bytes verified, writers fenced, rounds handed
@@ -37,6 +41,13 @@ def main() -> int:
                       "SIGKILL the primary holding the node mid-run, with worker SIGKILLs")
     mode.add_argument("--sentinel", action="store_true", help="the same on a Sentinel-managed primary with "
                       "one replica and three sentinels")
+    mode.add_argument("--drain", action="store_true", help="drain serve (SIGTERM) and start it again at each "
+                      "--drain-at fraction of requests, with worker SIGKILLs; no Redis crash; no resends")
+    parser.add_argument("--drain-at", type=float, nargs="*", default=[0.2, 0.4, 0.6, 0.8],
+                        help="with --drain: fractions of requests done at which serve is drained and restarted")
+    parser.add_argument("--no-resend", action="store_true",
+                        help="the language side never sends init/resume again (the reference's behaviour; "
+                             "always so with --drain)")
     parser.add_argument("--failover-at", type=float, nargs="*", default=[0.5],
                         help="fractions of requests done at which the primary is killed")
     parser.add_argument("--replica-lag", type=float, default=0.0,
@@ -64,10 +75,12 @@ def main() -> int:
     chaos = Chaos(kill_every=None if args.pause else tuple(args.kill_every), kill_any=args.kill_any,
                   pause_every=tuple(args.pause_every) if pauses else None, pause_for=tuple(args.pause_for),
                   lease=args.lease,
-                  redis_crashes=() if args.pause else tuple((at, args.redis_down) for at in args.redis_crash_at),
+                  redis_crashes=() if args.pause or args.drain else tuple((at, args.redis_down)
+                                                                          for at in args.redis_crash_at),
                   failover="cluster" if args.cluster else "sentinel" if args.sentinel else "",
                   failover_at=tuple(args.failover_at), min_replicas=args.min_replicas,
-                  replica_lag=args.replica_lag)
+                  replica_lag=args.replica_lag, drains_at=tuple(args.drain_at) if args.drain else (),
+                  resend=not (args.no_resend or args.drain))
     workers = args.workers or (3 if pauses else 2)
     code = run_demo(requests=args.requests, workers=workers, seed=args.seed, chaos=chaos, json_path=args.json)
     print(f"report written to {args.json}")

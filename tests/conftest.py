@@ -133,6 +133,28 @@ def node(redis_url, tmp_path_factory):
     running.stop()
 
 
+@pytest.fixture
+def lone_worker(redis_url):
+    """(store, worker): one in-process worker lane of a 16-block node on the real Redis, with
+    no `serve` around it, for driving its steps by hand."""
+    from xferd.pool import SourcePool
+    from xferd.worker import Worker
+
+    settings = make_settings(redis_url=redis_url, pool_blocks=16, lease=60.0)
+    settings = settings.replace(pool_name=f"xferd-{settings.prefix}")
+    pool = SourcePool(settings.buffer_layout, 16, settings.shm_name, create=True)
+    store = Store(connect(redis_url), settings)
+    store.ensure_groups()
+    store.init_pool(16, {"shm": "test"})
+    made = Worker(settings)
+    try:
+        yield store, made
+    finally:
+        made.keeper.close()
+        pool.unlink()
+        _cleanup(store.client, settings)
+
+
 @contextlib.contextmanager
 def clients(node: Node, dest_blocks: int = 64, **receiver_options):
     """An encoder-side Sender and a registered language-side Receiver for ``node``."""

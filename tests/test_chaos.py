@@ -1,7 +1,7 @@
 """The demo workload under faults (SPEC §6, §6a): workers SIGKILLed, workers paused past
-their lease and resumed, Redis crash-restarted from its AOF or down for seconds. Real
-processes, real Redis, real Mooncake; every byte is compared by the simulated language
-side. ``scripts/chaos.py`` is the long version."""
+their lease and resumed, Redis crash-restarted from its AOF or down for seconds, serve
+drained and started again. Real processes, real Redis, real Mooncake; every byte is
+compared by the simulated language side. ``scripts/chaos.py`` is the long version."""
 from __future__ import annotations
 
 import io
@@ -47,3 +47,13 @@ def test_a_three_second_redis_outage_mid_run(tmp_path):
     assert report["redis_outages_s"] and report["redis_outages_s"][0] >= 3.0
     # every pending entry looks idle after an outage; live workers renew before any is fenced
     assert report["rounds_written_twice"] == 0 and report["writers_fenced"] == 0, report
+
+
+def test_rolling_restarts_under_worker_kills_lose_no_message_and_no_byte(tmp_path):
+    """serve drained (SIGTERM) and started again twice while workers are SIGKILLed; the
+    language side never sends a message twice (as the reference), so an init or resume a
+    drain dropped would fail its room."""
+    report = chaos_run(tmp_path, 60, Chaos(kill_every=(0.3, 0.6), drains_at=(0.3, 0.6), resend=False))
+    assert [d["exit_code"] for d in report["drains"]] == [0, 0], report["drains"]
+    assert report["messages_sent_again"] == 0
+    assert report["process_kills"] >= 3, report

@@ -196,3 +196,24 @@ def test_six_frame_init_asks_for_everything_in_one_round(ingress):
     assert (record["dst0.allocated_tokens"], record["dst0.one_round"]) == ("384", "1")
     ingress.handle(init(22, indices=(4, 5), allocated=200))
     assert "dst0.one_round" not in ingress.store.room(22)
+
+
+def test_a_stopping_ingress_takes_every_message_that_already_arrived(ingress):
+    """ZMQ drops what a closed PULL socket had queued and the reference language side never
+    sends a message again: a drain must not lose an init that reached the node."""
+    import time
+
+    import zmq
+
+    push = zmq.Context.instance().socket(zmq.PUSH)
+    push.connect(ingress.settings.ingress)
+    try:
+        rooms = range(3_000, 3_050)
+        for room in rooms:
+            push.send_multipart(init(room))
+        time.sleep(0.5)  # arrived, not yet read
+        ingress.stopping = True  # SIGTERM before the loop read any of them
+        ingress.run()
+        assert [ingress.store.status(room) for room in rooms] == [Status.WaitingForInput] * len(rooms)
+    finally:
+        push.close(0)

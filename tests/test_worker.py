@@ -57,38 +57,23 @@ def test_rounds_back_to_back_cost_two_round_trips_each(redis_url, tmp_path_facto
         node.stop()
 
 
-def test_an_unexpected_error_after_the_take_fails_the_room_as_its_holder(redis_url, monkeypatch):
+def test_an_unexpected_error_after_the_take_fails_the_room_as_its_holder(lone_worker, monkeypatch):
     """The round this worker holds is let go with the room's failure: its blocks go back and
     Failed is due at once, with nothing left for the fencer (which would kill the worker)."""
-    from conftest import _cleanup, make_settings
     from test_store import init, publish, register
     from xferd import worker as module
-    from xferd.connections import connect
-    from xferd.pool import SourcePool
-    from xferd.store import Store
 
-    settings = make_settings(redis_url=redis_url, pool_blocks=16)
-    settings = settings.replace(pool_name=f"xferd-{settings.prefix}")
-    pool = SourcePool(settings.buffer_layout, 16, settings.shm_name, create=True)
-    store = Store(connect(redis_url), settings)
-    store.ensure_groups()
-    store.init_pool(16, {"shm": "test"})
-    made = module.Worker(settings)
-    try:
-        register(store)
-        init(store, 5, indices=[0], allocated=100)
-        publish(store, 5, 100)
-        [work] = store.read_rounds(made.consumer, count=1, block_ms=100)
-        monkeypatch.setattr(module, "plan_targets", lambda *a: (_ for _ in ()).throw(RuntimeError("boom")))
-        made.process_safely(work)
-        record = store.room(5)
-        assert record["status_name"] == "Failed" and "internal error in round 1: RuntimeError: boom" in record["failure"]
-        assert "holder" not in record and "drained_at" in record, "let go by its holder"
-        assert store.free_blocks() == 16 and store.pending() == []
-    finally:
-        made.keeper.close()
-        pool.unlink()
-        _cleanup(store.client, settings)
+    store, made = lone_worker
+    register(store)
+    init(store, 5, indices=[0], allocated=100)
+    publish(store, 5, 100)
+    [work] = store.read_rounds(made.consumer, count=1, block_ms=100)
+    monkeypatch.setattr(module, "plan_targets", lambda *a: (_ for _ in ()).throw(RuntimeError("boom")))
+    made.process_safely(work)
+    record = store.room(5)
+    assert record["status_name"] == "Failed" and "internal error in round 1: RuntimeError: boom" in record["failure"]
+    assert "holder" not in record and "drained_at" in record, "let go by its holder"
+    assert store.free_blocks() == 16 and store.pending() == []
 
 
 def test_one_worker_process_writes_as_many_rounds_at_once_as_it_has_lanes(redis_url, tmp_path_factory):
@@ -112,3 +97,27 @@ def test_one_worker_process_writes_as_many_rounds_at_once_as_it_has_lanes(redis_
             assert rx.wait(stalled, 10) == Status.Success
     finally:
         node.stop()
+
+
+def test_a_stopping_worker_hands_back_the_round_its_last_commit_read_at_once(lone_worker):
+    """A drain between a commit (which sent the next read with it) and the loop's check:
+    the round that read brought is begun by no one, and goes straight back to the queue
+    (another consumer reads it now, not after a lease); nothing stays pending on the lane."""
+    from test_store import begin, init, publish, register, take
+
+    store, made = lone_worker
+    register(store)
+    init(store, 5, indices=[5], allocated=100)
+    publish(store, 5, 100)
+    first = take(made.store, 5, made.consumer)
+    taken = begin(made.store, first, made.consumer)
+    init(store, 6, indices=[6], allocated=100)
+    publish(store, 6, 100)
+    verdict, _ = made.store.commit_round(first, made.consumer, taken.epoch, [100], read_next=200)
+    assert verdict == "ok" and made.store.read_ahead(), "room 6's round was read with the commit"
+    made.stopping = True  # SIGTERM now
+    made.run()
+    assert store.pending() == [], "nothing left pending on the stopped lane"
+    assert store.stats().get("handed_back") == 1
+    again = take(store, 6, "another")
+    assert again.round == 1 and store.begin_round(again, "another", 60_000)[0] is not None

@@ -29,6 +29,10 @@ from .wire import (MAX_MESSAGE_BYTES, Abort, Init, Register, Resume, WireError, 
 
 log = logging.getLogger("xferd.ingress")
 
+# stopping: messages that already arrived are taken until the socket is quiet this long
+QUIET_MS = 100
+DRAIN_S = 2.0
+
 
 class Ingress:
     def __init__(self, settings: Settings, context: zmq.Context | None = None):
@@ -168,15 +172,30 @@ class Ingress:
             if not poller.poll(200):
                 self._add_counts()
                 continue
-            parts = self.socket.recv_multipart(copy=False)
-            try:
-                self.receive(parts)
-            except Exception:  # never let one message take the ingress down
-                log.exception("message of %d frames could not be handled", len(parts))
+            self._handle(self.socket.recv_multipart(copy=False))
             if time.monotonic() - self._counted_at >= 1.0:
                 self._add_counts()
+        self._take_what_was_sent(poller)
         self._add_counts()
         self.close()
+
+    def _handle(self, parts) -> None:
+        try:
+            self.receive(parts)
+        except Exception:  # never let one message take the ingress down
+            log.exception("message of %d frames could not be handled", len(parts))
+
+    def _take_what_was_sent(self, poller: zmq.Poller) -> None:
+        """Stopping: ZMQ drops what a closed PULL socket had queued, and the language side
+        (PUSH, no acknowledgments) would never send it again, so take every message already
+        here, until the socket is quiet for ``QUIET_MS`` (at most ``DRAIN_S``)."""
+        deadline = time.monotonic() + DRAIN_S
+        taken = 0
+        while time.monotonic() < deadline and poller.poll(QUIET_MS):
+            self._handle(self.socket.recv_multipart(copy=False))
+            taken += 1
+        if taken:
+            log.info("ingress stopping: %d messages taken that had arrived", taken)
 
     def _add_counts(self) -> None:
         """This process's counts into the node's stats (kept for next time while Redis is down)."""

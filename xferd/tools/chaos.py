@@ -1,5 +1,6 @@
 """Faults injected into a running demo: worker SIGKILLs, worker pauses (SIGSTOP for longer
-than a lease, then SIGCONT) and Redis crash-restarts.
+than a lease, then SIGCONT), Redis crash-restarts and failovers, and rolling restarts of
+`serve` (a drain, then a new serve).
 
 Used by `xferd demo --chaos` and ``scripts/chaos.py``; each fault runs in its own thread
 beside the simulated encoder and language side, and counts what it did.
@@ -37,6 +38,12 @@ class Chaos:
     failover_at: tuple[float, ...] = (0.5,)
     min_replicas: int = 1  # with failover; 0 shows what the replica wait prevents
     replica_lag: float = 0.0  # seconds the replicas are SIGSTOPped before each primary kill
+    # rolling restarts: at each fraction of requests done, SIGTERM serve (a drain: rounds in
+    # flight finish, the rest waits) and start it again, while the other faults go on
+    drains_at: tuple[float, ...] = ()
+    # the language side sends init/resume again after 5 quiet seconds (xferd's Receiver); the
+    # reference never does, so without it a message the node lost hangs its room
+    resend: bool = True
 
     def describe(self) -> str:
         parts = []
@@ -52,6 +59,11 @@ class Chaos:
             lag = f" {self.replica_lag:g}s after cutting its replica off" if self.replica_lag else ""
             parts.append(f"SIGKILL the {self.failover} primary holding the node at {fraction:.0%} of "
                          f"requests{lag}, a replica promoted, the old primary restarted as a replica")
+        if self.drains_at:
+            at = ", ".join(f"{fraction:.0%}" for fraction in self.drains_at)
+            parts.append(f"drain serve (SIGTERM) at {at} of requests and start it again")
+        if not self.resend:
+            parts.append("the language side never sends a message again")
         return "; ".join(parts) or "none"
 
 
@@ -72,10 +84,11 @@ def live_worker_identities(store: Store) -> list[Identity]:
 
 
 class WorkerKiller(threading.Thread):
-    """SIGKILLs a random live worker (or, given ``serve_pid``, any child of serve) every
-    ``low``–``high`` seconds."""
+    """SIGKILLs a random live worker (or, given ``serve_pid``, any child of the serve it
+    names now) every ``low``–``high`` seconds."""
 
-    def __init__(self, store: Store, low: float, high: float, seed: int, serve_pid: int | None = None):
+    def __init__(self, store: Store, low: float, high: float, seed: int,
+                 serve_pid: Callable[[], int] | None = None):
         super().__init__(name="killer", daemon=True)
         self.store, self.low, self.high, self.serve_pid = store, low, high, serve_pid
         self.rng = random.Random(seed)
@@ -84,7 +97,7 @@ class WorkerKiller(threading.Thread):
 
     def _candidates(self) -> list[int]:
         if self.serve_pid is not None:
-            return children_of(self.serve_pid)
+            return children_of(self.serve_pid())
         return [identity.pid for identity in live_worker_identities(self.store)]
 
     def run(self) -> None:
@@ -198,3 +211,25 @@ class PrimaryKiller(threading.Thread):
             self.failovers.append({"killed_port": port, "promoted_s": round(promoted, 2),
                                    "stalled_s": round(time.monotonic() - started, 2)})
             log.warning("chaos: primary on port %d killed, replica promoted in %.1fs", port, promoted)
+
+
+class RollingRestarter(threading.Thread):
+    """Once progress passes each fraction, ``restart()``: drain `serve` (SIGTERM) and start
+    it again, as a rolling restart or a Kubernetes pod replacement does. Each restart's
+    report (exit code, drain and downtime seconds) goes to ``restarts``."""
+
+    def __init__(self, restart: Callable[[], dict], fractions: tuple[float, ...], progress: Callable[[], float]):
+        super().__init__(name="rolling-restarter", daemon=True)
+        self.restart, self.fractions, self.progress = restart, sorted(fractions), progress
+        self.done = threading.Event()
+        self.restarts: list[dict] = []
+
+    def run(self) -> None:
+        for fraction in self.fractions:
+            while self.progress() < fraction:
+                if self.done.wait(0.05):
+                    return
+            report = self.restart()
+            self.restarts.append(report)
+            log.warning("chaos: serve drained in %.1fs (exit %s), serving again after %.1fs",
+                        report["drained_s"], report["exit_code"], report["down_s"])

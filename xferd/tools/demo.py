@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import subprocess
 import sys
 import tempfile
 import time
 
-from .chaos import Chaos, PrimaryKiller, RedisCrasher, WorkerKiller, WorkerPauser
+from .chaos import Chaos, PrimaryKiller, RedisCrasher, RollingRestarter, WorkerKiller, WorkerPauser
 from ..connections import connect, redact, with_retry
 from .embedded import EmbeddedRedis, free_port
 from .langsim import LanguageSim
@@ -32,6 +33,35 @@ def encoder_main(settings: Settings, requests: list[Request]) -> None:
         data = room_data(request.room, request.total_tokens, settings.buffer_layout)
         sender.send(request.room, request.total_tokens, data, timeout=300)
 
+
+
+class ServeProcess:
+    """The demo's `xferd serve` child; a rolling restart drains it and starts the next."""
+
+    def __init__(self, settings: Settings, store: Store, log):
+        self.settings, self.store, self.log = settings, store, log
+        self.process = start_serve(settings, store, log)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def restart(self) -> dict:
+        """SIGTERM (a drain), wait for the exit, start a new serve: exit code, seconds to
+        drain, seconds from SIGTERM until the new serve is ready."""
+        started = time.monotonic()
+        self.process.terminate()
+        try:
+            code = self.process.wait(self.settings.stop_timeout + 30)
+        except subprocess.TimeoutExpired:
+            code = "hung"
+            stop_process(self.process)
+        drained = time.monotonic() - started
+        self.process = start_serve(self.settings, self.store, self.log)
+        return {"exit_code": code, "drained_s": round(drained, 2), "down_s": round(time.monotonic() - started, 2)}
+
+    def stop(self) -> None:
+        stop_process(self.process)
 
 
 class Progress:
@@ -105,10 +135,11 @@ def run_demo(redis_url: str | None = None, requests: int = 100, workers: int = 2
     serve = encoder = sim = None
     faults: list = []
     try:
-        serve = start_serve(settings, store, serve_log)
+        serve = ServeProcess(settings, store, serve_log)
         plan = workload(requests, seed)
         sim = LanguageSim(settings.ingress, settings.buffer_layout, ranks=2, pool_blocks=64,
-                          max_round_blocks=16, store=store, concurrency=8)
+                          max_round_blocks=16, store=store, concurrency=8,
+                          resend_after=5.0 if chaos is None or chaos.resend else float("inf"))
         encoder = multiprocessing.get_context("spawn").Process(target=encoder_main, args=(settings, plan),
                                                                name="encoder")
         encoder.start()
@@ -116,7 +147,7 @@ def run_demo(redis_url: str | None = None, requests: int = 100, workers: int = 2
             progress.note(f"chaos: {chaos.describe()}")
             if chaos.kill_every:
                 faults.append(WorkerKiller(store, *chaos.kill_every, seed,
-                                           serve.pid if chaos.kill_any else None))
+                                           (lambda: serve.pid) if chaos.kill_any else None))
             if chaos.pause_every:
                 faults.append(WorkerPauser(store, chaos.pause_every, chaos.pause_for, seed))
             if crashes:
@@ -125,6 +156,8 @@ def run_demo(redis_url: str | None = None, requests: int = 100, workers: int = 2
                 faults.append(PrimaryKiller(replicated, settings.keys.record, chaos.failover_at,
                                             lambda: len(sim.results) / requests, lambda: len(sim.results),
                                             chaos.replica_lag))
+            if chaos.drains_at:
+                faults.append(RollingRestarter(serve.restart, chaos.drains_at, lambda: len(sim.results) / requests))
             for fault in faults:
                 fault.start()
         started = time.monotonic()
@@ -132,6 +165,8 @@ def run_demo(redis_url: str | None = None, requests: int = 100, workers: int = 2
         elapsed = time.monotonic() - started
         for fault in faults:
             fault.done.set()
+        for fault in faults:  # one mid-way (a restart, a failover) finishes, so the summary has it
+            fault.join(settings.stop_timeout + 90)
         encoder.join(30)
         # A leak is a block that never comes back; the last releases may take a janitor pass.
         settle = time.monotonic() + 10
@@ -150,8 +185,10 @@ def run_demo(redis_url: str | None = None, requests: int = 100, workers: int = 2
         if replicated:
             out.write(f"  rolled back     {rolled_back} statuses the language side acted on that Redis no longer "
                       f"holds\n")
+        restarts = [r for f in faults for r in getattr(f, "restarts", [])]
         ok = (sim.wrong_bytes == 0 and all(r.status == Status.Success for r in results)
-              and free == settings.pool_blocks and rolled_back == 0)
+              and free == settings.pool_blocks and rolled_back == 0
+              and all(r["exit_code"] == 0 for r in restarts))
         if json_path:
             _write_json(json_path, ok, results, sim, elapsed, free, settings, faults, store.stats(),
                         len(store.consumers()), rolled_back)
@@ -165,7 +202,7 @@ def run_demo(redis_url: str | None = None, requests: int = 100, workers: int = 2
         if sim is not None:
             sim.close()
         if serve is not None:
-            stop_process(serve)
+            serve.stop()
         serve_log.close()
         for key in store.node_keys():
             store.client.delete(key)
@@ -252,6 +289,10 @@ def _chaos_summary(faults, stats: dict[str, int], consumers: dict[str, int]) -> 
         elif isinstance(fault, RedisCrasher):
             outages = ", ".join(f"{s:.1f}s" for s in fault.outages) or "none reached"
             lines.append(f"  redis crashes   {len(fault.outages)} SIGKILL + restart from AOF (down {outages})")
+        elif isinstance(fault, RollingRestarter):
+            each = ", ".join(f"exit {r['exit_code']} after {r['drained_s']:.1f}s, serving again at {r['down_s']:.1f}s"
+                             for r in fault.restarts) or "none reached"
+            lines.append(f"  drains          {len(fault.restarts)} serves SIGTERMed and started again ({each})")
         elif isinstance(fault, PrimaryKiller):
             each = ", ".join(f"promoted in {f['promoted_s']:.1f}s, node stalled {f['stalled_s']:.1f}s"
                              for f in fault.failovers) or "none reached"
@@ -288,6 +329,7 @@ def _write_json(path, ok, results, sim, elapsed, free, settings, faults, stats, 
         "stale_commits": stats.get("stale_commits", 0), "dead_letters": stats.get("dead_letters", 0),
         "messages_sent_again": sum(r.resent for r in sim.receivers), "consumers_left": consumers,
         "failovers": [f for fault in faults for f in getattr(fault, "failovers", [])],
+        "drains": [r for fault in faults for r in getattr(fault, "restarts", [])],
         "statuses_rolled_back": rolled_back, "replica_waits": stats.get("replica_waits", 0),
         "not_replicated": stats.get("not_replicated", 0),
     }

@@ -60,12 +60,13 @@ def _diff(got: torch.Tensor, want) -> int:
 class LanguageSim:
     def __init__(self, ingress: str, layout: Layout, ranks: int = 2, pool_blocks: int = 64,
                  max_round_blocks: int = 16, store: Store | None = None, concurrency: int = 8,
-                 stall_timeout: float = 60.0):
+                 stall_timeout: float = 60.0, resend_after: float = 5.0):
         self.layout = layout
         self.max_round_blocks = max_round_blocks
         self.concurrency = concurrency
         self.stall_timeout = stall_timeout
-        self.receivers = [Receiver(ingress, layout, pool_blocks, store=store) for _ in range(ranks)]
+        self.receivers = [Receiver(ingress, layout, pool_blocks, store=store, resend_after=resend_after)
+                          for _ in range(ranks)]
         self.free = [list(range(pool_blocks)) for _ in range(ranks)]
         for receiver in self.receivers:
             receiver.register()
