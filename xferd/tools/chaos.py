@@ -229,7 +229,11 @@ class RollingRestarter(threading.Thread):
             while self.progress() < fraction:
                 if self.done.wait(0.05):
                     return
-            report = self.restart()
+            try:
+                report = self.restart()
+            except RuntimeError as error:  # the new serve did not come up: the run fails, saying so
+                self.restarts.append({"exit_code": f"not restarted: {error}", "drained_s": 0.0, "down_s": 0.0})
+                return
             self.restarts.append(report)
             log.warning("chaos: serve drained in %.1fs (exit %s), serving again after %.1fs",
                         report["drained_s"], report["exit_code"], report["down_s"])
