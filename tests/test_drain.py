@@ -110,3 +110,28 @@ def test_xferd_drain_then_cleanup(redis_url, tmp_path_factory):
         assert again.returncode == 1 and "no serve holding it" in again.stderr
     finally:
         node.stop()
+
+
+def test_sigterm_while_redis_is_down_stops_at_once_without_a_traceback(tmp_path_factory):
+    """A rolling restart during a Redis outage: every process of serve is waiting Redis out
+    with backoff; the drain must not wait out a backoff (or be killed at `stop_timeout`)."""
+    from xferd.tools.embedded import EmbeddedRedis
+
+    with EmbeddedRedis(aof=True) as redis_server:
+        node = start_node(redis_server.url, tmp_path_factory, workers=2, stop_timeout=20.0)
+        try:
+            import threading
+            down = threading.Thread(target=redis_server.crash_restart, kwargs={"down_for": 12.0})
+            down.start()
+            time.sleep(3)  # every process has met the outage and backs off
+            stopped_at = time.monotonic()
+            node.process.send_signal(signal.SIGTERM)
+            assert node.process.wait(20) == 0
+            assert time.monotonic() - stopped_at < 7, "stopped while Redis was still down"
+            down.join()
+            with open(node.log_path) as log:
+                text = log.read()
+            assert "Traceback" not in text and "still running after" not in text, text[-3000:]
+            assert "could not release the node record" in text
+        finally:
+            node.stop()

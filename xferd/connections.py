@@ -253,10 +253,15 @@ def with_retry(action: Callable[[], T], what: str, stop: Callable[[], bool] = la
             log.warning("redis unavailable during %s (%s); retrying", what, type(error).__name__)
             outage["logged"] = True
 
+    def sleep(seconds: float) -> None:  # in slices: a stop (SIGTERM) mid-outage is seen at once
+        deadline = time.monotonic() + seconds
+        while not stop() and (left := deadline - time.monotonic()) > 0:
+            time.sleep(min(left, 0.1))
+
     retrying = tenacity.Retrying(
         retry=tenacity.retry_if_exception(retryable),
         wait=tenacity.wait_exponential(multiplier=0.05, max=max_delay) + tenacity.wait_random(0, 0.05),
-        stop=stop_now, before_sleep=before_sleep, reraise=True)
+        stop=stop_now, before_sleep=before_sleep, sleep=sleep, reraise=True)
     try:
         result = retrying(action)
     finally:

@@ -4,6 +4,7 @@ and stop when its supervisor dies. And the parent's side: start `xferd serve` as
 from __future__ import annotations
 
 import ctypes
+import logging
 import multiprocessing
 import os
 import signal
@@ -16,6 +17,7 @@ from typing import Callable, Protocol
 from setproctitle import setproctitle
 
 from . import logs
+from .connections import TRANSIENT
 from .fencing import Identity, proc_stat
 
 
@@ -105,4 +107,10 @@ def run_service(role: str, settings, make: Callable[[], Service], ready=None,
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    service.run()
+    try:
+        service.run()
+    except TRANSIENT as error:  # stopped while waiting out a Redis outage: a stop, not a crash
+        if not service.stopping:
+            raise
+        logging.getLogger("xferd").warning("%s stopped while Redis was unavailable (%s)", role,
+                                           type(error).__name__)
