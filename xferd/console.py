@@ -8,6 +8,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from .connections import TRANSIENT
 from .nodeview import FAILURE_COLUMNS, ROOM_COLUMNS, WORKER_COLUMNS, NodeView, read
 from .store import Store
 
@@ -49,8 +50,6 @@ def top(store: Store, where: str, interval: float = 1.0) -> None:
     """The status view, read again every ``interval`` seconds until Ctrl-C. A Redis that stops
     answering after the start is shown as such (with how long) and watched until it is back:
     the outage is when an operator looks."""
-    from .connections import TRANSIENT
-
     down_since = None
     with Live(status_view(read(store), where), auto_refresh=False) as live:
         try:
