@@ -153,3 +153,26 @@ def test_a_lost_consumer_group_is_recreated_and_rooms_go_on(short_transfer_node)
         assert torch.equal(rx.pool.read_tokens(0, list(range(8, 16)), 976), data[0][1024:])
         assert store.room(room)["round"] == "2"
         assert "consumer group was lost" in open(node.log_path).read()
+
+
+def test_a_success_its_worker_died_before_pushing_is_pushed_by_the_janitor(redis_url, tmp_path_factory):
+    """The worker commits a one-round room's Success and is SIGKILLed before it pushes it. A
+    language side without Redis to read (as the reference) still gets Success: the janitor
+    sees the committing worker gone and pushes it again (the statuses_repushed counter)."""
+    node = start_node(redis_url, tmp_path_factory, env={"XFERD_FAULT": "after_commit"}, lease=1.0)
+    rx = Receiver(node.settings.ingress, node.settings.buffer_layout, 64)  # no store: pushes only
+    try:
+        rx.register()
+        sender = Sender(node.settings, node.store)
+        room = 7_300_001
+        data = room_data(room, 300, sender.layout)
+        sender.send(room, 300, data)
+        rx.init(room, [0, 1, 2], 384)
+        assert rx.wait(room, 15) == Status.Success
+        assert faults.reached(node.store, "after_commit"), "the worker died between its commit and its push"
+        assert rx.history[room] == [Status.Success]
+        assert node.store.stats().get("statuses_repushed") == 1
+        assert torch.equal(rx.pool.read_tokens(0, [0, 1, 2], 300), data[0])
+    finally:
+        rx.close()
+        node.stop()

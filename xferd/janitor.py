@@ -2,8 +2,9 @@
 
 Each pass: fail rooms whose deadline passed (the script re-checks the record, so a stale
 zset entry is harmless; Failed is pushed once no write of the room is in flight), fence
-stale or dead workers and hand their rounds back (``fencer.py``), return allocations never
-published. Every few seconds: rebuild a lost pool, trim acknowledged entries, forget
+stale or dead workers and hand their rounds back (``fencer.py``), log the rooms that ended
+and push Success again where its worker died before it could (``lostpush.py``), return
+allocations never published. Every few seconds: rebuild a lost pool, trim acknowledged entries, forget
 consumers whose process is gone.
 """
 from __future__ import annotations
@@ -17,6 +18,7 @@ from .connections import TRANSIENT, connect, trouble, wait_for_redis
 from .fencer import Fencer
 from .fencing import Identity
 from .keys import GROUP
+from .lostpush import LostPushes
 from .notify import Notifier
 from .claim import node_record
 from .processes import run_service
@@ -36,6 +38,8 @@ class Janitor:
         self.notifier = Notifier.for_settings(settings)
         self.fencer = Fencer(self.store, settings, self.notifier)
         self.room_log = RoomEndLog(self.store, settings.buffer_layout)
+        # a paused worker is fenced a lease after its last renewal: watch a Success that long
+        self.lost_pushes = LostPushes(self.store, self.notifier, horizon_s=2 * settings.lease + 1.0)
         self.stopping = False
         self.next_trim = 0.0
         self.pool_description = node_record(settings)
@@ -51,7 +55,12 @@ class Janitor:
             if outcome.notify:
                 self.notifier.send(outcome.endpoints, room, outcome.status)
         counts["handed_back"] = self.fencer.pass_once()
-        counts["ended"] = self.room_log.pass_once()
+        ended = self.room_log.pass_once()
+        counts["ended"] = len(ended)
+        for fields in ended:
+            if fields.get("status") == "Success" and fields.get("by"):
+                self.lost_pushes.watch(int(fields["room"]), fields["by"])
+        counts["repushed"] = self.lost_pushes.pass_once()
         orphaned = store.expire_allocations(now)
         if orphaned:
             log.warning("returned %d source blocks allocated but never published within %.0fs",

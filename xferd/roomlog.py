@@ -32,14 +32,16 @@ class RoomEndLog:
         sent = int(fields.get("sent_tokens") or 0)
         return self.layout.bytes_for(sent, first_round=sent > 0) * int(fields.get("destinations") or 0)
 
-    def pass_once(self) -> int:
-        """Log the ends recorded since the last pass; returns how many."""
+    def pass_once(self) -> list[dict[str, str]]:
+        """Log the ends recorded since the last pass; returns them (their stream fields)."""
         if self.cursor is None:
             self.cursor = self._start()
         reply = self.store.client.xread({self.store.keys.ended: self.cursor}, count=BATCH)
         entries = reply[0][1] if reply else []
+        ends = []
         for entry_id, raw in entries:
             fields = _hash(raw)
+            ends.append(fields)
             outcome = fields.get("status", "?")
             detail = {"room": fields.get("room"), "outcome": outcome, "failure_class": fields.get("class", ""),
                       "rounds": int(fields.get("rounds") or 0), "bytes": self.bytes_of(fields),
@@ -52,4 +54,4 @@ class RoomEndLog:
             self.cursor = _text(entry_id)
         if entries:
             self.store.client.hset(self.store.keys.record, "ended_logged", self.cursor)
-        return len(entries)
+        return ends

@@ -228,13 +228,14 @@ class Store:
         owner = self.client.hget(self.keys.session(session_id), "owner")
         return None if owner is None else _text(owner)
 
-    def destinations(self, room: int) -> list[str]:
-        """The sessions that sent init for ``room`` (empty when none or no record)."""
+    def destinations(self, room: int, field: str = "session") -> list[str]:
+        """One field (``session``, ``endpoint``) of every destination that sent init for
+        ``room`` (empty when none or no record)."""
         count = int(self.client.hget(self.keys.room(room), "dst_count") or 0)
         if not count:
             return []
         return [_text(s) for s in self.client.hmget(self.keys.room(room),
-                                                   [f"dst{k}.session" for k in range(count)]) if s]
+                                                   [f"dst{k}.{field}" for k in range(count)]) if s]
 
     def mark_session_failed(self, session_id: str, reason: str) -> None:
         self.client.hset(self.keys.session(session_id), "failed", reason)
@@ -352,6 +353,15 @@ class Store:
     def count(self, counter: str, amount: int = 1) -> None:
         """Bump a node counter (``stats`` hash: handed_back, writers_fenced, dead_letters, ...)."""
         self.client.hincrby(self.keys.stats, counter, amount)
+
+    def count_confirmed(self, counter: str, amount: int = 1) -> None:
+        """Bump a counter and return once ``min_replicas`` replicas have it: they then hold
+        every earlier write of this primary too, so a status read here may be pushed. (A
+        resend while waiting for a replica counts again: a counter, no harm.)"""
+        if self.settings.min_replicas:
+            self._replicated(lambda pipe: pipe.hincrby(self.keys.stats, counter, amount), f"count {counter}")
+        else:
+            self.count(counter, amount)
 
     def _add_counts(self, pipe, counts: dict[str, float]) -> None:
         for name, amount in counts.items():

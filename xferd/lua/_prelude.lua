@@ -51,15 +51,16 @@ end
 
 -- A room reached Success or Failed (once: terminal statuses never change): counted by
 -- outcome and failure class, and logged in the capped `ended` stream (recent ends with
--- their reasons, for `xferd status`, the status page and the janitor's log line).
-local function ended(status, class, reason)
+-- their reasons, for `xferd status`, the status page and the janitor's log line; `by`: the
+-- worker whose commit ended it, which pushes the status, for lostpush.py).
+local function ended(status, class, reason, by)
   local h = redis.call('HMGET', ROOM_KEY, 'created_at', 'round', 'total_tokens', 'sent_tokens', 'dst_count')
   local seconds = (NOW - tonumber(h[1])) / 1000
   redis.call('HINCRBY', STATS, 'rooms_ended:' .. NAMES[status] .. ':' .. class, 1)
   if status == 4 then observe('room_seconds', seconds) end
   redis.call('XADD', ENDED, 'MAXLEN', '~', 1000, '*', 'room', ROOM, 'status', NAMES[status],
     'class', class, 'reason', reason, 'rounds', h[2], 'total_tokens', h[3] or '', 'sent_tokens', h[4],
-    'destinations', h[5], 'duration_ms', NOW - tonumber(h[1]))
+    'destinations', h[5], 'duration_ms', NOW - tonumber(h[1]), 'by', by or '')
 end
 
 local function set_status(status)

@@ -48,7 +48,7 @@ let_go(entry)
 redis.call('HSET', ROOM_KEY, 'round', entry_round, 'sent_tokens', min_sent, 'committed_at', NOW)
 if done then
   set_status(4)
-  ended(4, '', '')
+  ended(4, '', '', consumer)  -- who must push Success (lostpush.py watches it do so)
   refresh_deadline()
   settle()
 else

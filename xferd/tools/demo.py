@@ -303,7 +303,8 @@ def _chaos_summary(faults, stats: dict[str, int], consumers: dict[str, int]) -> 
                  f"their rounds moved on, {stats.get('handed_back', 0)} rounds handed back")
     lines.append(f"  recovery        {stats.get('redone_rounds', 0)} rounds written again (same bytes, after "
                  f"their writer was stopped), {stats.get('stale_commits', 0)} stale commits refused, "
-                 f"{stats.get('dead_letters', 0)} dead letters")
+                 f"{stats.get('dead_letters', 0)} dead letters, {stats.get('statuses_repushed', 0)} Success pushed "
+                 f"again (its worker died before pushing it)")
     lines.append(f"  consumers       {len(consumers)} names left in the group (stopped workers' are "
                  f"removed once nothing is pending on them)")
     return "\n".join(lines)
@@ -331,7 +332,7 @@ def _write_json(path, ok, results, sim, elapsed, free, settings, faults, stats, 
         "failovers": [f for fault in faults for f in getattr(fault, "failovers", [])],
         "drains": [r for fault in faults for r in getattr(fault, "restarts", [])],
         "statuses_rolled_back": rolled_back, "replica_waits": stats.get("replica_waits", 0),
-        "not_replicated": stats.get("not_replicated", 0),
+        "not_replicated": stats.get("not_replicated", 0), "statuses_repushed": stats.get("statuses_repushed", 0),
     }
     with open(path, "w") as handle:
         json.dump(report, handle, indent=2)
