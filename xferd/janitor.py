@@ -18,7 +18,7 @@ from .connections import TRANSIENT, connect, trouble, wait_for_redis
 from .fencer import Fencer
 from .fencing import Identity
 from .keys import GROUP
-from .lostpush import LostPushes
+from .lostpush import LostPushes, horizon_s
 from .notify import Notifier
 from .claim import node_record
 from .processes import run_service
@@ -38,8 +38,7 @@ class Janitor:
         self.notifier = Notifier.for_settings(settings)
         self.fencer = Fencer(self.store, settings, self.notifier)
         self.room_log = RoomEndLog(self.store, settings.buffer_layout)
-        # a paused worker is fenced a lease after its last renewal: watch a Success that long
-        self.lost_pushes = LostPushes(self.store, self.notifier, horizon_s=2 * settings.lease + 1.0)
+        self.lost_pushes = LostPushes(self.store, self.notifier, horizon_s(settings))
         self.stopping = False
         self.next_trim = 0.0
         self.pool_description = node_record(settings)

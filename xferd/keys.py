@@ -18,6 +18,8 @@ together with its block allocation) runs atomically in one Redis Cluster slot.
   {prefix}:{node}:stats                hash   counters (bad messages, writers fenced, rooms ended by
                                               outcome and class, ...) and histogram buckets
   {prefix}:{node}:workers              hash   worker consumer name -> last heartbeat (ms)
+  {prefix}:{node}:stopped:{consumer}   string a worker lane that stopped cleanly, every status pushed
+                                              (expires: lostpush.py needs it for two leases)
 """
 from __future__ import annotations
 
@@ -88,6 +90,9 @@ class Keys:
     @property
     def workers(self) -> str:
         return self._key("workers")
+
+    def stopped(self, consumer: str) -> str:
+        return self._key(f"stopped:{consumer}")
 
     def all_pattern(self) -> str:
         """Glob matching every key of this node (for tests and cleanup)."""

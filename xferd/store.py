@@ -401,6 +401,17 @@ class Store:
         pipe.xreadgroup(GROUP, consumer, {self.keys.stream: "0"}, count=10)
         return self._rounds(pipe.execute()[-1])
 
+    def mark_stopped(self, consumer: str, for_s: float) -> None:
+        """The lane stopped cleanly: it pushed every status it committed (kept ``for_s``)."""
+        self.client.set(self.keys.stopped(consumer), 1, px=int(for_s * 1000))
+
+    def stopped_cleanly(self, consumers: list[str]) -> set[str]:
+        """Those of ``consumers`` marked by ``mark_stopped``."""
+        pipe = self.client.pipeline(transaction=False)
+        for consumer in consumers:
+            pipe.exists(self.keys.stopped(consumer))
+        return {consumer for consumer, marked in zip(consumers, pipe.execute() if consumers else []) if marked}
+
     def live_workers(self, within_s: float = 5.0) -> list[str]:
         cutoff = (time.time() - within_s) * 1000
         return [name for name, seen in _hash(self.client.hgetall(self.keys.workers)).items()

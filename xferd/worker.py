@@ -28,6 +28,7 @@ from .fencing import Identity
 from .keys import GROUP
 from .layout import Layout
 from .lease import LeaseKeeper
+from .lostpush import horizon_s
 from .notify import Notifier
 from .planning import PlanError, RoundPlan, check_allocation, plan_round
 from .pool import SourcePool
@@ -269,6 +270,10 @@ class Worker:
                     log.exception("worker loop error; continuing")
                     time.sleep(0.5)
         self._hand_back_read_ahead()
+        try:  # every status this lane committed is pushed: lostpush.py needs not push them again
+            self.store.mark_stopped(self.consumer, horizon_s(self.settings))
+        except TRANSIENT:
+            pass  # the janitor pushes its recent Successes again: harmless
 
     def _hand_back_read_ahead(self) -> None:
         """Stopping (a drain): a round the last commit's read brought, not begun, goes back to
