@@ -37,7 +37,8 @@ COUNTERS = {
     "not_replicated": ("xferd_not_replicated_total", "Transitions no replica confirmed in time"),
     "replica_waits": ("xferd_replica_waits_total", "Transitions sent again waiting for a replica"),
     "statuses_repushed": ("xferd_statuses_repushed_total",
-                          "Success pushed again because the worker that committed it died right after"),
+                          "Success pushed again: the worker that committed it died within two leases, "
+                          "maybe before pushing it"),
 }
 FLOAT_COUNTERS = {
     "redis_outage_seconds": ("xferd_redis_outage_seconds_total", "Seconds processes waited for Redis"),

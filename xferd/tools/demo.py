@@ -304,7 +304,7 @@ def _chaos_summary(faults, stats: dict[str, int], consumers: dict[str, int]) -> 
     lines.append(f"  recovery        {stats.get('redone_rounds', 0)} rounds written again (same bytes, after "
                  f"their writer was stopped), {stats.get('stale_commits', 0)} stale commits refused, "
                  f"{stats.get('dead_letters', 0)} dead letters, {stats.get('statuses_repushed', 0)} Success pushed "
-                 f"again (its worker died before pushing it)")
+                 f"again (their worker died within two leases of committing them, most after pushing)")
     lines.append(f"  consumers       {len(consumers)} names left in the group (stopped workers' are "
                  f"removed once nothing is pending on them)")
     return "\n".join(lines)
