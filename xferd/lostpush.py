@@ -67,8 +67,9 @@ class LostPushes:
                     for room in lost:
                         self.notifier.send(self.store.destinations(room, "endpoint"), room, Status.Success)
                     if lost:
-                        log.info("worker pid %d gone after committing Success: pushed again for rooms %s",
-                                 worker.pid, ", ".join(map(str, lost)))
+                        shown = ", ".join(map(str, lost[:10])) + (", ..." if len(lost) > 10 else "")
+                        log.info("worker pid %d gone after committing Success: pushed again for %d rooms (%s)",
+                                 worker.pid, len(lost), shown)
                     pushed += len(lost)
             if running is True:
                 for room in [room for room, (_, until) in rooms.items() if until < now]:

@@ -260,6 +260,7 @@ class LocalSentinel(_Replicated):
         self.password = password
         self.data_ports: list[int] = []
         self.sentinel_ports: list[int] = []
+        self._promoted: int | None = None  # the master the last failover promoted
 
     @property
     def url(self) -> str:
@@ -325,10 +326,17 @@ class LocalSentinel(_Replicated):
         """Seconds until the sentinels name a new master that answers as one."""
         def promoted() -> bool:
             port = self.primary_port()
-            return port != old_port and self.servers.client(port).info("replication")["role"] == "master"
+            if port != old_port and self.servers.client(port).info("replication")["role"] == "master":
+                self._promoted = port
+                return True
+            return False
         return self._wait(promoted, within, "failover")
 
     def restart(self, port: int) -> None:
         """Start a killed server again as a replica of the new master (what its init system
-        would do; left alone, the sentinels convert it within some seconds)."""
-        self.servers.restart(port, "--replicaof", "127.0.0.1", str(self.primary_port()))
+        would do; left alone, the sentinels convert it within some seconds). The master is
+        the one ``wait_promoted`` saw answer as such: a sentinel asked again may not know of
+        the failover yet and name the killed server itself, which would then replicate
+        nothing until the sentinels' next look (up to 10 s: longer than replica_timeout)."""
+        master = self._promoted or self.primary_port()
+        self.servers.restart(port, "--replicaof", "127.0.0.1", str(master))
