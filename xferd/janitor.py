@@ -4,8 +4,8 @@ Each pass: fail rooms whose deadline passed (the script re-checks the record, so
 zset entry is harmless; Failed is pushed once no write of the room is in flight), fence
 stale or dead workers and hand their rounds back (``fencer.py``), log the rooms that ended
 and push Success again where its worker died before it could (``lostpush.py``), return
-allocations never published. Every few seconds: rebuild a lost pool, trim acknowledged entries, forget
-consumers whose process is gone.
+allocations never published. Every few seconds: rebuild a lost pool, trim acknowledged
+entries, forget consumers whose process is gone.
 """
 from __future__ import annotations
 
