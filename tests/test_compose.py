@@ -50,13 +50,13 @@ def test_prometheus_scrapes_the_node_and_grafana_gets_the_dashboard():
 
 def test_every_dashboard_query_names_metrics_the_node_exports(redis_url):
     """Each PromQL expression of the Grafana dashboard uses only metric names /metrics has."""
-    import json
     import re
 
     from prometheus_client import CollectorRegistry, generate_latest
     from prometheus_client.parser import text_string_to_metric_families
 
     from conftest import _cleanup, make_settings
+    from test_prometheus import dashboard_queries
     from xferd.connections import connect
     from xferd.metrics import NodeCollector
     from xferd.store import Store
@@ -72,8 +72,6 @@ def test_every_dashboard_query_names_metrics_the_node_exports(redis_url):
                     for s in family.samples}
     finally:
         _cleanup(store.client, settings)
-    dashboard = json.loads((ROOT / "deploy/grafana/dashboards/xferd.json").read_text())
-    used = {name for panel in dashboard["panels"] for target in panel["targets"]
-            for name in re.findall(r"\b(xferd_[a-z_]+)", target["expr"])}
+    used = {name for _, expr in dashboard_queries() for name in re.findall(r"\b(xferd_[a-z_]+)", expr)}
     assert used and used <= exported, sorted(used - exported)
     assert {"xferd_bytes_written_total", "xferd_rooms_ended_total", "xferd_round_seconds_bucket"} <= used

@@ -20,6 +20,8 @@ from . import logs
 from .connections import TRANSIENT
 from .fencing import Identity, proc_stat
 
+log = logging.getLogger("xferd.processes")
+
 
 class Service(Protocol):
     stopping: bool
@@ -112,5 +114,4 @@ def run_service(role: str, settings, make: Callable[[], Service], ready=None,
     except TRANSIENT as error:  # stopped while waiting out a Redis outage: a stop, not a crash
         if not service.stopping:
             raise
-        logging.getLogger("xferd").warning("%s stopped while Redis was unavailable (%s)", role,
-                                           type(error).__name__)
+        log.warning("%s stopped while Redis was unavailable (%s)", role, type(error).__name__)

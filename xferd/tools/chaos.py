@@ -163,27 +163,44 @@ class WorkerPauser(threading.Thread):
             os.kill(victim.pid, signal.SIGCONT)
 
 
-class RedisCrasher(threading.Thread):
+class AtProgress(threading.Thread):
+    """A fault that strikes once the run's progress passes each of ``fractions``:
+    ``strike(i)`` for the i-th (in order), until ``done`` is set or a strike returns False."""
+
+    def __init__(self, name: str, fractions, progress: Callable[[], float]):
+        super().__init__(name=name, daemon=True)
+        self.fractions, self.progress = sorted(fractions), progress
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        for i, fraction in enumerate(self.fractions):
+            while self.progress() < fraction:
+                if self.done.wait(0.05):
+                    return
+            if self.strike(i) is False:
+                return
+
+    def strike(self, i: int) -> bool | None:
+        raise NotImplementedError
+
+
+class RedisCrasher(AtProgress):
     """Crash-restarts an AOF ``redis-server`` once progress passes each given fraction."""
 
     def __init__(self, redis: EmbeddedRedis, crashes: tuple[tuple[float, float], ...],
                  progress: Callable[[], float]):
-        super().__init__(name="redis-crasher", daemon=True)
-        self.redis, self.crashes, self.progress = redis, sorted(crashes), progress
-        self.done = threading.Event()
+        self.crashes = sorted(crashes)
+        super().__init__("redis-crasher", [fraction for fraction, _ in self.crashes], progress)
+        self.redis = redis
         self.outages: list[float] = []  # seconds from kill to answering again
 
-    def run(self) -> None:
-        for fraction, down_for in self.crashes:
-            while self.progress() < fraction:
-                if self.done.wait(0.05):
-                    return
-            started = time.monotonic()
-            self.redis.crash_restart(down_for)
-            self.outages.append(time.monotonic() - started)
+    def strike(self, i: int) -> None:
+        started = time.monotonic()
+        self.redis.crash_restart(self.crashes[i][1])
+        self.outages.append(time.monotonic() - started)
 
 
-class PrimaryKiller(threading.Thread):
+class PrimaryKiller(AtProgress):
     """SIGKILLs the primary holding ``key`` of a LocalCluster or LocalSentinel once progress
     passes each fraction, times the promotion of its replica and how long the node stalled
     (until the next request completed), then restarts the old primary, which rejoins as a
@@ -191,49 +208,39 @@ class PrimaryKiller(threading.Thread):
 
     def __init__(self, setup, key: str, fractions: tuple[float, ...], progress: Callable[[], float],
                  completed: Callable[[], int], lag_s: float = 0.0):
-        super().__init__(name="primary-killer", daemon=True)
-        self.setup, self.key, self.fractions, self.lag_s = setup, key, sorted(fractions), lag_s
-        self.progress, self.completed = progress, completed
-        self.done = threading.Event()
+        super().__init__("primary-killer", fractions, progress)
+        self.setup, self.key, self.lag_s, self.completed = setup, key, lag_s, completed
         self.failovers: list[dict[str, float]] = []
 
-    def run(self) -> None:
-        for fraction in self.fractions:
-            while self.progress() < fraction:
-                if self.done.wait(0.05):
-                    return
-            before, started = self.completed(), time.monotonic()
-            port = self.setup.kill_primary_of(self.key, self.lag_s)
-            promoted = self.setup.wait_promoted(self.key, port)
-            self.setup.restart(port)
-            while self.completed() == before and not self.done.wait(0.01):
-                pass
-            self.failovers.append({"killed_port": port, "promoted_s": round(promoted, 2),
-                                   "stalled_s": round(time.monotonic() - started, 2)})
-            log.warning("chaos: primary on port %d killed, replica promoted in %.1fs", port, promoted)
+    def strike(self, i: int) -> None:
+        before, started = self.completed(), time.monotonic()
+        port = self.setup.kill_primary_of(self.key, self.lag_s)
+        promoted = self.setup.wait_promoted(self.key, port)
+        self.setup.restart(port)
+        while self.completed() == before and not self.done.wait(0.01):
+            pass
+        self.failovers.append({"killed_port": port, "promoted_s": round(promoted, 2),
+                               "stalled_s": round(time.monotonic() - started, 2)})
+        log.warning("chaos: primary on port %d killed, replica promoted in %.1fs", port, promoted)
 
 
-class RollingRestarter(threading.Thread):
+class RollingRestarter(AtProgress):
     """Once progress passes each fraction, ``restart()``: drain `serve` (SIGTERM) and start
     it again, as a rolling restart or a Kubernetes pod replacement does. Each restart's
     report (exit code, drain and downtime seconds) goes to ``restarts``."""
 
     def __init__(self, restart: Callable[[], dict], fractions: tuple[float, ...], progress: Callable[[], float]):
-        super().__init__(name="rolling-restarter", daemon=True)
-        self.restart, self.fractions, self.progress = restart, sorted(fractions), progress
-        self.done = threading.Event()
+        super().__init__("rolling-restarter", fractions, progress)
+        self.restart = restart
         self.restarts: list[dict] = []
 
-    def run(self) -> None:
-        for fraction in self.fractions:
-            while self.progress() < fraction:
-                if self.done.wait(0.05):
-                    return
-            try:
-                report = self.restart()
-            except RuntimeError as error:  # the new serve did not come up: the run fails, saying so
-                self.restarts.append({"exit_code": f"not restarted: {error}", "drained_s": 0.0, "down_s": 0.0})
-                return
-            self.restarts.append(report)
-            log.warning("chaos: serve drained in %.1fs (exit %s), serving again after %.1fs",
-                        report["drained_s"], report["exit_code"], report["down_s"])
+    def strike(self, i: int) -> bool:
+        try:
+            report = self.restart()
+        except RuntimeError as error:  # the new serve did not come up: the run fails, saying so
+            self.restarts.append({"exit_code": f"not restarted: {error}", "drained_s": 0.0, "down_s": 0.0})
+            return False
+        self.restarts.append(report)
+        log.warning("chaos: serve drained in %.1fs (exit %s), serving again after %.1fs",
+                    report["drained_s"], report["exit_code"], report["down_s"])
+        return True
