@@ -414,9 +414,9 @@ def test_an_unpublished_allocation_expires_and_its_blocks_go_back(store):
     published = store.alloc_blocks(72, 2)
     late = store.alloc_blocks(74, 1)
     store.publish_source(72, 200, published.blocks)
-    assert store.expire_allocations(store.now_ms()) == 0, "not expired yet"
+    assert store.expire_allocations(store.now_ms()) == (0, []), "not expired yet"
     time.sleep(0.08)
-    assert store.expire_allocations(store.now_ms()) == 4, "the orphan (3) and the late one (1) go back"
+    assert store.expire_allocations(store.now_ms()) == (4, []), "the orphan (3) and the late one (1) go back"
     outcome = store.publish_source(74, 100, late.blocks)
     assert outcome.failed and "not allocated to this room" in outcome.note
     assert "src_indices" not in store.room(74)

@@ -136,6 +136,13 @@ def build_parser() -> argparse.ArgumentParser:
     _common(top)
     top.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes (default 1)")
 
+    encoder = sub.add_parser("sglang-encoder", help="run SGLang's encoder server (--disaggregation-mode "
+                             "encode) on this host's node: xferd sglang-encoder -- python -m "
+                             "sglang.launch_server ...")
+    _common(encoder)
+    encoder.add_argument("encoder_command", nargs=argparse.REMAINDER, metavar="-- COMMAND",
+                         help="the SGLang command line, unchanged")
+
     demo = sub.add_parser("demo", help="run everything on this machine and verify every byte")
     demo.add_argument("--redis", dest="redis_url", help="use this Redis instead of an embedded one")
     demo.add_argument("--requests", type=int, default=100, help="requests to send (default 100)")
@@ -239,6 +246,9 @@ def _run(args: argparse.Namespace) -> None:
             console.print_rooms(store, where, args.status, args.limit)
         else:
             console.top(store, where, args.interval)
+    elif args.command == "sglang-encoder":
+        from .sglang_encoder.launcher import launch
+        launch(args.encoder_command, redis_url=args.redis_url, prefix=args.prefix, node=args.node)
     elif args.command == "demo":
         from .tools.demo import run_demo
         from .tools.chaos import Chaos

@@ -60,11 +60,15 @@ class Janitor:
             if fields.get("status") == "Success" and fields.get("by"):
                 self.lost_pushes.watch(int(fields["room"]), fields["by"])
         counts["repushed"] = self.lost_pushes.pass_once()
-        orphaned = store.expire_allocations(now)
+        orphaned, failed = store.expire_allocations(now)
         if orphaned:
-            log.warning("returned %d source blocks allocated but never published within %.0fs",
-                        orphaned, self.settings.alloc_timeout)
+            log.warning("returned %d source blocks allocated but neither published nor renewed in time "
+                        "(their encoder stopped)%s", orphaned,
+                        f"; failed rooms {', '.join(str(room) for room, _ in failed[:10])}" if failed else "")
             counts["released"] += orphaned
+        for room, outcome in failed:
+            if outcome.notify:
+                self.notifier.send(outcome.endpoints, room, outcome.status)
         if time.monotonic() >= self.next_trim:  # the slow, rare checks
             rebuilt = store.rebuild_pool(self.settings.pool_blocks, self.pool_description)
             if rebuilt is not None:

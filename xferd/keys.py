@@ -14,7 +14,9 @@ together with its block allocation) runs atomically in one Redis Cluster slot.
   {prefix}:{node}:writing              zset   room -> when its holder's lease runs out (ms)
   {prefix}:{node}:pool:free            zset   free source blocks (score = index: lowest first)
   {prefix}:{node}:pool:owned:{room}    list   source blocks held by a room
-  {prefix}:{node}:pool:leases          zset   room -> when its unpublished allocation expires
+  {prefix}:{node}:pool:leases          zset   room (or req:<rid>) -> when its unpublished allocation expires
+  {prefix}:{node}:request:{rid}        hash   an encoder scheduler's allocation for request rid: blocks,
+                                              attempt, room once bound (expires after the retention)
   {prefix}:{node}:stats                hash   counters (bad messages, writers fenced, rooms ended by
                                               outcome and class, ...) and histogram buckets
   {prefix}:{node}:workers              hash   worker consumer name -> last heartbeat (ms)
@@ -82,6 +84,9 @@ class Keys:
 
     def pool_owned(self, room: int | str) -> str:
         return self._key(f"pool:owned:{room}")
+
+    def request(self, request_id: str) -> str:
+        return self._key(f"request:{request_id}")
 
     @property
     def stats(self) -> str:

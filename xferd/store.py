@@ -27,11 +27,12 @@ UNREPLICATED = ("keep_lease",)
 FAILURE_CLASSES = ("bad_input", "timeout", "aborted", "write_error", "not_replicated", "dead_letter",
                    "internal")
 SCRIPTS = ("publish_source", "dst_init", "dst_resume", "begin_round", "keep_lease", "commit_round",
-           "fail_room", "hand_back", "requeue", "pool_alloc", "pool_expire", "release")
+           "fail_room", "hand_back", "requeue", "pool_alloc", "pool_expire", "release", "request_alloc",
+           "request_bind")
 
 
 # scripts that are not room transitions: no prelude
-PLAIN_SCRIPTS = ("forget_consumer",)
+PLAIN_SCRIPTS = ("forget_consumer", "keep_allocations")
 
 
 def _load(name: str) -> str:
@@ -59,11 +60,12 @@ class Store:
         return [k.room(room), k.stream, k.timeouts, k.writing, k.pool_free, k.pool_owned(room),
                 k.pool_leases, k.dead, k.stats, k.ended]
 
-    def _run(self, name: str, room: int | str, *args, sessions: tuple[str, ...] = (), ahead: tuple = ()):
+    def _run(self, name: str, room: int | str, *args, sessions: tuple[str, ...] = (), ahead: tuple = (),
+             extra: tuple[str, ...] = ()):
         """Run a transition script; with min_replicas, only confirmed by that many replicas
         (``replication.run_replicated``; NotReplicated if not in time). ``ahead``: a command
         sent in the same write on the direct path (``DirectCalls.script``), else not sent."""
-        keys = self._keys(room) + [self.keys.session(s) for s in sessions]
+        keys = self._keys(room) + [self.keys.session(s) for s in sessions] + list(extra)
         args = [self.policy, str(room), *args]
         script = self._scripts[name]
         if not self.settings.min_replicas or name in UNREPLICATED:
@@ -495,10 +497,44 @@ class Store:
         """Give an ended room's blocks back now; raises while it is live or being written."""
         return int(self._run("release", room))
 
-    def expire_allocations(self, now_ms: int) -> int:
-        """Return the blocks of allocations never published before their lease ran out (the
-        encoder died between allocating and publishing)."""
-        return sum(int(self._run("pool_expire", room)) for room in self.due(self.keys.pool_leases, now_ms))
+    def expire_allocations(self, now_ms: int) -> tuple[int, list[tuple[int, Outcome]]]:
+        """Return the blocks of allocations neither published nor renewed before their lease
+        ran out (their encoder stopped): (blocks released, [(room, Outcome)] of the live
+        rooms that failed for it, whose language side is to be told)."""
+        released, failed = 0, []
+        for holder in self.due(self.keys.pool_leases, now_ms):
+            reply = self._run("pool_expire", holder)
+            released += int(reply[0])
+            if len(reply) > 1:
+                failed.append((int(holder), Outcome.parse(reply[1:])))
+        return released, failed
+
+    # ---- allocations an encoder scheduler makes per request (xferd.sglang_encoder)
+    def alloc_for_request(self, request: str, count: int, attempt: int, lease_ms: int,
+                          agree: bool) -> tuple[list[int] | None, int]:
+        """(blocks, None) or (None, free blocks): attempt ``attempt`` of every TP rank gets
+        one answer (``request_alloc.lua``)."""
+        reply = self._run("request_alloc", f"req:{request}", count, attempt, lease_ms, int(agree),
+                          extra=(self.keys.request(request),))
+        if int(reply[0]) == 1:
+            return [int(b) for b in reply[1:]], 0
+        return None, int(reply[1])
+
+    def bind_request(self, request: str, room: int, lease_ms: int) -> None:
+        """The request's blocks become the room's allocation, still leased until published."""
+        self._run("request_bind", room, f"req:{request}", lease_ms,
+                  extra=(self.keys.request(request), self.keys.pool_owned(f"req:{request}")))
+
+    def release_request(self, request: str) -> int:
+        """Give back a request's blocks that never became a room's."""
+        return int(self._run("release", f"req:{request}"))
+
+    def keep_allocations(self, holders: list[str], lease_ms: int) -> list[str]:
+        """Renew unpublished allocations; returns the holders whose lease is gone."""
+        if not holders:
+            return []
+        return [_text(h) for h in self._scripts["keep_allocations"](keys=[self.keys.pool_leases],
+                                                                      args=[lease_ms, *holders])]
 
     def free_blocks(self) -> int:
         return int(self.client.zcard(self.keys.pool_free))
@@ -512,5 +548,7 @@ class Store:
         seconds, micros = self.primary.time()
         return int(seconds) * 1000 + int(micros) // 1000
 
-    def due(self, key: str, now_ms: int, limit: int = 100) -> list[int]:
-        return [int(_text(m)) for m in self.client.zrangebyscore(key, "-inf", now_ms, start=0, num=limit)]
+    def due(self, key: str, now_ms: int, limit: int = 100) -> list[int | str]:
+        """Members whose score passed: rooms as ints, request allocations ('req:<rid>') as str."""
+        members = (_text(m) for m in self.client.zrangebyscore(key, "-inf", now_ms, start=0, num=limit))
+        return [int(m) if m.lstrip("-").isdigit() else m for m in members]
