@@ -297,3 +297,41 @@ def test_launcher_refuses_with_one_line(redis_url, case):
     assert {"redis down": "does not answer", "no node": "has no pool record",
             "not encode": "encode mode only"}[case] in line
     assert time.monotonic() - started < 20
+
+
+HOOK_CHECK = """
+import sys, json
+sys.path.insert(0, {standin!r})
+{install}
+import sglang.srt.disaggregation.utils as utils
+from sglang.srt.disaggregation.mooncake import conn_multimodal as conn
+from sglang.srt.disaggregation.utils import DisaggregationMode
+names = ["MultimodalDataBuffers", "ReqToMetadataBlockAllocator"]
+out = {{"utils": [getattr(utils, n).__module__ for n in names],
+        "conn": [getattr(conn, n).__module__ for n in ("MooncakeEmbeddingManager", "MooncakeEmbeddingSender",
+                                                       "MooncakeEmbeddingBootstrapServer", "MooncakeEmbeddingReceiver")],
+        "originals": hasattr(utils, "XFERD_ORIGINALS")}}
+if hasattr(utils, "XFERD_ORIGINALS"):
+    from xferd.sglang_encoder import hook
+    hook.install(); hook.apply(utils)  # again: nothing changes
+    out["same"] = utils.MultimodalDataBuffers.__mro__[1] is utils.XFERD_ORIGINALS["MultimodalDataBuffers"]
+    manager = conn.MooncakeEmbeddingManager(None, DisaggregationMode.LANGUAGE, None)
+    out["language_manager"] = type(manager).__module__
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize("on", [False, True])
+def test_the_hook_swaps_only_the_encoder_classes(on):
+    install = "from xferd.sglang_encoder.hook import install; install()" if on else ""
+    done = subprocess.run([sys.executable, "-c", HOOK_CHECK.format(standin=STANDIN, install=install)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    xferd_or_sglang = "xferd.sglang_encoder" if on else "sglang"
+    assert all(m.startswith(xferd_or_sglang) for m in out["utils"])
+    assert all(m.startswith(xferd_or_sglang) for m in out["conn"][:3])
+    assert out["conn"][3].startswith("sglang"), "the language side's receiver is never replaced"
+    assert out["originals"] is on
+    if on:
+        assert out["same"] and out["language_manager"].startswith("sglang"), "language mode: SGLang's own"
