@@ -91,17 +91,18 @@ def encoder_classes(module) -> dict[str, type]:
         def send_embedding(self, embedding_indices=None, last_chunk: bool = True, total_tokens: int | None = None,
                            block_size: int | None = None) -> None:
             if not self.node.writes or self.conclude_state is not None:
-                return  # rank 0 publishes; the others poll the same room
+                self.node.let_go(str(self.bootstrap_room))  # rank 0 publishes; the others poll the same room
+                return
             blocks = list(embedding_indices if embedding_indices is not None else self.embedding_indices or [])
             if not self.node.may_write(str(self.bootstrap_room)):
                 self._fail("the encoder lost its source blocks' lease before publishing them")
                 return
+            self.node.let_go(str(self.bootstrap_room))  # publishing ends the lease: no renewal may see it gone
             try:
                 outcome = self.node.sender.publish(self.bootstrap_room, blocks, int(total_tokens))
             except (ValueError, TypeError) as error:
                 self._fail(f"bad publish: {error}")
                 return
-            self.node.let_go(str(self.bootstrap_room))  # published: the room's end returns the blocks
             if outcome.notify:
                 self.node.sender.notifier.send(outcome.endpoints, self.bootstrap_room, outcome.status)
 

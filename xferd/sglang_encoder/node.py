@@ -155,10 +155,11 @@ class EncoderNode:
                 log.warning("could not renew %d source block leases: %s", len(holders), error)
                 continue
             with self._guard:
-                self._lost.update(g for g in gone if g in self._held)
+                lost = [g for g in gone if g in self._held]  # not let go meanwhile (published, freed)
+                self._lost.update(lost)
                 self._renewed_at = started
-            if gone:
-                log.error("leases of %s ran out: the encoder writes no more into their blocks", ", ".join(gone[:10]))
+            if lost:
+                log.error("leases of %s ran out: the encoder writes no more into their blocks", ", ".join(lost[:10]))
 
     # ---- room statuses
     def watch(self, room: int) -> None:
