@@ -86,3 +86,17 @@ def test_a_failed_run_is_reported_and_left_out_of_the_ratios(tmp_path):
     table = results_table(rows)
     assert table.splitlines()[0].endswith("| error |") and "rc=-1" in table
     assert save_chart(rows, str(tmp_path / "c.png")) and (tmp_path / "c.png").stat().st_size > 1000
+
+
+def test_a_tiny_sglang_encoder_bench_run(redis_url, tmp_path):
+    from xferd.tools.bench_sglang import run_sglang_bench
+    out = io.StringIO()
+    path = str(tmp_path / "bench-sglang.json")
+    report = run_sglang_bench(redis_url=redis_url, requests=3, workloads=("2000/1024",), concurrencies=(1,),
+                              json_path=path, out=out)
+    assert [r["mode"] for r in report["rows"]] == ["in-process", "sglang-on-xferd"], out.getvalue()
+    xferd_row = report["rows"][1]
+    assert xferd_row["requests"] == 3 and xferd_row["rounds"] == 6 and xferd_row["gb_per_s"] > 0
+    assert xferd_row["cpu_ms_per_round_by_process"]["encoder"] > 0, "the encoder's processes are counted"
+    assert report["ratios"][0]["workload"] == "2000/1024"
+    assert json.load(open(path)) == report

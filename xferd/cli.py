@@ -108,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--topologies", action="store_true",
                        help="xferd alone on one Redis, a local Redis Cluster and Sentinel, with "
                             "min_replicas 0 and 1 (writes bench-topologies.json)")
+    bench.add_argument("--sglang-encoder", action="store_true", dest="sglang_encoder",
+                       help="SGLang's encoder side (a stand-in) on xferd vs the in-process design, "
+                            "concurrency 1 and 8 (writes bench-sglang.json)")
     bench.add_argument("--json", default="bench.json", help="where the results go (default bench.json)")
     bench.add_argument("--chart", default="bench.png", help="the chart, with matplotlib (default bench.png)")
 
@@ -214,6 +217,11 @@ def _run(args: argparse.Namespace) -> None:
             worker_sets = [parse_workers(spec) for spec in args.workers]
         except ValueError as error:
             sys.exit(f"xferd bench: {error}")
+        if args.sglang_encoder:
+            from .tools.bench_sglang import run_sglang_bench
+            run_sglang_bench(redis_url=args.redis_url, requests=min(args.requests, 40), workloads=tuple(args.workloads),
+                             concurrencies=(1, 8), json_path=args.json.replace("bench.json", "bench-sglang.json"))
+            return
         if args.topologies:
             from .tools.bench_redis import run_topology_bench
             run_topology_bench(requests=args.requests, concurrencies=tuple(args.concurrency),

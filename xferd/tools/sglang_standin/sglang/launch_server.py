@@ -25,6 +25,8 @@ def parse_args(argv=None):
     parser.add_argument("--requests", required=True)
     parser.add_argument("--results", required=True)
     parser.add_argument("--deadline-s", type=float, default=120.0)
+    parser.add_argument("--model", choices=["per-room", "cached"], default="per-room",
+                        help="per-room: each room's own data (tests); cached: one tensor per size (bench)")
     return parser.parse_args(argv)
 
 
