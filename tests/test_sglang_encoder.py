@@ -18,7 +18,8 @@ import pytest
 import torch
 
 from conftest import start_node, wait_for
-from reference_client import FAILED, SUCCESS, ReferenceBuffers, ReferenceRank, free_lists, receive
+from reference_client import (FAILED, SUCCESS, ReferenceBuffers, ReferenceRank, free_lists, http_get,
+                              receive)
 from xferd.tools.embedded import free_port
 
 pytestmark = pytest.mark.integration
@@ -52,7 +53,8 @@ class Encoder:
     """The stand-in encoder server under `xferd sglang-encoder`, one process per TP rank."""
 
     def __init__(self, node, tmp_path, plan: list[dict], tp: int = 1, deepstack: int = 0, wrap: bool = True,
-                 block_size: int = BLOCK, extra_env: dict | None = None, deadline_s: float = 60.0):
+                 block_size: int = BLOCK, extra_env: dict | None = None, deadline_s: float = 60.0,
+                 bootstrap_port: int | None = None):
         self.node, self.plan, self.tp = node, plan, tp
         tag = uuid.uuid4().hex[:6]
         self.requests, self.results = str(tmp_path / f"requests-{tag}.json"), str(tmp_path / f"results-{tag}")
@@ -63,7 +65,7 @@ class Encoder:
         env.update(SGLANG_EMBEDDING_CACHE_BUFFER_SIZE=str(POOL), SGLANG_EMBEDDING_CACHE_BLOCK_SIZE=str(block_size))
         command = [sys.executable, "-m", "sglang.launch_server", "--disaggregation-mode", "encode",
                    "--tp-size", str(tp), "--hidden-size", str(HIDDEN), "--deepstack", str(deepstack),
-                   "--disaggregation-bootstrap-port", node.settings.bootstrap.rsplit(":", 1)[1],
+                   "--disaggregation-bootstrap-port", str(bootstrap_port or node.settings.bootstrap.rsplit(":", 1)[1]),
                    "--requests", self.requests, "--results", self.results, "--deadline-s", str(deadline_s)]
         if wrap:
             command = [sys.executable, "-m", "xferd", "sglang-encoder", "--"] + command
@@ -274,11 +276,38 @@ def test_layout_mismatch_is_one_line_and_exit_2(reference_node, tmp_path):
     assert "block size 256" in one_line_error(encoder.output())
 
 
+def routed(bootstrap: str) -> bool:
+    """Whether the encoder's rank 0 is in the bootstrap's route table yet."""
+    try:
+        return http_get(f"http://{bootstrap}/route?engine_rank=0&target_dp_group=0")[0] == 200
+    except OSError:
+        return False
+
+
 def test_switch_off_runs_sglang_as_it_ships(reference_node, tmp_path):
-    """Without the launcher SGLang's own classes run (the stand-in's refuse to)."""
-    encoder = Encoder(reference_node, tmp_path, plan_of(rooms_of([100])), wrap=False)
-    assert encoder.wait(60) != 0
-    assert "the SGLang stand-in has no Mooncake transfer" in encoder.output()
+    """Without the launcher SGLang's own classes run: the stand-in's in-process design (its
+    own bootstrap server, Mooncake engine and transfer threads) moves the rooms, resumes and
+    two language ranks included, and touches nothing of the node's."""
+    node, port = reference_node, free_port()
+    rooms = rooms_of([2000, 700])
+    encoder = Encoder(node, tmp_path, plan_of(rooms), wrap=False, bootstrap_port=port)
+    clients = []
+    try:
+        assert wait_for(lambda: routed(f"127.0.0.1:{port}"), 30), encoder.output()
+        clients = [ReferenceRank(f"127.0.0.1:{port}", ReferenceBuffers(DEST_BLOCKS, BLOCK, HIDDEN),
+                                 engine_rank=r, tp_size=2) for r in range(2)]
+        for (room, tokens), rounds in zip(rooms, [3, 1]):
+            for result in receive(clients, room, free_lists(2, DEST_BLOCKS, room), 768, 1024):
+                assert result.rounds == rounds
+                assert_every_byte(result, room, tokens)
+        assert encoder.wait() == 0, encoder.output()
+        assert {rid: o["outcome"] for rid, o in encoder.outcomes().items()} == \
+            {f"req-{room}": "Success" for room, _ in rooms}
+        assert all(not node.store.room(room) for room, _ in rooms), "xferd saw none of it"
+    finally:
+        close(clients)
+        if encoder.process.poll() is None:
+            encoder.kill()
 
 
 @pytest.mark.parametrize("case", ["redis down", "no node", "not encode"])

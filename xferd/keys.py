@@ -10,6 +10,8 @@ together with its block allocation) runs atomically in one Redis Cluster slot.
   {prefix}:{node}:rounds               stream round work, consumer group "workers"
   {prefix}:{node}:dead                 stream rounds handed back past the delivery limit
   {prefix}:{node}:ended                stream the last ~1000 rooms that ended: outcome, failure class, reason
+  {prefix}:{node}:statuses             stream the last ~10000 room status changes (room, status): encoders
+                                              block on it to see their rooms' statuses
   {prefix}:{node}:timeouts             zset   room -> deadline (ms)
   {prefix}:{node}:writing              zset   room -> when its holder's lease runs out (ms)
   {prefix}:{node}:pool:free            zset   free source blocks (score = index: lowest first)
@@ -65,6 +67,10 @@ class Keys:
     @property
     def ended(self) -> str:
         return self._key("ended")
+
+    @property
+    def statuses(self) -> str:
+        return self._key("statuses")
 
     @property
     def timeouts(self) -> str:

@@ -58,7 +58,7 @@ class Store:
         """The keys every room script takes, in the prelude's order."""
         k = self.keys
         return [k.room(room), k.stream, k.timeouts, k.writing, k.pool_free, k.pool_owned(room),
-                k.pool_leases, k.dead, k.stats, k.ended]
+                k.pool_leases, k.dead, k.stats, k.ended, k.statuses]
 
     def _run(self, name: str, room: int | str, *args, sessions: tuple[str, ...] = (), ahead: tuple = (),
              extra: tuple[str, ...] = ()):

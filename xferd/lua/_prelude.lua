@@ -1,12 +1,13 @@
 -- Prepended to every xferd script (Redis scripts cannot import).
--- KEYS[1..10] are one room's keys, always in this order (Store._keys): room, rounds stream,
--- timeouts, writing, pool:free, pool:owned:<room>, pool:leases, dead, stats, ended; a script
--- that reads sessions takes their keys after these. Every key carries the node's hash tag.
+-- KEYS[1..11] are one room's keys, always in this order (Store._keys): room, rounds stream,
+-- timeouts, writing, pool:free, pool:owned:<room>, pool:leases, dead, stats, ended, statuses;
+-- a script that reads sessions takes their keys after these. Every key carries the node's hash tag.
 -- ARGV[1] = policy "bootstrap_ms,waiting_ms,transfer_ms,round_ms,retention_ms,alloc_ms",
 -- ARGV[2] = room.
 local unpack = unpack or table.unpack
-local ROOM_KEY, STREAM, TIMEOUTS, WRITING, FREE, OWNED, LEASES, DEAD, STATS, ENDED = unpack(KEYS, 1, 10)
-local SESSIONS = 11  -- the first session key
+local ROOM_KEY, STREAM, TIMEOUTS, WRITING, FREE, OWNED, LEASES, DEAD, STATS, ENDED, STATUSES = unpack(KEYS, 1, 11)
+local SESSIONS = 12  -- the first session key
+local STATUSES_KEPT = 10000  -- keys.py: the statuses stream's bound
 local GROUP = 'workers'  -- keys.GROUP
 local POLICY = {}
 for value in string.gmatch(ARGV[1], '[^,]+') do POLICY[#POLICY + 1] = tonumber(value) end
@@ -63,8 +64,11 @@ local function ended(status, class, reason, by)
     'destinations', h[5], 'duration_ms', NOW - tonumber(h[1]), 'by', by or '')
 end
 
+-- Every status change goes through here, and into the capped `statuses` stream, which
+-- encoders block on instead of polling their rooms.
 local function set_status(status)
   redis.call('HSET', ROOM_KEY, 'status', status, 'status_name', NAMES[status], 'updated_at', NOW)
+  redis.call('XADD', STATUSES, 'MAXLEN', '~', STATUSES_KEPT, '*', 'room', ROOM, 'status', status)
 end
 
 -- One field of every destination, in order (endpoint, session, ...).

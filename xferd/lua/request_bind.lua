@@ -1,10 +1,10 @@
 -- A request's allocation becomes its room's (the sender learns both): KEYS room keys of the
--- room, then KEYS[11] the request's hash, KEYS[12] its owned list (pool:owned:req:<rid>);
+-- room, then KEYS[12] the request's hash, KEYS[13] its owned list (pool:owned:req:<rid>);
 -- ARGV policy, room, 'req:<rid>', lease_ms.
 -- Returns 'ok'; an error when the request holds nothing (its lease ran out) or the room
 -- holds other blocks. Idempotent: every TP rank binds the same request to the same room.
 -- The room's allocation stays leased (the encoder renews it) until publish_source.
-local REQUEST, REQUEST_OWNED = KEYS[11], KEYS[12]
+local REQUEST, REQUEST_OWNED = KEYS[12], KEYS[13]
 local holder, lease_ms = ARGV[3], tonumber(ARGV[4])
 local h = redis.call('HMGET', REQUEST, 'room', 'blocks')
 if h[1] then

@@ -14,8 +14,6 @@ import os
 import time
 import urllib.request
 
-import redis
-
 from ..status import Status
 from .node import EncoderNode, fatal
 
@@ -65,22 +63,34 @@ def encoder_classes(module) -> dict[str, type]:
             self.embedding_indices, self.conclude_state, self.init_time = None, None, None
             self.created = time.monotonic()
             self.failure_reason: str | None = None
+            self._binding = None  # the bind begun at init, until waited for
             self.node.watch(self.bootstrap_room)
 
         def init(self, embedding_indices=None) -> None:
             self.embedding_indices = list(embedding_indices or [])
             self.init_time = time.time()
             try:
-                self.node.bind(self.embedding_indices, self.bootstrap_room)
-            except (ValueError, redis.ResponseError) as error:
+                self._binding = self.node.bind(self.embedding_indices, self.bootstrap_room)
+            except ValueError as error:
                 self._fail(f"cannot take its source blocks: {error}")
+
+        def _bound(self) -> bool:
+            """Whether the room holds its blocks (the bind, begun at ``init``, is waited for
+            here); a room that could not take them fails."""
+            if self._binding is None:
+                return self.conclude_state is None
+            error = self._binding.exception()
+            self._binding = None
+            if error is not None:
+                self._fail(f"cannot take its source blocks: {type(error).__name__}: {error}")
+            return error is None and self.conclude_state is None
 
         def send(self, kv_indices=None, *rest) -> None:
             pass  # embeddings go once, at send_embedding
 
         def may_write(self) -> bool:
             """Whether this rank writes the request's data now (set_buf asks)."""
-            if not self.node.writes or self.conclude_state is not None:
+            if not self._bound() or not self.node.writes:
                 return False
             if self.node.may_write(str(self.bootstrap_room)):
                 return True
@@ -90,7 +100,7 @@ def encoder_classes(module) -> dict[str, type]:
 
         def send_embedding(self, embedding_indices=None, last_chunk: bool = True, total_tokens: int | None = None,
                            block_size: int | None = None) -> None:
-            if not self.node.writes or self.conclude_state is not None:
+            if not self._bound() or not self.node.writes:
                 self.node.let_go(str(self.bootstrap_room))  # rank 0 publishes; the others poll the same room
                 return
             blocks = list(embedding_indices if embedding_indices is not None else self.embedding_indices or [])
@@ -98,13 +108,16 @@ def encoder_classes(module) -> dict[str, type]:
                 self._fail("the encoder lost its source blocks' lease before publishing them")
                 return
             self.node.let_go(str(self.bootstrap_room))  # publishing ends the lease: no renewal may see it gone
-            try:
-                outcome = self.node.sender.publish(self.bootstrap_room, blocks, int(total_tokens))
-            except (ValueError, TypeError) as error:
-                self._fail(f"bad publish: {error}")
-                return
-            if outcome.notify:
-                self.node.sender.notifier.send(outcome.endpoints, self.bootstrap_room, outcome.status)
+
+            def publish() -> None:  # in the background, as SGLang's send only queues the transfer
+                try:
+                    outcome = self.node.sender.publish(self.bootstrap_room, blocks, int(total_tokens))
+                except (ValueError, TypeError) as error:
+                    self._fail(f"bad publish: {error}")
+                    return
+                if outcome.notify:
+                    self.node.sender.notifier.send(outcome.endpoints, self.bootstrap_room, outcome.status)
+            self.node.background.submit(publish, f"publishing room {self.bootstrap_room}")
 
         def poll(self):
             if self.conclude_state is not None:
@@ -126,6 +139,9 @@ def encoder_classes(module) -> dict[str, type]:
 
         def _fail(self, reason: str) -> None:
             """End the room in xferd (the language side is told) and here."""
+            if self._binding is not None:  # let go of the room's lease once it is held
+                self._binding, binding = None, self._binding
+                binding.exception()
             self.node.let_go(str(self.bootstrap_room))  # no more writes into its blocks from here
             self.failure_reason = self.failure_reason or reason
             self.conclude_state = Status.Failed

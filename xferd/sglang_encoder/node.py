@@ -3,8 +3,8 @@ allocator, manager and senders: one per process (each TP rank is a process).
 
 It holds the node's Sender (Redis, the shared-memory source pool, the status pushes), keeps
 the leases of the allocations the scheduler still writes into, and answers room statuses
-from one pipelined read per refresh for every room this process watches, so the
-scheduler's per-request ``poll()`` loop costs Redis one round trip a millisecond at most.
+from memory, kept current by one thread blocked on the node's status stream, so the
+scheduler's per-request ``poll()`` loop costs Redis nothing.
 """
 from __future__ import annotations
 
@@ -16,14 +16,18 @@ import time
 
 import redis
 
-from ..connections import connect
+from ..connections import DEFAULT_REDIS_URL, connect, redact
 from ..sender import NodeNotFound, Sender
 from ..settings import ConfigError, Settings
 from ..status import Status
 from ..store import Store
+from .background import Background, Future
 
 log = logging.getLogger("xferd.sglang_encoder")
-STATUS_REFRESH_S = 0.001  # a poll loop sees a room's new status this late at most
+STATUS_BLOCK_MS = 1000  # one blocking read of the status stream waits this long at most
+STATUS_BATCH = 1000  # status changes taken from the stream in one read at most
+STATUS_RESYNC_S = 1.0  # every watched room's status is read again this often (a stream trimmed past us)
+STATUS_RETRY_S = 0.1  # Redis away: the status stream is read again this often
 REDIS_PATIENCE_S = 5.0  # at start: Redis unreachable this long is a configuration error
 LEASE_MARGIN = 0.25  # the encoder stops writing into blocks this share of a lease before it runs out
 
@@ -36,10 +40,6 @@ def fatal(message: str) -> None:
     os._exit(2)
 
 
-def describe_redis(settings: Settings) -> str:
-    return (settings.redis_url or "redis://127.0.0.1:6379").split("@")[-1]
-
-
 def open_sender(settings: Settings) -> Sender:
     """The node's Sender, or a fatal one-line error saying what is missing."""
     try:
@@ -48,7 +48,7 @@ def open_sender(settings: Settings) -> Sender:
     except NodeNotFound as error:
         fatal(str(error))
     except Exception as error:  # noqa: BLE001 - any Redis/OS failure at start is the operator's to fix
-        fatal(f"the node's Redis at {describe_redis(settings)} does not answer "
+        fatal(f"the node's Redis at {redact(settings.redis_url or DEFAULT_REDIS_URL)} does not answer "
               f"({type(error).__name__}: {error}); is it running, and XFERD_REDIS_URL right?")
     raise AssertionError("unreachable")
 
@@ -81,9 +81,11 @@ class EncoderNode:
         self._renewed_at = time.monotonic()
         self._statuses: dict[int, tuple[Status | None, str | None]] = {}
         self._watched: set[int] = set()
-        self._refreshed_at = 0.0
         self._guard = threading.Lock()
+        self.background = Background("xferd-calls")
+        self._closed = threading.Event()
         threading.Thread(target=self._keep_leases, name="xferd-leases", daemon=True).start()
+        threading.Thread(target=self._follow_statuses, name="xferd-statuses", daemon=True).start()
 
     # ---- which rank writes: every TP rank computes the same embeddings; one copy is written
     @property
@@ -96,34 +98,42 @@ class EncoderNode:
             self._requests[tuple(blocks)] = request
         self.hold(f"req:{request}")
 
-    def bind(self, blocks: list[int], room: int) -> None:
-        """The allocation of ``blocks`` is ``room``'s now (its lease renewed until published)."""
+    def bind(self, blocks: list[int], room: int) -> Future:
+        """The allocation of ``blocks`` becomes ``room``'s (its lease renewed until published),
+        in the background: the future is done once it is, or holds why not."""
         with self._guard:
             request = self._requests.get(tuple(blocks))
         if request is None:
             raise ValueError(f"room {room}: blocks {blocks[:8]} were not allocated by this process's allocator")
-        self.store.bind_request(request, room, self.lease_ms)
-        with self._guard:
-            self._rooms[request] = room
-        self.hold(str(room))
-        self.let_go(f"req:{request}")
+
+        def bind() -> None:
+            self.store.bind_request(request, room, self.lease_ms)
+            with self._guard:
+                self._rooms[request] = room
+            self.hold(str(room))
+            self.let_go(f"req:{request}")
+        return self.background.submit(bind, f"binding room {room}'s source blocks")
 
     def free_request(self, request: str) -> None:
         """The scheduler is done with the request's blocks: what never became a room's goes
-        back now, an ended room's too; a live room's go back when xferd ends it (never while
-        a write may read them)."""
+        back (in the background), an ended room's too; a live room's go back when xferd ends
+        it (never while a write may read them)."""
         with self._guard:
-            room = self._rooms.pop(request, None)
             for blocks in [b for b, r in self._requests.items() if r == request]:
                 del self._requests[blocks]
-        self.let_go(f"req:{request}")
-        self.store.release_request(request)
-        if room is not None:
-            self.let_go(str(room))
-            try:
-                self.store.release_blocks(room)
-            except redis.ResponseError:
-                pass  # live, or a write in flight: the room's end or its lease's expiry returns them
+
+        def free() -> None:
+            with self._guard:
+                room = self._rooms.pop(request, None)
+            self.let_go(f"req:{request}")
+            self.store.release_request(request)
+            if room is not None:
+                self.let_go(str(room))
+                try:
+                    self.store.release_blocks(room)
+                except redis.ResponseError:
+                    pass  # live, or a write in flight: the room's end or its lease's expiry returns them
+        self.background.submit(free, f"giving back request {request}'s source blocks")
 
     # ---- leases of unpublished allocations
     def hold(self, holder: str) -> None:
@@ -143,9 +153,13 @@ class EncoderNode:
         with self._guard:
             return fresh and holder in self._held and holder not in self._lost
 
+    def close(self) -> None:
+        """Stop renewing leases and following statuses (the process's node lives as long as
+        the process; tests make several)."""
+        self._closed.set()
+
     def _keep_leases(self) -> None:
-        while True:
-            time.sleep(self.settings.lease / 5)
+        while not self._closed.wait(self.settings.lease / 5):
             with self._guard:
                 holders = sorted(self._held)
             started = time.monotonic()
@@ -161,10 +175,18 @@ class EncoderNode:
             if lost:
                 log.error("leases of %s ran out: the encoder writes no more into their blocks", ", ".join(lost[:10]))
 
-    # ---- room statuses
+    # ---- room statuses: one read when a room is first watched, then the node's status
+    # stream (a blocking read: a change is seen one round trip after it happened, and an
+    # idle encoder costs Redis nothing), and a full read now and then in case the stream was
+    # trimmed past this process or its connection dropped.
     def watch(self, room: int) -> None:
+        """Keep ``room``'s status (it is unknown, None, until the first read)."""
         with self._guard:
             self._watched.add(room)
+
+        def first_read() -> None:
+            self._learn(room, *self.store.client.hmget(self.store.keys.room(room), "status", "failure"))
+        self.background.submit(first_read, f"reading room {room}'s status")  # the next full read catches up
 
     def forget(self, room: int) -> None:
         with self._guard:
@@ -173,12 +195,51 @@ class EncoderNode:
 
     def status(self, room: int) -> tuple[Status | None, str | None]:
         """(status, failure) of a watched room as Redis has it; None: no record yet."""
-        if time.monotonic() - self._refreshed_at >= STATUS_REFRESH_S:
-            self._refresh()
         with self._guard:
             return self._statuses.get(room, (None, None))
 
-    def _refresh(self) -> None:
+    def _learn(self, room: int, status, failure=None) -> None:
+        """A status of ``room`` seen in Redis, in any order with the others: statuses only
+        move forward, except that Failed overrides everything."""
+        if status is None:
+            return
+        new = Status(int(status))
+        reason = failure.decode() if isinstance(failure, bytes) else failure
+        with self._guard:
+            if room not in self._watched:
+                return
+            old, known = self._statuses.get(room, (None, None))
+            if old == Status.Failed:
+                if new == Status.Failed and reason and not known:
+                    self._statuses[room] = (new, reason)  # the stream says Failed, the record why
+            elif old is None or new == Status.Failed or new > old:
+                self._statuses[room] = (new, reason)
+
+    def _follow_statuses(self) -> None:
+        stream = self.store.keys.statuses
+        cursor, synced_at, trouble = None, time.monotonic(), False
+        while not self._closed.is_set():
+            try:
+                if cursor is None:  # start at the stream's end: what came before is read per room
+                    last = self.store.client.xrevrange(stream, count=1)
+                    cursor = last[0][0] if last else "0-0"
+                if trouble or time.monotonic() - synced_at >= STATUS_RESYNC_S:
+                    self._read_all()
+                    synced_at, trouble = time.monotonic(), False
+                reply = self.store.client.xread({stream: cursor}, count=STATUS_BATCH, block=STATUS_BLOCK_MS)
+            except Exception as error:  # noqa: BLE001 - Redis away: keep the last statuses, read all when back
+                if not trouble:
+                    log.warning("lost the node's status stream (%s: %s); reading again", type(error).__name__, error)
+                trouble = True
+                self._closed.wait(STATUS_RETRY_S)
+                continue
+            for _, entries in reply or ():
+                for entry_id, fields in entries:
+                    cursor = entry_id
+                    self._learn(int(fields[b"room"]), fields[b"status"])
+
+    def _read_all(self) -> None:
+        """Every watched room's status, in one pipelined read."""
         with self._guard:
             rooms = sorted(self._watched)
         if not rooms:
@@ -186,17 +247,5 @@ class EncoderNode:
         pipe = self.store.client.pipeline(transaction=False)
         for room in rooms:
             pipe.hmget(self.store.keys.room(room), "status", "failure")
-        try:
-            replies = pipe.execute()
-        except Exception as error:  # noqa: BLE001 - keep the last known statuses; the next poll asks again
-            log.warning("could not read %d room statuses: %s", len(rooms), error)
-            return
-        statuses = {}
-        for room, (status, failure) in zip(rooms, replies):
-            statuses[room] = (None if status is None else Status(int(status)),
-                              None if failure is None else failure.decode() if isinstance(failure, bytes) else failure)
-        with self._guard:
-            for room, value in statuses.items():
-                if room in self._watched:
-                    self._statuses[room] = value
-            self._refreshed_at = time.monotonic()
+        for room, (status, failure) in zip(rooms, pipe.execute()):
+            self._learn(room, status, failure)
