@@ -14,6 +14,10 @@
                                           # again at 20/40/60/80% of requests, worker SIGKILLs
                                           # throughout; the language side never sends a message
                                           # twice (as the reference), so a lost one fails the run
+    scripts/chaos.py --oom 5              # Redis out of memory (refusing writes) for 5 s at 30%
+                                          # and 70% of requests: nothing dropped, every room told
+    scripts/chaos.py --slow-redis 3       # every Redis hop of the node and encoder 3 ms slower each
+                                          # way (a proxy), workers SIGKILLed throughout
     scripts/chaos.py --requests 100 --redis-down 3 --json chaos.json
 
 Prints requests, Success, Failed with reasons, bytes verified, writers fenced, rounds handed
@@ -43,8 +47,16 @@ def main() -> int:
                       "one replica and three sentinels")
     mode.add_argument("--drain", action="store_true", help="drain serve (SIGTERM) and start it again at each "
                       "--drain-at fraction of requests, with worker SIGKILLs; no Redis crash; no resends")
+    mode.add_argument("--oom", type=float, metavar="SECONDS",
+                      help="Redis out of memory (maxmemory below what it holds, noeviction: every write "
+                           "that adds data refused) for SECONDS at each --oom-at fraction; no other fault")
     parser.add_argument("--drain-at", type=float, nargs="*", default=[0.2, 0.4, 0.6, 0.8],
                         help="with --drain: fractions of requests done at which serve is drained and restarted")
+    mode.add_argument("--slow-redis", type=float, metavar="MS",
+                      help="the node and the encoder reach Redis through a proxy adding MS milliseconds to "
+                           "every chunk each way; worker SIGKILLs, no Redis crash")
+    parser.add_argument("--oom-at", type=float, nargs="*", default=[0.3, 0.7],
+                        help="with --oom: fractions of requests done at which Redis fills up")
     parser.add_argument("--no-resend", action="store_true",
                         help="the language side never sends init/resume again (the reference's behaviour; "
                              "always so with --drain)")
@@ -72,11 +84,13 @@ def main() -> int:
     from xferd.tools.demo import run_demo
 
     pauses = args.pause or args.mixed
-    chaos = Chaos(kill_every=None if args.pause else tuple(args.kill_every), kill_any=args.kill_any,
+    alone = args.pause or args.drain or args.oom or args.slow_redis  # modes without the default Redis crash
+    chaos = Chaos(kill_every=None if args.pause or args.oom else tuple(args.kill_every), kill_any=args.kill_any,
                   pause_every=tuple(args.pause_every) if pauses else None, pause_for=tuple(args.pause_for),
                   lease=args.lease,
-                  redis_crashes=() if args.pause or args.drain else tuple((at, args.redis_down)
-                                                                          for at in args.redis_crash_at),
+                  redis_crashes=() if alone else tuple((at, args.redis_down) for at in args.redis_crash_at),
+                  redis_oom=tuple((at, args.oom) for at in args.oom_at) if args.oom else (),
+                  redis_delay=(args.slow_redis or 0.0) / 1000,
                   failover="cluster" if args.cluster else "sentinel" if args.sentinel else "",
                   failover_at=tuple(args.failover_at), min_replicas=args.min_replicas,
                   replica_lag=args.replica_lag, drains_at=tuple(args.drain_at) if args.drain else (),

@@ -57,3 +57,14 @@ def test_rolling_restarts_under_worker_kills_lose_no_message_and_no_byte(tmp_pat
     assert [d["exit_code"] for d in report["drains"]] == [0, 0], report["drains"]
     assert report["messages_sent_again"] == 0
     assert report["process_kills"] >= 3, report
+
+
+def test_a_redis_out_of_memory_drops_nothing(tmp_path):
+    """Redis full (maxmemory below what it holds, noeviction) for 3 s while rooms flow, with
+    a language side that never sends a message twice (as the reference): every message
+    waits and is retried, every room ends Success, and the node serves again at once."""
+    report = chaos_run(tmp_path, 40, Chaos(kill_every=None, redis_oom=((0.3, 3.0),), resend=False))
+    assert report["redis_refused"] > 0, "writes were refused, and retried"
+    assert [w["full_s"] >= 3.0 for w in report["redis_full"]] == [True]
+    assert report["redis_full"][0]["next_done_s"] < 10, "a request done soon after Redis took writes again"
+    assert report["messages_sent_again"] == 0

@@ -117,3 +117,4 @@ def test_a_destination_that_stalls_is_an_error_at_mooncakes_limit_not_a_hang(eng
 def test_an_empty_write_is_nothing_to_do(engines):
     writer, _, readers, _ = engines
     assert writer.write_all([Write(readers[0].session_id, [], [], [])]) == [None]
+

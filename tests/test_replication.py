@@ -98,6 +98,7 @@ def test_no_replica_in_time_is_not_replicated_with_the_reply():
 
 def test_a_transition_no_replica_confirms_raises_and_is_on_the_primary_only(redis_url):
     store = Store(connect(redis_url), make_settings(redis_url=redis_url, min_replicas=1, replica_timeout=0.5))
+    store.client.hset(store.keys.record, mapping=store.settings.policy())  # as serve writes it
     started = time.monotonic()
     with pytest.raises(NotReplicated, match="fail_room of room 7 reached 0 of 1 replica"):
         store.fail_room(7, "test")
@@ -108,6 +109,7 @@ def test_a_transition_no_replica_confirms_raises_and_is_on_the_primary_only(redi
 
 def test_a_transition_a_replica_confirms_costs_one_round_trip(redis_sentinel):
     store = Store(connect(redis_sentinel.url), make_settings(redis_url=redis_sentinel.url, min_replicas=1))
+    store.client.hset(store.keys.record, mapping=store.settings.policy())  # as serve writes it
     store.load_scripts()  # as every process does at start: no NOSCRIPT miss below
     before = store.client.round_trips
     assert store.fail_room(7, "test").status == Status.Failed

@@ -5,97 +5,25 @@ side goes on. Real `xferd serve`, Redis, Mooncake; the language side is its own 
 compared."""
 from __future__ import annotations
 
-import multiprocessing
-import os
 import random
-import select
 import signal
-import socket
-import threading
 import time
-from urllib.parse import urlsplit
 
 import pytest
-import torch
 import zmq
 
-from conftest import start_node, wait_for
+from conftest import SPAWN, Destination, start_node, wait_for
 from xferd import worker
 from xferd.fencing import Identity
 from xferd.lease import SELF_FENCE_EXIT
 from xferd.sender import Sender
 from xferd.status import Status
+from xferd.tools.redis_proxy import RedisProxy
 from xferd.tools.synthetic import room_data
 from xferd.wire import encode_abort
 
 pytestmark = pytest.mark.integration
 BIG = 8192  # tokens: 64 blocks, 64 MiB of embeddings (hidden 4096, bf16)
-SPAWN = multiprocessing.get_context("spawn")
-
-
-def destination_main(settings, num_blocks: int, conn) -> None:
-    """A language side in its own process: registers, then per command inits a room, waits
-    for its status over ZMQ only, and reports whether the whole round had landed the moment
-    the status arrived; "check" reports whether the blocks hold exactly the room's data."""
-    from xferd.receiver import Receiver
-
-    layout = settings.buffer_layout
-    rx = Receiver(settings.ingress, layout, num_blocks)  # no store: no Redis fallback
-    rx.register()
-    conn.send(("ready", rx.session_id))
-
-    def holds(room, total, blocks) -> bool:
-        expected = room_data(room, total, layout)
-        return all(torch.equal(rx.pool.read_tokens(i, blocks, total), b.token_range(expected[i], 0, total))
-                   for i, b in enumerate(layout.buffers) if b.per_token)
-
-    while True:
-        command, room, total, blocks = conn.recv()
-        if command == "init":
-            for buffer in rx.pool.buffers:
-                buffer[blocks] = 0
-            rx.init(room, blocks, total)
-            status = rx.wait(room, 120)
-            conn.send((int(status), holds(room, total, blocks)))
-        elif command == "check":
-            conn.send(holds(room, total, blocks))
-        else:
-            rx.close()
-            return
-
-
-class Destination:
-    def __init__(self, settings, num_blocks: int = 66):
-        self.conn, child = SPAWN.Pipe()
-        self.process = SPAWN.Process(target=destination_main, args=(settings, num_blocks, child), daemon=True)
-        self.process.start()
-        assert self.conn.poll(60), "the language process did not come up"
-        _, self.session_id = self.conn.recv()
-
-    def init(self, room: int, total: int, blocks: list[int]) -> None:
-        self.conn.send(("init", room, total, blocks))
-
-    def status(self, timeout: float = 60) -> tuple[Status, bool]:
-        """(the status, whether the whole round had landed when it arrived)."""
-        assert self.conn.poll(timeout), "no status reached the language side"
-        status, landed = self.conn.recv()
-        return Status(status), landed
-
-    def holds(self, room: int, total: int, blocks: list[int]) -> bool:
-        self.conn.send(("check", room, total, blocks))
-        assert self.conn.poll(30)
-        return self.conn.recv()
-
-    def pause(self) -> None:
-        os.kill(self.process.pid, signal.SIGSTOP)
-
-    def resume(self) -> None:
-        os.kill(self.process.pid, signal.SIGCONT)
-
-    def stop(self) -> None:
-        self.resume()
-        self.process.kill()
-        self.process.join()
 
 
 def warm_up(sender: Sender, destination: Destination) -> None:
@@ -165,56 +93,8 @@ def test_a_destination_stalled_mid_write_while_its_room_ends(stall_node, ender):
     assert wait_for(lambda: store.free_blocks() == node.settings.pool_blocks)
 
 
-class FreezableProxy:
-    """A TCP proxy to Redis that can stop forwarding without closing anything: to whoever
-    uses it, Redis stops answering."""
-
-    def __init__(self, url: str):
-        parts = urlsplit(url)
-        self.target = (parts.hostname, parts.port or 6379)
-        self.server = socket.create_server(("127.0.0.1", 0))
-        self.url = f"redis://127.0.0.1:{self.server.getsockname()[1]}/0"
-        self.frozen, self.closing = threading.Event(), threading.Event()
-        self.sockets: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while not self.closing.is_set():
-            try:
-                client, _ = self.server.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(self.target)
-            self.sockets += [client, upstream]
-            for src, dst in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(src, dst), daemon=True).start()
-
-    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
-        while not self.closing.is_set():
-            if self.frozen.is_set():
-                time.sleep(0.01)
-                continue
-            try:
-                if select.select([src], [], [], 0.05)[0]:
-                    data = src.recv(1 << 16)
-                    if not data:
-                        return
-                    dst.sendall(data)
-            except OSError:
-                return
-
-    def freeze(self) -> None:
-        self.frozen.set()
-
-    def close(self) -> None:
-        self.closing.set()
-        self.server.close()
-        for sock in self.sockets:
-            sock.close()
-
-
 def test_a_worker_cut_off_from_redis_is_stopped_before_its_round_is_redone(redis_url, tmp_path_factory):
-    proxy = FreezableProxy(redis_url)
+    proxy = RedisProxy(redis_url)
     node = start_node(redis_url, tmp_path_factory, workers=0, rounds_per_worker=1, hidden_size=4096,
                       pool_blocks=96, lease=1.0, drain_timeout=1.0)
     store, sender = node.store, Sender(node.settings, node.store)

@@ -9,10 +9,18 @@ import redis
 
 from xferd.keys import GROUP
 from xferd.status import Status
+from xferd.store import Store
 from xferd.wire import Init, Register, Resume
 
 SESSION = "127.0.0.1:9000"
 OTHER = "127.0.0.1:9001"
+
+
+def set_policy(store, **seconds) -> None:
+    """The node's policy changes (as when `serve` restarts with other settings): its record."""
+    for name, value in seconds.items():
+        setattr(store.settings, name, value)
+    store.client.hset(store.keys.record, mapping=store.settings.policy())
 
 
 def register(store, session=SESSION):
@@ -407,8 +415,7 @@ def test_a_publish_must_name_the_rooms_own_allocation(store):
 
 
 def test_an_unpublished_allocation_expires_and_its_blocks_go_back(store):
-    store.settings.alloc_timeout = 0.05
-    store.policy = store.settings.policy()
+    set_policy(store, alloc_timeout=0.05)
     store.init_pool(8, {"shm": "test"})
     store.alloc_blocks(70, 3)
     published = store.alloc_blocks(72, 2)
@@ -460,8 +467,7 @@ def test_a_lost_pool_is_rebuilt_around_blocks_still_held(store):
 
 # ---- timeouts, the queue's upkeep
 def test_timeouts_fire_with_their_reason(store):
-    store.settings.bootstrap_timeout = 0.05
-    store.policy = store.settings.policy()
+    set_policy(store, bootstrap_timeout=0.05)
     register(store)
     publish(store, 19, 100)
     time.sleep(0.1)
@@ -574,3 +580,43 @@ def test_an_entry_left_behind_by_a_lost_read_reply_comes_back_with_the_heartbeat
     assert store.heartbeat("w1") == [work]
     run_round(store, work, [100])
     assert store.heartbeat("w1") == []
+
+
+# ---- bounds and the node's policy
+def test_a_session_record_expires_a_retention_after_its_last_use(store):
+    set_policy(store, session_retention=60.0)
+    register(store)
+    key = store.keys.session(SESSION)
+    assert 0 < store.client.pttl(key) <= 60_000
+    store.client.pexpire(key, 5_000)  # as if most of the retention had passed
+    init(store, 31)
+    assert store.client.pttl(key) > 50_000, "an init is a use: the retention starts again"
+    store.client.pexpire(key, 5_000)
+    publish(store, 31, 2000)
+    work = store.read_rounds("w1", count=1, block_ms=10)[0]
+    take, _ = store.begin_round(work, "w1", 5000)
+    store.commit_round(work, "w1", take.epoch, [1024])
+    resume(store, 31, 1024, 1024)
+    assert store.client.pttl(key) > 50_000, "so is a resume"
+    store.mark_session_failed(SESSION, "write failed")
+    assert 0 < store.client.pttl(key) <= 60_000, "a failure mark keeps the bound"
+    store.client.delete(key)
+    store.mark_session_failed("127.0.0.1:9009", "a session that had expired")
+    assert 0 < store.client.pttl(store.keys.session("127.0.0.1:9009")) <= 60_000
+
+
+def test_a_rooms_deadlines_are_the_nodes_whatever_the_caller_was_configured_with(store):
+    """An encoder whose own settings say 300 s cannot give the node's rooms other deadlines:
+    every script reads the policy from the node record."""
+    set_policy(store, bootstrap_timeout=5.0, alloc_timeout=7.0)
+    encoder = Store(store.client, store.settings.replace(bootstrap_timeout=300.0, alloc_timeout=300.0))
+    assert encoder.settings.policy_disagreement(store.record()) == \
+        "bootstrap_timeout 300s (the node: 5s), alloc_timeout 300s (the node: 7s)"
+    now = store.now_ms()
+    encoder.alloc_blocks(33, 2)
+    assert abs(int(store.client.zscore(store.keys.pool_leases, "33")) - (now + 7_000)) < 1_000
+    publish(encoder, 35, 100)
+    assert abs(int(store.room(35)["deadline"]) - (now + 5_000)) < 1_000, store.room(35)
+    store.client.hdel(store.keys.record, "bootstrap_timeout_ms")
+    with pytest.raises(redis.ResponseError, match="has no policy"):
+        publish(encoder, 36, 100)

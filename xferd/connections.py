@@ -12,6 +12,7 @@ import redis
 import tenacity
 from redis import exceptions
 from redis.cluster import RedisCluster
+from redis._parsers.base import BaseParser
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
@@ -21,14 +22,29 @@ from .topology import make_client, redact  # noqa: F401 - redact: callers import
 log = logging.getLogger("xferd")
 T = TypeVar("T")
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+class RefusedWrite(exceptions.ResponseError):
+    """Redis answered but will not take writes for now: a script running too long (BUSY), a
+    failed snapshot with stop-writes-on-bgsave-error (MISCONF), too few replicas
+    (NOREPLICAS)."""
+
+
+for _code in ("BUSY", "MISCONF", "NOREPLICAS"):  # redis-py raises plain ResponseError for these
+    BaseParser.EXCEPTION_CLASSES.setdefault(_code, RefusedWrite)
+# Redis refusing writes: each passes once memory is freed, a replica is promoted, a script or
+# a snapshot ends; until then a transition waits, like an outage, and is counted and logged
+REFUSALS = (exceptions.OutOfMemoryError, exceptions.ReadOnlyError, exceptions.MasterDownError, RefusedWrite)
 # what a failover looks like from a client: the server gone, a cluster without its primary
-# yet (CLUSTERDOWN, MASTERDOWN, TRYAGAIN, redirects exhausted), a demoted master (READONLY)
+# yet (CLUSTERDOWN, MASTERDOWN, TRYAGAIN, redirects exhausted), a demoted master (READONLY);
+# and the refusals above
 TRANSIENT = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError, ConnectionError, OSError,
-             exceptions.ClusterError, exceptions.TryAgainError, exceptions.ReadOnlyError,
-             exceptions.SlotNotCoveredError, exceptions.AskError)  # AskError: MOVED too, a slot migrating
+             exceptions.ClusterError, exceptions.TryAgainError, exceptions.SlotNotCoveredError,
+             exceptions.AskError, *REFUSALS)  # AskError: MOVED too, a slot migrating
 # a refused password is a ConnectionError to redis-py, but no wait will fix it
 PERMANENT = (redis.exceptions.AuthenticationError, redis.exceptions.AuthorizationError)
 _recovered_at = 0.0  # monotonic time this process last saw Redis come back after an outage
+_failing_since: float | None = None  # monotonic time this process's calls began failing, while they do
 
 
 def last_recovery() -> float:
@@ -36,8 +52,34 @@ def last_recovery() -> float:
     return _recovered_at
 
 
+def failing_for() -> float:
+    """Seconds this process's Redis calls have been failing (unreachable or refusing
+    writes) without one getting through; 0.0 while they get through."""
+    return 0.0 if _failing_since is None else time.monotonic() - _failing_since
+
+
 def _transient(error: BaseException) -> bool:
     return isinstance(error, TRANSIENT) and not isinstance(error, PERMANENT)
+
+
+def refusal(error: BaseException) -> str | None:
+    """The code of a write Redis refused (OOM, READONLY, MASTERDOWN, BUSY, MISCONF,
+    NOREPLICAS), or None for any other error."""
+    if not isinstance(error, REFUSALS):
+        return None
+    code = getattr(error, "status_code", None)
+    return code or {exceptions.OutOfMemoryError: "OOM", exceptions.ReadOnlyError: "READONLY",
+                    exceptions.MasterDownError: "MASTERDOWN"}.get(type(error), "REFUSED")
+
+
+def _count_error(error: BaseException) -> None:
+    global _failing_since
+    if _failing_since is None:
+        _failing_since = time.monotonic()
+    _trouble["redis_errors"] += 1
+    code = refusal(error)
+    if code:
+        _trouble[f"redis_refused:{code}"] = _trouble.get(f"redis_refused:{code}", 0) + 1
 
 
 class _CountsRoundTrips:
@@ -193,18 +235,18 @@ class RedisUnreachable(ConfigError):
     """Redis did not answer at start (``connect_at_start``): one line, and `serve` exits."""
 
 
-def wait_for_redis(ping: Callable[[], object], what: str, stop: Callable[[], bool]) -> bool:
-    """Block until ``ping`` (the node's primary: ``Store.ping``) answers (True), or the
-    process is stopping (False)."""
+def wait_for_redis(probe: Callable[[], object], what: str, stop: Callable[[], bool]) -> bool:
+    """Block until ``probe`` succeeds (True: ``Store.ping``, the node's primary answers;
+    ``Store.check_writes``, it takes writes again), or the process is stopping (False)."""
     try:
-        with_retry(ping, what, stop=stop)
+        with_retry(probe, what, stop=stop)
         return True
     except TRANSIENT:
         return False
 
 
 # this process's Redis trouble since it was last added to the node's stats (``trouble``)
-_trouble = {"redis_errors": 0, "redis_outage_seconds": 0.0}
+_trouble: dict[str, float] = {"redis_errors": 0, "redis_outage_seconds": 0.0}  # and redis_refused:<code>
 
 
 @contextlib.contextmanager
@@ -213,12 +255,13 @@ def trouble():
     time, for the caller to add to the node's counters inside the block; kept for next time
     if the block fails on Redis."""
     taken = dict(_trouble)
+    _trouble.clear()
     _trouble.update(redis_errors=0, redis_outage_seconds=0.0)
     try:
         yield taken
     except TRANSIENT:
         for name, amount in taken.items():
-            _trouble[name] += amount
+            _trouble[name] = _trouble.get(name, 0) + amount
         raise
 
 
@@ -231,10 +274,14 @@ def with_retry(action: Callable[[], T], what: str, stop: Callable[[], bool] = la
     def retryable(error: BaseException) -> bool:
         return _transient(error) or isinstance(error, also)
 
+    global _failing_since, _recovered_at
     try:  # the hot path: Redis answers; tenacity's machinery costs ~20 µs a call
-        return action()
+        result = action()
+        if _failing_since is not None:
+            _failing_since = None
+        return result
     except (*TRANSIENT, *also) as error:
-        _trouble["redis_errors"] += 1
+        _count_error(error)
         if not retryable(error) or stop():
             raise
     outage = {"logged": False}
@@ -246,11 +293,14 @@ def with_retry(action: Callable[[], T], what: str, stop: Callable[[], bool] = la
         return give_up_after is not None and (state.seconds_since_start or 0) >= give_up_after
 
     def before_sleep(state: tenacity.RetryCallState) -> None:
+        error = state.outcome.exception()
         if state.attempt_number > 1:  # the first is the error counted above
-            _trouble["redis_errors"] += 1
+            _count_error(error)
         if not outage["logged"]:
-            error = state.outcome.exception()
-            log.warning("redis unavailable during %s (%s); retrying", what, type(error).__name__)
+            if refusal(error):
+                log.warning("redis refuses writes during %s (%s: %s); retrying", what, refusal(error), error)
+            else:
+                log.warning("redis unavailable during %s (%s); retrying", what, type(error).__name__)
             outage["logged"] = True
 
     def sleep(seconds: float) -> None:  # in slices: a stop (SIGTERM) mid-outage is seen at once
@@ -266,8 +316,8 @@ def with_retry(action: Callable[[], T], what: str, stop: Callable[[], bool] = la
         result = retrying(action)
     finally:
         _trouble["redis_outage_seconds"] += time.monotonic() - started
+    _failing_since = None
     if outage["logged"]:
-        global _recovered_at
         _recovered_at = time.monotonic()
         log.warning("redis is back (%s)", what)
     return result

@@ -2,12 +2,17 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
 import importlib.metadata
+import logging
 import os
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 
+log = logging.getLogger("xferd.engine")
 FAST_FAILURE_S = 1.0  # a write failing sooner met a closed connection or a dead peer, not a timeout
 MIN_VERSION = (0, 3, 12)  # earlier TCP builds reported writes complete before they landed
 DISTRIBUTIONS = ("mooncake-transfer-engine", "mooncake-transfer-engine-non-cuda")
@@ -39,11 +44,13 @@ class Engine:
         self._engine = TransferEngine()
         with _captured_stderr() as captured:  # P2P start-up logs a harmless "descriptor not found"
             rc = self._engine.initialize(hostname, metadata, protocol, device)
+            why = "" if rc == 0 else (captured.seek(0), captured.read()[-2000:])[1]  # before the with closes it
         if rc != 0:
-            raise RuntimeError(f"Mooncake initialize({hostname}, {metadata}, {protocol}) returned {rc}: "
-                               f"{captured.read()[-2000:]}")
+            raise RuntimeError(f"Mooncake initialize({hostname}, {metadata}, {protocol}) returned {rc}: {why}")
         self.session_id = f"{hostname}:{self._engine.get_rpc_port()}"
         self._rate = 1e9  # bytes/s the writes of this engine moved lately
+        self._registrations: dict[str, str] = {}  # peer session -> its registration this engine wrote to
+        self._registrations_lock = threading.Lock()
 
     @property
     def mooncake(self):
@@ -54,6 +61,38 @@ class Engine:
         rc = self._engine.register_memory(ptr, length)
         if rc != 0:
             raise RuntimeError(f"Mooncake register_memory({length} bytes) returned {rc}")
+
+    def refresh(self, session_id: str, why: str = "") -> bool:
+        """Ask the peer again for what Mooncake caches of it (its data port, its buffers and
+        their keys) and replace the cache: a peer restarted under the same session id is
+        written to at once instead of at the addresses of the process that died. One
+        metadata exchange (~0.3 ms on loopback). False where this Mooncake cannot."""
+        sync = _sync_segment_function()
+        if sync is None or not hasattr(self._engine, "get_engine_ptr"):
+            _warn_no_refresh()
+            return False
+        name = session_id.encode()
+        text = ctypes.create_string_buffer(name)
+        rc = sync(self._engine.get_engine_ptr(), ctypes.byref(_StdString(ctypes.addressof(text), len(name), len(name))))
+        if rc != 0:
+            log.warning("could not refresh Mooncake's record of peer %s (rc=%s): it may be gone", session_id, rc)
+        else:
+            log.info("refreshed Mooncake's record of peer %s (%s)", session_id, why or "asked")
+        return rc == 0
+
+    def _meet(self, writes: list["Write"]) -> None:
+        """A peer that registered again since this engine last wrote to it may be a new
+        process under the same session id: refresh what Mooncake caches of it first."""
+        stale = []
+        with self._registrations_lock:
+            for w in writes:
+                if w.registration:
+                    before = self._registrations.get(w.session_id)
+                    self._registrations[w.session_id] = w.registration
+                    if before is not None and before != w.registration:
+                        stale.append(w.session_id)
+        for session_id in dict.fromkeys(stale):
+            self.refresh(session_id, "it registered again")
 
     def write(self, session_id: str, src: list[int], dst: list[int], lengths: list[int]) -> None:
         """One batch of entries to one destination; WriteError if it fails."""
@@ -73,6 +112,7 @@ class Engine:
         should take at the rate seen lately, then polls. One entry a batch because
         ``transfer_check_status`` reports on a batch's first entry only (Mooncake 0.3.13:
         a batch of a 64-byte entry and a 200 MB one reads complete once the 64 bytes are)."""
+        self._meet(writes)
         entries = [_Entry(w, i) for w in writes for i in range(len(w.src))]
         for entry in entries:
             entry.submit(self._engine)
@@ -81,6 +121,7 @@ class Engine:
         if entries:
             time.sleep(min(FIRST_POLL_MAX_S, EXPECTED_SHARE * size / self._rate))
         errors: dict[int, WriteError] = {}
+        refreshed: set[str] = set()
         pending = entries
         while pending:
             still = []
@@ -93,8 +134,13 @@ class Engine:
                     if state == -1 and not entry.retried and time.monotonic() - entry.started < FAST_FAILURE_S:
                         # a connection the peer closed (after refusing an earlier write, or
                         # restarting) fails at once, and Mooncake connects anew on the next
-                        # submit: try once more. The same bytes to the same place, under the
-                        # same hold: writing them twice is harmless
+                        # submit; a restarted peer listens elsewhere, so what Mooncake knows
+                        # of it is refreshed first (once a write): try once more. The same
+                        # bytes to the same place, under the same hold: writing them twice
+                        # is harmless
+                        if entry.write.session_id not in refreshed:
+                            refreshed.add(entry.write.session_id)
+                            self.refresh(entry.write.session_id, "a write to it failed")
                         entry.retried = True
                         entry.submit(self._engine)
                         still.append(entry)
@@ -133,6 +179,7 @@ class Write:
     src: list[int]
     dst: list[int]
     lengths: list[int]
+    registration: str = ""  # the peer's registration, when known: a new one is refreshed first
 
 
 @dataclass(eq=False)
@@ -164,6 +211,35 @@ class _Entry:
         return WriteError(f"Mooncake write of {len(w.src)} entries ({sum(w.lengths)} bytes) to {w.session_id}: "
                           f"entry {self.index} ({self.length} bytes) {why} after "
                           f"{time.monotonic() - self.started:.1f} s")
+
+
+# TransferEngine::syncSegmentCache(const std::string&), public in Mooncake's C++ API (not in
+# its Python binding): refreshes the cached descriptor of one peer segment in place
+_SYNC_SEGMENT = "_ZN8mooncake14TransferEngine16syncSegmentCacheERKNSt7__cxx1112basic_stringIcSt11char_traitsIcESaIcEEE"
+
+
+class _StdString(ctypes.Structure):
+    """libstdc++'s std::string (C++11 ABI, 64-bit): data pointer, length, capacity (or an
+    inline buffer). The callee only reads it, so it may point at memory Python owns."""
+    _fields_ = [("data", ctypes.c_void_p), ("size", ctypes.c_size_t), ("capacity", ctypes.c_size_t),
+                ("_inline_tail", ctypes.c_size_t)]
+
+
+@functools.cache
+def _sync_segment_function():
+    from mooncake import engine
+    try:
+        sync = getattr(ctypes.CDLL(engine.__file__), _SYNC_SEGMENT)
+    except (OSError, AttributeError):
+        return None
+    sync.argtypes, sync.restype = [ctypes.c_void_p, ctypes.POINTER(_StdString)], ctypes.c_int
+    return sync
+
+
+@functools.cache
+def _warn_no_refresh() -> None:
+    log.warning("this Mooncake build cannot refresh what it caches of a peer: a destination restarted "
+                "under the same session id cannot be written to until it registers under a new one")
 
 
 @contextlib.contextmanager

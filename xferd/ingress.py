@@ -17,12 +17,13 @@ from dataclasses import replace
 import zmq
 
 from .auth import peer_of, secure_server
-from .connections import TRANSIENT, connect, trouble, with_retry
+from .connections import TRANSIENT, connect, failing_for, refusal, trouble, with_retry
 from .notify import Notifier
 from .planning import PlanError, check_allocation
 from .processes import run_service
 from .replication import NotReplicated
 from .settings import Settings
+from .status import Status
 from .store import Outcome, Store
 from .wire import (MAX_MESSAGE_BYTES, Abort, Init, Register, Resume, WireError, check_frame_count,
                    decode_request)
@@ -52,8 +53,28 @@ class Ingress:
         self.counts: Counter[str] = Counter()  # added to the node's stats when idle or each second
         self._counted_at = time.monotonic()
 
-    def _redis(self, action, what: str):
-        return with_retry(action, what, stop=lambda: self.stopping)
+    def _redis(self, action, what: str, give_up_after: float | None = None):
+        return with_retry(action, what, stop=lambda: self.stopping, give_up_after=give_up_after)
+
+    def _patience(self, message: Init | Resume) -> float:
+        """How long a message that opens a phase of its room may wait for Redis: what is left
+        of that phase's timeout (bootstrap for an init, transferring for a resume) since
+        Redis began failing; past it the room would fail by its deadline anyway."""
+        timeout = self.settings.bootstrap_timeout if isinstance(message, Init) else self.settings.transfer_timeout
+        return max(0.0, timeout - failing_for())
+
+    def _unrecorded(self, message: Init | Resume, error: BaseException) -> None:
+        """Redis did not take ``message`` within its room's timeout: nothing of it was
+        recorded, so no write can target the blocks it names, and its sender is told Failed
+        now rather than waiting for a status that cannot come. The room's record, if any,
+        fails by its own deadline once Redis takes writes again."""
+        kind = type(message).__name__.lower()
+        why = (f"Redis refused writes ({refusal(error)}: {error})" if refusal(error)
+               else f"Redis was unreachable ({type(error).__name__})")
+        log.error("room %s: %s not recorded: %s past the room's %s timeout; told its sender Failed",
+                  message.room, kind, why, "bootstrap" if isinstance(message, Init) else "transferring")
+        self.counts[f"ingress_rejected:redis_{'refused' if refusal(error) else 'unreachable'}"] += 1
+        self.notifier.send([f"{message.ip}:{message.status_port}"], message.room, Status.Failed)
 
     def receive(self, parts: list[zmq.Frame]) -> None:
         """One message as it came off the socket: one with too many frames is refused before
@@ -82,7 +103,14 @@ class Ingress:
                     raise WireError(str(error), message.room, (message.ip, message.status_port),
                                     kind="allocation") from None
                 change = self.store.dst_init if isinstance(message, Init) else self.store.dst_resume
-                outcome = self._redis(lambda: change(message), type(message).__name__.lower())
+                try:
+                    outcome = self._redis(lambda: change(message), type(message).__name__.lower(),
+                                          give_up_after=self._patience(message))
+                except TRANSIENT as error:
+                    if self.stopping:
+                        raise
+                    self._unrecorded(message, error)
+                    return
                 self._report(message.room, outcome, f"{message.ip}:{message.status_port}")
                 return
             if isinstance(message, Abort):

@@ -118,7 +118,7 @@ class Janitor:
                         self.store.add_counts(redis_trouble)
                     next_count = time.monotonic() + 1.0
             except TRANSIENT:
-                wait_for_redis(self.store.ping, "janitor pass", lambda: self.stopping)
+                wait_for_redis(self.store.check_writes, "janitor pass", lambda: self.stopping)
             except NotReplicated as error:  # its status is held back; the pass goes on next time
                 log.error("janitor: %s; its status held back", error)
             except Exception:

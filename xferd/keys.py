@@ -4,9 +4,12 @@ Every key of a node carries the node's hash tag ``{node}``, so that every Lua sc
 the node (a round's commit together with the release of its source blocks, a publish
 together with its block allocation) runs atomically in one Redis Cluster slot.
 
-  {prefix}:{node}:node                 hash   the node record: schema, pool shape, layout, who serves it
+  {prefix}:{node}:node                 hash   the node record: schema, pool shape, layout, policy (the
+                                              timeouts, retention and lease every script applies), who
+                                              serves it
   {prefix}:{node}:room:{room}          hash   one room: status, tokens, blocks, dst<k>.*, epoch, holder
-  {prefix}:{node}:session:{sid}        hash   a registered language session
+  {prefix}:{node}:session:{sid}        hash   a registered language session (expires session_retention
+                                              after its last register, init or resume)
   {prefix}:{node}:rounds               stream round work, consumer group "workers"
   {prefix}:{node}:dead                 stream rounds handed back past the delivery limit
   {prefix}:{node}:ended                stream the last ~1000 rooms that ended: outcome, failure class, reason

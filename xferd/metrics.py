@@ -46,6 +46,9 @@ FLOAT_COUNTERS = {
 LABELLED = {  # stats field prefix -> (metric name, help, label)
     "ingress_messages:": ("xferd_ingress_messages_total", "Messages the ingress received, by kind", "kind"),
     "ingress_rejected:": ("xferd_ingress_rejected_total", "Messages the ingress refused, by reason", "reason"),
+    "redis_refused:": ("xferd_redis_refused_writes_total",
+                       "Redis calls refused (OOM, READONLY, MASTERDOWN, BUSY, MISCONF, NOREPLICAS) and retried, "
+                       "by the refusal", "reason"),
 }
 
 

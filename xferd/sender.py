@@ -18,6 +18,7 @@ its blocks is in flight) like every other path.
 """
 from __future__ import annotations
 
+import logging
 import os
 import struct
 import time
@@ -34,6 +35,9 @@ from .replication import NotReplicated
 from .settings import Settings
 from .status import Status
 from .store import Outcome, Store
+
+
+log = logging.getLogger("xferd.sender")
 
 
 class PoolExhausted(TimeoutError):
@@ -54,6 +58,10 @@ class Sender:
             raise NodeNotFound(f"node {settings.node!r} has no pool record under prefix "
                                f"{settings.prefix!r}: is `xferd serve` running for it?")
         self.layout = layout_of(record)
+        disagreement = settings.policy_disagreement(record)
+        if disagreement:  # said once, by the one place an encoder reads the record
+            log.warning("this process's settings differ from node %s's policy, which applies to its rooms: %s",
+                        settings.node, disagreement)
         self.pool = SourcePool(self.layout, int(record["num_blocks"]), os.path.basename(record["shm"]))
         # statuses in the node's form (the language side reads the node's, not this process's)
         self.notifier = Notifier.of(int(record.get("status_frames", settings.status_frames)),

@@ -14,6 +14,11 @@ from .logs import FORMATS, LEVELS
 from .topology import BadRedisURL, parse
 
 
+# the settings that are the node's policy (seconds; the node record holds them in ms)
+POLICY = ("bootstrap_timeout", "waiting_timeout", "transfer_timeout", "round_timeout", "retention",
+          "alloc_timeout", "session_retention", "lease")
+
+
 @dataclass
 class Settings:
     redis_url: str | None = None  # None: `serve` uses the local default, `demo` embeds one
@@ -53,6 +58,9 @@ class Settings:
     round_timeout: float = 120.0
     alloc_timeout: float = 300.0  # an encoder must publish within this of allocating blocks
     retention: float = 3600.0
+    # a language session's record is kept this long after its last register, init or resume
+    # (the reference side registers once and then only inits: keep it above its idle spells)
+    session_retention: float = 7 * 24 * 3600.0
     # work queue and fencing (SPEC §6a)
     # a worker that has not renewed its claim on an entry for this long (every lease/3 while
     # it writes) is stopped by the node (SIGKILL) and its round handed to another worker
@@ -103,7 +111,7 @@ class Settings:
             if getattr(self, name) < low:
                 raise ConfigError(f"{name} must be at least {low}, got {getattr(self, name)}")
         for name in ("bootstrap_timeout", "waiting_timeout", "transfer_timeout", "round_timeout", "alloc_timeout",
-                     "retention", "lease", "replica_timeout", "janitor_interval", "consumer_ttl",
+                     "retention", "session_retention", "lease", "replica_timeout", "janitor_interval", "consumer_ttl",
                      "startup_timeout", "stop_timeout"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be positive (seconds), got {getattr(self, name)}")
@@ -142,11 +150,18 @@ class Settings:
     def shm_name(self) -> str:
         return self.pool_name or f"xferd-{self.prefix}-{self.node}"
 
-    def policy(self) -> str:
-        """Timeouts in ms as one Lua argument: bootstrap,waiting,transfer,round,retention,alloc."""
-        values = (self.bootstrap_timeout, self.waiting_timeout, self.transfer_timeout,
-                  self.round_timeout, self.retention, self.alloc_timeout)
-        return ",".join(str(int(v * 1000)) for v in values)
+    def policy(self) -> dict[str, str]:
+        """The node's policy as its record holds it, in ms: every script reads it from there
+        (the Lua prelude), so every process of the node, the encoder's included, applies the
+        operator's."""
+        return {f"{name}_ms": str(int(getattr(self, name) * 1000)) for name in POLICY}
+
+    def policy_disagreement(self, record: dict[str, str]) -> str | None:
+        """How these settings' policy differs from the one in a node's record, or None."""
+        differ = [f"{name} {getattr(self, name):g}s (the node: {int(record[f'{name}_ms']) / 1000:g}s)"
+                  for name in POLICY if f"{name}_ms" in record
+                  and int(record[f"{name}_ms"]) != int(getattr(self, name) * 1000)]
+        return ", ".join(differ) or None
 
     def replace(self, **changes) -> "Settings":
         return dataclasses.replace(self, **changes)

@@ -49,7 +49,6 @@ class Store:
         self.client = client
         self.settings = settings
         self.keys: Keys = settings.keys
-        self.policy = settings.policy()
         self._scripts = {name: client.register_script(_load(name)) for name in SCRIPTS + PLAIN_SCRIPTS}
         self._new_entries = {self.keys.stream: ">"}
         self._direct = DirectCalls(lambda: self.primary, self._count_trip, self._lost_primary) if direct else None
@@ -58,7 +57,7 @@ class Store:
         """The keys every room script takes, in the prelude's order."""
         k = self.keys
         return [k.room(room), k.stream, k.timeouts, k.writing, k.pool_free, k.pool_owned(room),
-                k.pool_leases, k.dead, k.stats, k.ended, k.statuses]
+                k.pool_leases, k.dead, k.stats, k.ended, k.statuses, k.record]
 
     def _run(self, name: str, room: int | str, *args, sessions: tuple[str, ...] = (), ahead: tuple = (),
              extra: tuple[str, ...] = ()):
@@ -66,7 +65,7 @@ class Store:
         (``replication.run_replicated``; NotReplicated if not in time). ``ahead``: a command
         sent in the same write on the direct path (``DirectCalls.script``), else not sent."""
         keys = self._keys(room) + [self.keys.session(s) for s in sessions] + list(extra)
-        args = [self.policy, str(room), *args]
+        args = [str(room), *args]
         script = self._scripts[name]
         if not self.settings.min_replicas or name in UNREPLICATED:
             if self._direct is None:
@@ -125,6 +124,11 @@ class Store:
     def primary(self) -> redis.Redis:
         """A plain client on the server that holds the node's keys now."""
         return primary(self.client, self.keys.record)
+
+    def check_writes(self) -> None:
+        """Raises what Redis says to a small write (OOM, READONLY, an outage...), else returns:
+        a loop waits on this, not on PING, which a Redis refusing writes still answers."""
+        self.client.hset(self.keys.record, "writable_at", int(time.time() * 1000))
 
     def ping(self) -> None:
         """The node's primary answers (after a failover: the promoted one, once known)."""
@@ -217,6 +221,7 @@ class Store:
         def stage(pipe) -> None:  # the new record before the mark goes: never neither
             pipe.hset(key, mapping=record)
             pipe.hdel(key, "failed")
+            pipe.pexpire(key, int(self.settings.session_retention * 1000))
 
         if self.settings.min_replicas:
             self._replicated(stage, f"register {message.session_id}")
@@ -240,7 +245,11 @@ class Store:
                                                    [f"dst{k}.{field}" for k in range(count)]) if s]
 
     def mark_session_failed(self, session_id: str, reason: str) -> None:
-        self.client.hset(self.keys.session(session_id), "failed", reason)
+        key = self.keys.session(session_id)
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hset(key, "failed", reason)
+        pipe.pexpire(key, int(self.settings.session_retention * 1000))  # bounded, even if it had expired
+        pipe.execute()
 
     def dst_init(self, message: Init) -> Outcome:
         """The 6-frame init (``allocated_tokens`` None) allocates its blocks' worth of tokens
@@ -455,7 +464,8 @@ class Store:
         """Write the node record; make the free list unless a pool of the same shape exists.
         True if the free list was (re)made."""
         current = self.record()
-        wanted = {"num_blocks": str(num_blocks), **{k: str(v) for k, v in description.items()}}
+        wanted = {"num_blocks": str(num_blocks), **self.settings.policy(),
+                  **{k: str(v) for k, v in description.items()}}
         if current and all(current.get(k) == wanted[k] for k in ("num_blocks", "shm", "size", "layout",
                                                                    "block_size") if k in wanted):
             self.client.hset(self.keys.record, mapping=wanted)
@@ -473,7 +483,7 @@ class Store:
         for key in self.node_keys(self.keys.pool_owned("*")):
             held.update(int(b) for b in self.client.lrange(key, 0, -1))
         free = [b for b in range(num_blocks) if b not in held]
-        self._write_pool(free, {"num_blocks": str(num_blocks), **description})
+        self._write_pool(free, {"num_blocks": str(num_blocks), **self.settings.policy(), **description})
         return len(free)
 
     def _write_pool(self, free_blocks, record: dict[str, str]) -> None:

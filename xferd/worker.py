@@ -52,6 +52,7 @@ class Target:
     session_id: str
     plan: RoundPlan
     dst_ptrs: tuple[int, ...]
+    registration: str = ""  # when the session last registered: a new one may be a restarted peer
 
 
 def plan_targets(layout: Layout, src_num_blocks: int, room: dict[str, str],
@@ -88,7 +89,7 @@ def plan_targets(layout: Layout, src_num_blocks: int, room: dict[str, str],
                           allocated_tokens=allocated, src_indices=src, dst_indices=dst,
                           src_num_blocks=src_num_blocks, dst_num_blocks=dst_blocks,
                           one_round=room.get(d + "one_round") == "1")
-        targets.append(Target(session_id, plan, ptrs))
+        targets.append(Target(session_id, plan, ptrs, record.get("registered_at", "")))
     return targets
 
 
@@ -224,7 +225,7 @@ class Worker:
             src.append(base + offsets[entry.buffer] + entry.src_offset)
             dst.append(target.dst_ptrs[entry.buffer] + entry.dst_offset)
             lengths.append(entry.length)
-        return Write(target.session_id, src, dst, lengths)
+        return Write(target.session_id, src, dst, lengths, target.registration)
 
     def fail(self, work: Round, epoch: str, reason: str, failure_class: str) -> None:
         """Fail the round this worker holds (its write is over): Failed is due at once."""
@@ -260,7 +261,7 @@ class Worker:
             except TRANSIENT:
                 # wait it out with backoff (one log line per outage), then carry on: entries
                 # this worker left pending are still its own until the fencer stops it
-                wait_for_redis(self.store.ping, "worker loop", lambda: self.stopping)
+                wait_for_redis(self.store.check_writes, "worker loop", lambda: self.stopping)
                 self._redis(self.store.load_scripts, "load scripts")  # a restarted Redis has none
             except Exception as error:
                 if "NOGROUP" in str(error):  # the group or stream was deleted, or Redis lost it

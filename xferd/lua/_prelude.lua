@@ -1,18 +1,26 @@
 -- Prepended to every xferd script (Redis scripts cannot import).
--- KEYS[1..11] are one room's keys, always in this order (Store._keys): room, rounds stream,
--- timeouts, writing, pool:free, pool:owned:<room>, pool:leases, dead, stats, ended, statuses;
--- a script that reads sessions takes their keys after these. Every key carries the node's hash tag.
--- ARGV[1] = policy "bootstrap_ms,waiting_ms,transfer_ms,round_ms,retention_ms,alloc_ms",
--- ARGV[2] = room.
+-- KEYS[1..12] are one room's keys, always in this order (Store._keys): room, rounds stream,
+-- timeouts, writing, pool:free, pool:owned:<room>, pool:leases, dead, stats, ended, statuses,
+-- the node record; a script that reads sessions takes their keys after these. Every key
+-- carries the node's hash tag. ARGV[1] = room.
 local unpack = unpack or table.unpack
-local ROOM_KEY, STREAM, TIMEOUTS, WRITING, FREE, OWNED, LEASES, DEAD, STATS, ENDED, STATUSES = unpack(KEYS, 1, 11)
-local SESSIONS = 12  -- the first session key
+local ROOM_KEY, STREAM, TIMEOUTS, WRITING, FREE, OWNED, LEASES, DEAD, STATS, ENDED, STATUSES, RECORD =
+  unpack(KEYS, 1, 12)
+local SESSIONS = 13  -- the first session key
 local STATUSES_KEPT = 10000  -- keys.py: the statuses stream's bound
 local GROUP = 'workers'  -- keys.GROUP
-local POLICY = {}
-for value in string.gmatch(ARGV[1], '[^,]+') do POLICY[#POLICY + 1] = tonumber(value) end
-local BOOTSTRAP_MS, WAITING_MS, TRANSFER_MS, ROUND_MS, RETENTION_MS, ALLOC_MS = unpack(POLICY)
-local ROOM = ARGV[2]
+-- The node's policy is the node record's (settings.POLICY_FIELDS), whoever runs the script:
+-- no client can give a room other deadlines than the operator set.
+local POLICY = redis.call('HMGET', RECORD, 'bootstrap_timeout_ms', 'waiting_timeout_ms', 'transfer_timeout_ms',
+  'round_timeout_ms', 'retention_ms', 'alloc_timeout_ms', 'session_retention_ms')
+for i = 1, 7 do
+  if not POLICY[i] then
+    return redis.error_reply('the node record ' .. RECORD .. ' has no policy: is xferd serve running for the node?')
+  end
+  POLICY[i] = tonumber(POLICY[i])
+end
+local BOOTSTRAP_MS, WAITING_MS, TRANSFER_MS, ROUND_MS, RETENTION_MS, ALLOC_MS, SESSION_RETENTION_MS = unpack(POLICY)
+local ROOM = ARGV[1]
 local NOW
 do
   local t = redis.call('TIME')

@@ -1,13 +1,13 @@
 -- A worker takes a round to write it: KEYS room keys, then one session key per destination
--- (in order); ARGV policy, room, round, entry_id, consumer, lease_ms.
+-- (in order); ARGV room, round, entry_id, consumer, lease_ms.
 -- The entry must be pending on this worker. Taking bumps the room's fencing epoch: from now
 -- on only (consumer, epoch) may renew, commit or acknowledge the round, and the room's
 -- source blocks stay held until that holder lets go or the fencer stops it.
 -- Returns {'ok' | 'redo', epoch, room fields, session fields...} (only what planning reads,
 -- as flat name/value pairs; 'redo': an earlier taker never completed it), or
 -- {'stale', why} (the entry acknowledged when it is this worker's to acknowledge).
-local entry_round, entry, consumer = tonumber(ARGV[3]), ARGV[4], ARGV[5]
-local lease_ms = tonumber(ARGV[6])
+local entry_round, entry, consumer = tonumber(ARGV[2]), ARGV[3], ARGV[4]
+local lease_ms = tonumber(ARGV[5])
 if not pending_on(entry, consumer) then
   return {'stale', 'entry ' .. entry .. ' is not pending on this worker'}
 end
@@ -55,5 +55,5 @@ for k = 0, (num('dst_count') or 0) - 1 do
   end
 end
 local out = {takes > 1 and 'redo' or 'ok', epoch, pick(ROOM_KEY, fields)}
-for i = SESSIONS, #KEYS do out[#out + 1] = pick(KEYS[i], {'ptrs', 'lens', 'failed'}) end
+for i = SESSIONS, #KEYS do out[#out + 1] = pick(KEYS[i], {'ptrs', 'lens', 'failed', 'registered_at'}) end
 return out

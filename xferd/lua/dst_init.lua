@@ -1,8 +1,8 @@
 -- A destination session sent init: KEYS room keys, session;
--- ARGV policy, room, session_id, endpoint, dst_indices, required_dst_info_num, allocated,
+-- ARGV room, session_id, endpoint, dst_indices, required_dst_info_num, allocated,
 -- one_round ('1': the 6-frame init, everything in one round into these blocks).
 local session_key = KEYS[SESSIONS]
-local session, required = ARGV[3], tonumber(ARGV[6])
+local session, required = ARGV[2], tonumber(ARGV[5])
 local status = ensure_room()
 if terminal(status) then
   -- a late or repeated init changes nothing; only Failed (once drained) is repeated
@@ -11,8 +11,8 @@ end
 local k = find_dst(session)
 if k then
   local d = 'dst' .. k .. '.'
-  if redis.call('HGET', ROOM_KEY, d .. 'dst_indices') == ARGV[5]
-      and redis.call('HGET', ROOM_KEY, d .. 'allocated_tokens') == ARGV[7] then
+  if redis.call('HGET', ROOM_KEY, d .. 'dst_indices') == ARGV[4]
+      and redis.call('HGET', ROOM_KEY, d .. 'allocated_tokens') == ARGV[6] then
     return reply('duplicate init ignored', false)
   end
   fail('conflicting second init from session ' .. session .. ' with other blocks or allocation', 'bad_input')
@@ -37,10 +37,11 @@ if reason then
 end
 local d = 'dst' .. count .. '.'
 redis.call('HSET', ROOM_KEY, 'required_dst_info_num', required, 'dst_count', count + 1,
-  d .. 'session', session, d .. 'endpoint', ARGV[4], d .. 'dst_indices', ARGV[5],
-  d .. 'allocated_tokens', ARGV[7], d .. 'sent_tokens', 0, d .. 'ready_round', 1,
+  d .. 'session', session, d .. 'endpoint', ARGV[3], d .. 'dst_indices', ARGV[4],
+  d .. 'allocated_tokens', ARGV[6], d .. 'sent_tokens', 0, d .. 'ready_round', 1,
   d .. 'init_at', NOW, 'updated_at', NOW)
-if ARGV[8] == '1' then redis.call('HSET', ROOM_KEY, d .. 'one_round', 1) end
+if ARGV[7] == '1' then redis.call('HSET', ROOM_KEY, d .. 'one_round', 1) end
+redis.call('PEXPIRE', session_key, SESSION_RETENTION_MS)  -- a session lives a retention after its last use
 if count + 1 == required then
   redis.call('HSET', ROOM_KEY, 'ready_at', NOW)
   if status < 2 then set_status(2) end

@@ -1,4 +1,4 @@
--- Fail a room with a reason: KEYS room keys; ARGV policy, room, reason, mode, class (the
+-- Fail a room with a reason: KEYS room keys; ARGV room, reason, mode, class (the
 -- kind of failure, for metrics: the prelude's fail), then for mode 'holder': consumer,
 -- epoch, entry_id.
 -- mode '': an abort or a bad message. Redis says Failed at once; the blocks and the Failed
@@ -12,7 +12,7 @@
 --   retry whose first reply was lost gets the same answer.
 -- Returns the prelude's reply {status, note, notify, endpoints...}; {-1, why, 0} when
 -- nothing was due.
-local reason, mode, class = ARGV[3], ARGV[4], ARGV[5]
+local reason, mode, class = ARGV[2], ARGV[3], ARGV[4]
 if mode == 'expired' then
   class = 'timeout'
   if redis.call('EXISTS', ROOM_KEY) == 0 then
@@ -27,12 +27,12 @@ if mode == 'expired' then
   end
   reason = redis.call('HGET', ROOM_KEY, 'deadline_reason')
 elseif mode == 'holder' then
-  local held, why = holding(ARGV[6], ARGV[7])
+  local held, why = holding(ARGV[5], ARGV[6])
   if not held then
-    if let_go_already(ARGV[7]) then return reply('', false) end
+    if let_go_already(ARGV[6]) then return reply('', false) end
     return {num('status') or -1, why, 0}
   end
-  let_go(ARGV[8])
+  let_go(ARGV[7])
   if not fail(reason, class) then settle() end
   return reply('', false)
 end

@@ -1,12 +1,12 @@
 -- The fencer stopped a worker (its process is provably gone): what it held goes back.
--- KEYS room keys; ARGV policy, room, consumer, entry_id ('' when handing back by the room's
+-- KEYS room keys; ARGV room, consumer, entry_id ('' when handing back by the room's
 -- holder field alone), max_deliveries.
 -- The stopped worker's entry is acknowledged and, if it held the round, the hold ends. A
 -- live room's round is queued again under a new entry (at max_deliveries hand-backs it
 -- goes to the dead-letter stream and the room fails); an ended room is settled (blocks
 -- back, Failed due). Returns {verdict, reply...}: 'requeued', 'dead', 'ended', 'stale'
 -- (nothing to redo), or {'none'} when the consumer held nothing here any more.
-local consumer, entry, max_deliveries = ARGV[3], ARGV[4], tonumber(ARGV[5])
+local consumer, entry, max_deliveries = ARGV[2], ARGV[3], tonumber(ARGV[4])
 local acted = false
 if entry ~= '' and pending_on(entry, consumer) then
   redis.call('XACK', STREAM, GROUP, entry)

@@ -1,10 +1,10 @@
--- Take the lowest free source blocks for a room: KEYS room keys; ARGV policy, room, count.
+-- Take the lowest free source blocks for a room: KEYS room keys; ARGV room, count.
 -- Returns {expires_at, blocks...}, or false when too few are free.
 -- The allocation is leased: a room not published by expires_at (the encoder died between
 -- allocating and publishing) has its blocks returned by the janitor (pool_expire).
 -- Idempotent: a retried call whose first reply was lost gets the same blocks, never a
 -- second set.
-local count = tonumber(ARGV[3])
+local count = tonumber(ARGV[2])
 local held = redis.call('LRANGE', OWNED, 0, -1)
 if #held > 0 then
   local expires = redis.call('ZSCORE', LEASES, ROOM)

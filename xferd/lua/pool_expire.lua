@@ -1,4 +1,4 @@
--- An allocation lease ran out: KEYS room keys; ARGV policy, room (or 'req:<rid>'). A lease
+-- An allocation lease ran out: KEYS room keys; ARGV room (or 'req:<rid>'). A lease
 -- still in pool:leases was never published (publish_source removes it in the step that
 -- names the blocks), nor renewed by its encoder: the encoder stopped, so the blocks go
 -- back, and a live room that was waiting for them fails now (its language side is told)

@@ -1,8 +1,8 @@
--- The encoder published the room's source: KEYS room keys; ARGV policy, room, total_tokens,
+-- The encoder published the room's source: KEYS room keys; ARGV room, total_tokens,
 -- src_indices. The blocks must be the room's own allocation (pool_alloc), checked here in
 -- the same step that stops its lease, so a publish racing the lease's expiry either keeps
 -- every block or names none.
-local total, src = ARGV[3], ARGV[4]
+local total, src = ARGV[2], ARGV[3]
 local status = ensure_room()
 local recorded = redis.call('HGET', ROOM_KEY, 'total_tokens')
 if recorded then

@@ -1,4 +1,4 @@
--- The encoder gives an ended room's blocks back now: KEYS room keys; ARGV policy, room.
+-- The encoder gives an ended room's blocks back now: KEYS room keys; ARGV room.
 -- Returns the number released, or an error while the room is live or a write of it is in
 -- flight. Unpublished blocks go back too: the encoder calling this is done with them.
 local status = num('status')

@@ -1,14 +1,14 @@
 -- An encoder scheduler allocates blocks for a request before it knows the request's room:
 -- KEYS room keys of the allocation 'req:<rid>' (pool:owned:req:<rid>, pool:free,
--- pool:leases), then KEYS[12] the request's hash (request:<rid>); ARGV policy,
+-- pool:leases), then KEYS[13] the request's hash (request:<rid>); ARGV
 -- 'req:<rid>', count, attempt, lease_ms, agree (1: remember a refusal, for TP ranks).
 -- Returns {1, blocks...}, or {0, free} when the pool is short.
 -- Every TP rank of one encoder calls it for the same request, numbering its own attempts
 -- 1, 2, ...: attempt n gets the same answer on every rank (the first rank to ask decides,
 -- and the request's hash remembers), so the ranks' schedulers never diverge, and there is
 -- one allocation per request, never one per rank.
-local REQUEST = KEYS[12]
-local count, attempt, lease_ms, agree = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6] == '1'
+local REQUEST = KEYS[13]
+local count, attempt, lease_ms, agree = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5] == '1'
 local h = redis.call('HMGET', REQUEST, 'blocks', 'attempt', 'refused', 'count')
 if h[1] then
   if tonumber(h[4]) ~= count then

@@ -1,11 +1,11 @@
 -- A request's allocation becomes its room's (the sender learns both): KEYS room keys of the
--- room, then KEYS[12] the request's hash, KEYS[13] its owned list (pool:owned:req:<rid>);
--- ARGV policy, room, 'req:<rid>', lease_ms.
+-- room, then KEYS[13] the request's hash, KEYS[14] its owned list (pool:owned:req:<rid>);
+-- ARGV room, 'req:<rid>', lease_ms.
 -- Returns 'ok'; an error when the request holds nothing (its lease ran out) or the room
 -- holds other blocks. Idempotent: every TP rank binds the same request to the same room.
 -- The room's allocation stays leased (the encoder renews it) until publish_source.
-local REQUEST, REQUEST_OWNED = KEYS[12], KEYS[13]
-local holder, lease_ms = ARGV[3], tonumber(ARGV[4])
+local REQUEST, REQUEST_OWNED = KEYS[13], KEYS[14]
+local holder, lease_ms = ARGV[2], tonumber(ARGV[3])
 local h = redis.call('HMGET', REQUEST, 'room', 'blocks')
 if h[1] then
   if h[1] == ROOM then return 'ok' end

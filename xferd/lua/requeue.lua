@@ -1,5 +1,5 @@
 -- Queue a live room's pending round again after its stream entry was lost (the consumer
--- group or the stream was deleted): KEYS room keys; ARGV policy, room.
+-- group or the stream was deleted): KEYS room keys; ARGV room.
 -- Returns 1 when an entry was added, 0 when the room has no queued round to redo. A holder
 -- still writing keeps the round (the new entry yields to it at begin_round).
 local h = redis.call('HMGET', ROOM_KEY, 'status', 'round', 'queued_round')

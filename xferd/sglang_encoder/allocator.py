@@ -14,6 +14,7 @@ import logging
 import random
 import time
 
+from ..connections import TRANSIENT
 from .node import EncoderNode
 
 log = logging.getLogger("xferd.sglang_encoder")
@@ -33,7 +34,10 @@ def allocator_class(original: type) -> type:
             self._short_until: dict[str, float] = {}
 
         def available_size(self) -> int:
-            return self.node.store.free_blocks()
+            try:
+                return self.node.store.free_blocks()
+            except TRANSIENT:  # Redis away: nothing can be allocated now
+                return 0
 
         def alloc(self, num_tokens: int | None = None, req_id: str | None = None, fake: bool = False):
             if fake:
@@ -46,7 +50,12 @@ def allocator_class(original: type) -> type:
                 return None
             attempt = self._attempts.get(req_id, 0) + 1
             self._attempts[req_id] = attempt
-            blocks, _ = self.node.store.alloc_for_request(req_id, count, attempt, self.node.lease_ms, agree)
+            try:
+                blocks, _ = self.node.store.alloc_for_request(req_id, count, attempt, self.node.lease_ms, agree)
+            except TRANSIENT as error:  # Redis away or refusing writes: as a short pool, asked again
+                self._attempts[req_id] = attempt - 1
+                self.node.redis_trouble("allocate source blocks", error)
+                blocks = None
             if blocks is None:
                 self._short_until[req_id] = time.monotonic() + SHORT_RETRY_S
                 return None

@@ -16,7 +16,7 @@ import time
 
 import redis
 
-from ..connections import DEFAULT_REDIS_URL, connect, redact
+from ..connections import DEFAULT_REDIS_URL, connect, redact, refusal
 from ..sender import NodeNotFound, Sender
 from ..settings import ConfigError, Settings
 from ..status import Status
@@ -29,6 +29,7 @@ STATUS_BATCH = 1000  # status changes taken from the stream in one read at most
 STATUS_RESYNC_S = 1.0  # every watched room's status is read again this often (a stream trimmed past us)
 STATUS_RETRY_S = 0.1  # Redis away: the status stream is read again this often
 REDIS_PATIENCE_S = 5.0  # at start: Redis unreachable this long is a configuration error
+TROUBLE_LOG_S = 10.0  # Redis trouble the scheduler rides out is logged this often at most
 LEASE_MARGIN = 0.25  # the encoder stops writing into blocks this share of a lease before it runs out
 
 
@@ -73,7 +74,7 @@ class EncoderNode:
         self.settings, self.sender, self.store = settings, sender, sender.store
         self.record = sender.store.record()
         self.engine_rank, self.tp_size = 0, 1  # the manager says (one manager per scheduler)
-        self.lease_ms = int(settings.lease * 1000)
+        self.lease_ms = int(self.record.get("lease_ms") or settings.lease * 1000)  # the node's lease
         self._requests: dict[tuple[int, ...], str] = {}  # blocks -> request id, while allocated
         self._rooms: dict[str, int] = {}  # request id -> room, once bound
         self._held: set[str] = set()  # allocation holders this process renews: rooms and req:<rid>
@@ -82,6 +83,7 @@ class EncoderNode:
         self._statuses: dict[int, tuple[Status | None, str | None]] = {}
         self._watched: set[int] = set()
         self._guard = threading.Lock()
+        self._trouble_logged_at = -TROUBLE_LOG_S
         self.background = Background("xferd-calls")
         self._closed = threading.Event()
         threading.Thread(target=self._keep_leases, name="xferd-leases", daemon=True).start()
@@ -107,7 +109,7 @@ class EncoderNode:
             raise ValueError(f"room {room}: blocks {blocks[:8]} were not allocated by this process's allocator")
 
         def bind() -> None:
-            self.store.bind_request(request, room, self.lease_ms)
+            self.sender._redis(lambda: self.store.bind_request(request, room, self.lease_ms), "bind")
             with self._guard:
                 self._rooms[request] = room
             self.hold(str(room))
@@ -135,6 +137,15 @@ class EncoderNode:
                     pass  # live, or a write in flight: the room's end or its lease's expiry returns them
         self.background.submit(free, f"giving back request {request}'s source blocks")
 
+    def redis_trouble(self, what: str, error: BaseException) -> None:
+        """A call the scheduler cannot wait out failed on Redis: say so, at most every
+        ``TROUBLE_LOG_S``."""
+        if time.monotonic() - self._trouble_logged_at >= TROUBLE_LOG_S:
+            self._trouble_logged_at = time.monotonic()
+            code = refusal(error)
+            log.warning("could not %s: Redis %s; trying again", what,
+                        f"refuses writes ({code}: {error})" if code else f"is unreachable ({type(error).__name__})")
+
     # ---- leases of unpublished allocations
     def hold(self, holder: str) -> None:
         with self._guard:
@@ -149,7 +160,7 @@ class EncoderNode:
     def may_write(self, holder: str) -> bool:
         """Whether the blocks of ``holder`` are still this process's to write into: its lease
         is held and was renewed recently enough that it cannot have run out meanwhile."""
-        fresh = time.monotonic() - self._renewed_at < self.settings.lease * (1 - LEASE_MARGIN)
+        fresh = time.monotonic() - self._renewed_at < self.lease_ms / 1000 * (1 - LEASE_MARGIN)
         with self._guard:
             return fresh and holder in self._held and holder not in self._lost
 
@@ -159,7 +170,7 @@ class EncoderNode:
         self._closed.set()
 
     def _keep_leases(self) -> None:
-        while not self._closed.wait(self.settings.lease / 5):
+        while not self._closed.wait(self.lease_ms / 5000):
             with self._guard:
                 holders = sorted(self._held)
             started = time.monotonic()

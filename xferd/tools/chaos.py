@@ -41,6 +41,12 @@ class Chaos:
     # rolling restarts: at each fraction of requests done, SIGTERM serve (a drain: rounds in
     # flight finish, the rest waits) and start it again, while the other faults go on
     drains_at: tuple[float, ...] = ()
+    # Redis out of memory: at each fraction of requests done, maxmemory set below what it holds
+    # (noeviction) for the given seconds, so it refuses every write that adds data
+    redis_oom: tuple[tuple[float, float], ...] = ()  # (fraction of requests done, seconds)
+    # a slow Redis: the node and the encoder reach it through a proxy that delays every
+    # chunk by this many seconds each way
+    redis_delay: float = 0.0
     # the language side sends init/resume again after 5 quiet seconds (xferd's Receiver); the
     # reference never does, so without it a message the node lost hangs its room
     resend: bool = True
@@ -59,6 +65,10 @@ class Chaos:
             lag = f" {self.replica_lag:g}s after cutting its replica off" if self.replica_lag else ""
             parts.append(f"SIGKILL the {self.failover} primary holding the node at {fraction:.0%} of "
                          f"requests{lag}, a replica promoted, the old primary restarted as a replica")
+        if self.redis_delay:
+            parts.append(f"every Redis hop of the node and encoder {self.redis_delay * 1000:g} ms slower each way")
+        for fraction, seconds in self.redis_oom:
+            parts.append(f"Redis out of memory (refusing writes) at {fraction:.0%} of requests for {seconds:g}s")
         if self.drains_at:
             at = ", ".join(f"{fraction:.0%}" for fraction in self.drains_at)
             parts.append(f"drain serve (SIGTERM) at {at} of requests and start it again")
@@ -198,6 +208,37 @@ class RedisCrasher(AtProgress):
         started = time.monotonic()
         self.redis.crash_restart(self.crashes[i][1])
         self.outages.append(time.monotonic() - started)
+
+
+class RedisFiller(AtProgress):
+    """Once progress passes each fraction, Redis refuses writes for a while: its maxmemory
+    set below what it holds with noeviction, as a Redis that filled up, then set back. Times
+    how long the node took to complete a request again after each window."""
+
+    def __init__(self, url: str, windows: tuple[tuple[float, float], ...], progress: Callable[[], float],
+                 completed: Callable[[], int]):
+        self.windows = sorted(windows)
+        super().__init__("redis-filler", [fraction for fraction, _ in self.windows], progress)
+        self.url, self.completed = url, completed
+        self.full: list[dict[str, float]] = []  # per window: seconds full, seconds to the next completion
+
+    def strike(self, i: int) -> None:
+        import redis
+        client = redis.Redis.from_url(self.url)
+        saved = {name: client.config_get(name)[name] for name in ("maxmemory", "maxmemory-policy")}
+        client.config_set("maxmemory-policy", "noeviction")
+        client.config_set("maxmemory", 1)
+        started = time.monotonic()
+        log.warning("chaos: Redis out of memory (maxmemory 1) for %gs", self.windows[i][1])
+        self.done.wait(self.windows[i][1])
+        for name, value in saved.items():
+            client.config_set(name, value)
+        full_s, before = time.monotonic() - started, self.completed()
+        ended = time.monotonic()
+        while self.completed() == before and not self.done.wait(0.01):
+            pass
+        self.full.append({"full_s": round(full_s, 2), "next_done_s": round(time.monotonic() - ended, 2)})
+        client.close()
 
 
 class PrimaryKiller(AtProgress):

@@ -14,9 +14,10 @@ import sys
 import tempfile
 import time
 
-from .chaos import Chaos, PrimaryKiller, RedisCrasher, RollingRestarter, WorkerKiller, WorkerPauser
+from .chaos import Chaos, PrimaryKiller, RedisCrasher, RedisFiller, RollingRestarter, WorkerKiller, WorkerPauser
 from ..connections import connect, redact, with_retry
 from .embedded import EmbeddedRedis, free_port
+from .redis_proxy import RedisProxy
 from .langsim import LanguageSim
 from ..processes import start_serve, stop_process
 from ..sender import Sender
@@ -114,13 +115,19 @@ def run_demo(redis_url: str | None = None, requests: int = 100, workers: int = 2
     right and no source block leaked."""
     crashes = chaos.redis_crashes if chaos and not chaos.failover else ()
     replicated = _replicated_redis(chaos.failover, chaos.min_replicas) if chaos and chaos.failover else None
-    if (crashes or replicated) and redis_url:
-        raise ValueError("Redis crashes and failovers need Redis started here, not --redis")
+    if (crashes or replicated or (chaos and chaos.redis_oom)) and redis_url:
+        raise ValueError("Redis crashes, failovers and full memory need Redis started here, not --redis")
     embedded = None if redis_url or replicated else EmbeddedRedis(aof=bool(crashes)).start()
+    if chaos and chaos.redis_oom and embedded is not None and embedded.kind.startswith("in-process"):
+        embedded.stop()
+        raise ValueError("filling Redis up needs redis-server installed (fakeredis has no maxmemory)")
     url = redis_url or (replicated or embedded).url
     redis_kind = embedded.kind if embedded else replicated.kind if replicated else f"configured: {redact(url)}"
+    proxy = RedisProxy(url, chaos.redis_delay) if chaos and chaos.redis_delay else None
+    if proxy is not None:
+        redis_kind += f", through a proxy adding {chaos.redis_delay * 1000:g} ms each way"
     tag = f"demo{os.getpid()}"
-    settings = Settings(redis_url=url, prefix="xferd-demo", node=tag, workers=workers,
+    settings = Settings(redis_url=proxy.url if proxy else url, prefix="xferd-demo", node=tag, workers=workers,
                         ingress=f"tcp://127.0.0.1:{free_port()}", metrics=f"127.0.0.1:{free_port()}",
                         hidden_size=hidden_size,
                         pool_blocks=512, pool_name=f"xferd-{tag}", round_timeout=120,
@@ -152,6 +159,9 @@ def run_demo(redis_url: str | None = None, requests: int = 100, workers: int = 2
                 faults.append(WorkerPauser(store, chaos.pause_every, chaos.pause_for, seed))
             if crashes:
                 faults.append(RedisCrasher(embedded, crashes, lambda: len(sim.results) / requests))
+            if chaos.redis_oom:
+                faults.append(RedisFiller(url, chaos.redis_oom, lambda: len(sim.results) / requests,
+                                          lambda: len(sim.results)))
             if replicated:
                 faults.append(PrimaryKiller(replicated, settings.keys.record, chaos.failover_at,
                                             lambda: len(sim.results) / requests, lambda: len(sim.results),
@@ -203,6 +213,8 @@ def run_demo(redis_url: str | None = None, requests: int = 100, workers: int = 2
             sim.close()
         if serve is not None:
             serve.stop()
+        if proxy is not None:
+            proxy.close()
         serve_log.close()
         for key in store.node_keys():
             store.client.delete(key)
@@ -289,6 +301,12 @@ def _chaos_summary(faults, stats: dict[str, int], consumers: dict[str, int]) -> 
         elif isinstance(fault, RedisCrasher):
             outages = ", ".join(f"{s:.1f}s" for s in fault.outages) or "none reached"
             lines.append(f"  redis crashes   {len(fault.outages)} SIGKILL + restart from AOF (down {outages})")
+        elif isinstance(fault, RedisFiller):
+            each = ", ".join(f"{w['full_s']:.1f}s, a request done {w['next_done_s']:.1f}s after"
+                             for w in fault.full) or "none reached"
+            refused = sum(v for k, v in stats.items() if k.startswith("redis_refused:"))
+            lines.append(f"  redis full      {len(fault.full)} windows of refused writes ({each}); "
+                         f"{refused} calls refused and retried")
         elif isinstance(fault, RollingRestarter):
             each = ", ".join(f"exit {r['exit_code']} after {r['drained_s']:.1f}s, serving again at {r['down_s']:.1f}s"
                              for r in fault.restarts) or "none reached"
@@ -331,6 +349,8 @@ def _write_json(path, ok, results, sim, elapsed, free, settings, faults, stats, 
         "messages_sent_again": sum(r.resent for r in sim.receivers), "consumers_left": consumers,
         "failovers": [f for fault in faults for f in getattr(fault, "failovers", [])],
         "drains": [r for fault in faults for r in getattr(fault, "restarts", [])],
+        "redis_full": [w for fault in faults for w in getattr(fault, "full", [])],
+        "redis_refused": sum(v for k, v in stats.items() if k.startswith("redis_refused:")),
         "statuses_rolled_back": rolled_back, "replica_waits": stats.get("replica_waits", 0),
         "not_replicated": stats.get("not_replicated", 0), "statuses_repushed": stats.get("statuses_repushed", 0),
     }

@@ -1,0 +1,79 @@
+"""A language process that dies mid-write and comes back under the same session id
+(``host:rpc_port``, as a server restarted on a fixed port): its rooms after the restart go
+through on the first try, every byte compared. Real `xferd serve`, Redis, Mooncake; the
+language side is its own process, with no Redis."""
+from __future__ import annotations
+
+import random
+import socket
+import time
+
+import pytest
+
+from conftest import Destination, mooncake_ports, start_node, wait_for
+from xferd.sender import Sender
+from xferd.status import Status
+from xferd.tools.synthetic import room_data
+
+pytestmark = pytest.mark.integration
+BIG = 8192  # tokens: 64 blocks, 64 MiB of embeddings (hidden 4096, bf16): a write that takes a while
+PORT_FREE_S = 90  # the kernel holds a closed listening port in TIME_WAIT for 60 s
+
+
+def port_free(port: int) -> bool:
+    """Whether a server could listen on ``port`` now (Mooncake binds without SO_REUSEADDR, so
+    the port of a process that answered a handshake stays taken while in TIME_WAIT)."""
+    with socket.socket() as probe:
+        try:
+            probe.bind(("", port))
+            return True
+        except OSError:
+            return False
+
+
+def run_room(sender: Sender, destination: Destination, tokens: int, blocks: list[int]) -> tuple[Status, bool]:
+    room = random.getrandbits(62)
+    destination.init(room, tokens, blocks)
+    sender.send(room, tokens, room_data(room, tokens, sender.layout))
+    status, landed = destination.status()
+    return status, landed and destination.holds(room, tokens, blocks)
+
+
+def test_a_destination_killed_mid_write_and_restarted_under_its_session_id(redis_url, tmp_path_factory):
+    node = start_node(redis_url, tmp_path_factory, workers=1, hidden_size=4096, pool_blocks=96, lease=1.0,
+                      round_timeout=5.0, drain_timeout=1.0)
+    low = mooncake_ports(3)
+    first = second = None
+    try:
+        sender = Sender(node.settings, node.store)
+        first = Destination(node.settings, ports=(low, low + 1))  # data port low + 1
+        assert run_room(sender, first, 128, [64]) == (Status.Success, True)
+
+        room = random.getrandbits(62)
+        first.init(room, BIG, list(range(64)))
+        assert wait_for(lambda: node.store.room(room).get("dst_count") == "1")
+        sender.send(room, BIG, room_data(room, BIG, sender.layout))
+        assert wait_for(lambda: "holder" in node.store.room(room)), "the write began"
+        first.process.kill()  # mid-write
+        first.process.join()
+        assert wait_for(lambda: node.store.room(room).get("status") == str(int(Status.Failed)), 30)
+        assert "Mooncake write" in node.store.room(room)["failure"], node.store.room(room)["failure"]
+
+        assert wait_for(lambda: port_free(low), PORT_FREE_S), "the dead process's port never came free"
+        with socket.socket() as held:  # its data port stays taken: the new process gets another
+            held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            held.bind(("127.0.0.1", low + 1))
+            held.listen()
+            second = Destination(node.settings, ports=(low, low + 2))
+        assert second.session_id == first.session_id == f"127.0.0.1:{low}"
+        for tokens, blocks in ((2000, list(range(16))), (300, [40, 41, 42]), (BIG, list(range(64)))):
+            started = time.monotonic()
+            assert run_room(sender, second, tokens, blocks) == (Status.Success, True), "first try, every byte"
+            assert time.monotonic() - started < 30
+        assert "refreshed Mooncake's record of peer 127.0.0.1:%d (it registered again)" % low in node.log_text()
+        assert wait_for(lambda: node.store.free_blocks() == 96, 10), "every block back"
+    finally:
+        for destination in (first, second):
+            if destination is not None and destination.process.is_alive():
+                destination.stop()
+        node.stop()
