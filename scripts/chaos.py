@@ -18,6 +18,11 @@
                                           # and 70% of requests: nothing dropped, every room told
     scripts/chaos.py --slow-redis 3       # every Redis hop of the node and encoder 3 ms slower each
                                           # way (a proxy), workers SIGKILLed throughout
+    scripts/chaos.py --restart-peer 20 40 # beside the workload a language process on a fixed port,
+                                          # SIGKILLed every 20-40 s and started again under its
+                                          # session id (each restart waits ~60 s for its port)
+    scripts/chaos.py --deaf-peer          # beside the workload a language peer whose status
+                                          # endpoint is gone; worker SIGKILLs throughout
     scripts/chaos.py --requests 100 --redis-down 3 --json chaos.json
 
 Prints requests, Success, Failed with reasons, bytes verified, writers fenced, rounds handed
@@ -55,6 +60,11 @@ def main() -> int:
     mode.add_argument("--slow-redis", type=float, metavar="MS",
                       help="the node and the encoder reach Redis through a proxy adding MS milliseconds to "
                            "every chunk each way; worker SIGKILLs, no Redis crash")
+    mode.add_argument("--restart-peer", type=float, nargs=2, metavar=("MIN", "MAX"),
+                      help="beside the workload, a language process on a fixed port SIGKILLed every MIN-MAX s "
+                           "(a write may be in flight) and started again under the same session id")
+    mode.add_argument("--deaf-peer", action="store_true",
+                      help="beside the workload, a language peer whose status endpoint is gone; worker SIGKILLs")
     parser.add_argument("--oom-at", type=float, nargs="*", default=[0.3, 0.7],
                         help="with --oom: fractions of requests done at which Redis fills up")
     parser.add_argument("--no-resend", action="store_true",
@@ -84,13 +94,17 @@ def main() -> int:
     from xferd.tools.demo import run_demo
 
     pauses = args.pause or args.mixed
-    alone = args.pause or args.drain or args.oom or args.slow_redis  # modes without the default Redis crash
-    chaos = Chaos(kill_every=None if args.pause or args.oom else tuple(args.kill_every), kill_any=args.kill_any,
+    # modes without the default Redis crash
+    alone = args.pause or args.drain or args.oom or args.slow_redis or args.restart_peer or args.deaf_peer
+    quiet = args.pause or args.oom or args.restart_peer  # modes without worker SIGKILLs
+    chaos = Chaos(kill_every=None if quiet else tuple(args.kill_every), kill_any=args.kill_any,
                   pause_every=tuple(args.pause_every) if pauses else None, pause_for=tuple(args.pause_for),
                   lease=args.lease,
                   redis_crashes=() if alone else tuple((at, args.redis_down) for at in args.redis_crash_at),
                   redis_oom=tuple((at, args.oom) for at in args.oom_at) if args.oom else (),
                   redis_delay=(args.slow_redis or 0.0) / 1000,
+                  restart_peer_every=tuple(args.restart_peer) if args.restart_peer else None,
+                  deaf_peer=args.deaf_peer,
                   failover="cluster" if args.cluster else "sentinel" if args.sentinel else "",
                   failover_at=tuple(args.failover_at), min_replicas=args.min_replicas,
                   replica_lag=args.replica_lag, drains_at=tuple(args.drain_at) if args.drain else (),

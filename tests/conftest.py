@@ -2,22 +2,18 @@
 from __future__ import annotations
 
 import contextlib
-import multiprocessing
 import os
-import signal
 import time
 import uuid
 
 import fakeredis
 import pytest
-import torch
 
 from xferd.connections import connect
 from xferd.tools.embedded import free_port, local_or_embedded
 from xferd.tools.local_redis import CannotStart, LocalCluster, LocalSentinel
 from xferd.processes import start_serve, stop_process
 from xferd.settings import Settings
-from xferd.status import Status
 from xferd.store import Store
 
 LOCAL_REDIS = "redis://127.0.0.1:6379/0"
@@ -206,104 +202,3 @@ def receiver_process(ingress: str, settings: Settings, inits: list[tuple[int, li
     queue.put(receiver.session_id)
     time.sleep(3600)
 
-
-SPAWN = multiprocessing.get_context("spawn")
-
-
-def mooncake_ports(count: int) -> int:
-    """The first of ``count`` free ports in a row where Mooncake takes them (MC_MIN/MAX_RPC_PORT
-    outside the ephemeral range 32768-60999, which it ignores)."""
-    import random
-    import socket
-    for _ in range(200):
-        low = random.randrange(20_000, 32_000 - count)
-        try:
-            with contextlib.ExitStack() as stack:
-                for port in range(low, low + count):
-                    stack.enter_context(socket.socket()).bind(("127.0.0.1", port))
-            return low
-        except OSError:
-            continue
-    raise AssertionError("no free block of Mooncake ports")
-
-
-def destination_main(settings: Settings, num_blocks: int, conn, ports: tuple[int, int] | None = None) -> None:
-    """A language side in its own process: registers, then per command inits a room, waits
-    for its status over ZMQ only, and reports whether the whole round had landed the moment
-    the status arrived; "check" reports whether the blocks hold exactly the room's data.
-    ``ports`` (low, high): its Mooncake session id is 127.0.0.1:<low> (a server on a fixed
-    port), its data port another of low..high: Mooncake takes both from MC_MIN/MAX_RPC_PORT,
-    so a start whose rpc port came out otherwise reports "again" and exits."""
-    if ports is not None:
-        os.environ["MC_MIN_RPC_PORT"], os.environ["MC_MAX_RPC_PORT"] = map(str, ports)
-    from xferd.receiver import Receiver
-    from xferd.tools.synthetic import room_data
-
-    layout = settings.buffer_layout
-    rx = Receiver(settings.ingress, layout, num_blocks)  # no store: no Redis fallback
-    if ports is not None and rx.engine.mooncake.get_rpc_port() != ports[0]:
-        conn.send(("again", None))
-        return
-    rx.register()
-    conn.send(("ready", rx.session_id))
-
-    def holds(room, total, blocks) -> bool:
-        expected = room_data(room, total, layout)
-        return all(torch.equal(rx.pool.read_tokens(i, blocks, total), b.token_range(expected[i], 0, total))
-                   for i, b in enumerate(layout.buffers) if b.per_token)
-
-    while True:
-        command, room, total, blocks = conn.recv()
-        if command == "init":
-            for buffer in rx.pool.buffers:
-                buffer[blocks] = 0
-            rx.init(room, blocks, total)
-            status = rx.wait(room, 120)
-            conn.send((int(status), holds(room, total, blocks)))
-        elif command == "check":
-            conn.send(holds(room, total, blocks))
-        else:
-            rx.close()
-            return
-
-
-class Destination:
-    """A language side in a process of its own (``destination_main``)."""
-
-    def __init__(self, settings: Settings, num_blocks: int = 66, ports: tuple[int, int] | None = None):
-        for _ in range(30):
-            self.conn, child = SPAWN.Pipe()
-            self.process = SPAWN.Process(target=destination_main, args=(settings, num_blocks, child, ports),
-                                         daemon=True)
-            self.process.start()
-            assert self.conn.poll(60), "the language process did not come up"
-            state, self.session_id = self.conn.recv()
-            if state == "ready":
-                return
-            self.process.join()
-        raise AssertionError(f"no language process got rpc port {ports[0]}")
-
-    def init(self, room: int, total: int, blocks: list[int]) -> None:
-        self.conn.send(("init", room, total, blocks))
-
-    def status(self, timeout: float = 60) -> tuple[Status, bool]:
-        """(the status, whether the whole round had landed when it arrived)."""
-        assert self.conn.poll(timeout), "no status reached the language side"
-        status, landed = self.conn.recv()
-        return Status(status), landed
-
-    def holds(self, room: int, total: int, blocks: list[int]) -> bool:
-        self.conn.send(("check", room, total, blocks))
-        assert self.conn.poll(30)
-        return self.conn.recv()
-
-    def pause(self) -> None:
-        os.kill(self.process.pid, signal.SIGSTOP)
-
-    def resume(self) -> None:
-        os.kill(self.process.pid, signal.SIGCONT)
-
-    def stop(self) -> None:
-        self.resume()
-        self.process.kill()
-        self.process.join()

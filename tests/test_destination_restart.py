@@ -1,7 +1,8 @@
 """A language process that dies mid-write and comes back under the same session id
 (``host:rpc_port``, as a server restarted on a fixed port): its rooms after the restart go
 through on the first try, every byte compared. Real `xferd serve`, Redis, Mooncake; the
-language side is its own process, with no Redis."""
+language side is its own process, with no Redis. The short variant of `scripts/chaos.py
+--restart-peer` (a restart waits for the kernel to free the old process's port: a minute)."""
 from __future__ import annotations
 
 import random
@@ -10,28 +11,20 @@ import time
 
 import pytest
 
-from conftest import Destination, mooncake_ports, start_node, wait_for
+from conftest import start_node, wait_for
+from xferd.tools.embedded import port_free
+from xferd.tools.peer import Peer, mooncake_ports
 from xferd.sender import Sender
 from xferd.status import Status
 from xferd.tools.synthetic import room_data
 
 pytestmark = pytest.mark.integration
 BIG = 8192  # tokens: 64 blocks, 64 MiB of embeddings (hidden 4096, bf16): a write that takes a while
-PORT_FREE_S = 90  # the kernel holds a closed listening port in TIME_WAIT for 60 s
+PORT_FREE_S = 90  # the kernel holds the port of a process that answered a handshake for 60 s
+# (Mooncake binds without SO_REUSEADDR)
 
 
-def port_free(port: int) -> bool:
-    """Whether a server could listen on ``port`` now (Mooncake binds without SO_REUSEADDR, so
-    the port of a process that answered a handshake stays taken while in TIME_WAIT)."""
-    with socket.socket() as probe:
-        try:
-            probe.bind(("", port))
-            return True
-        except OSError:
-            return False
-
-
-def run_room(sender: Sender, destination: Destination, tokens: int, blocks: list[int]) -> tuple[Status, bool]:
+def run_room(sender: Sender, destination: Peer, tokens: int, blocks: list[int]) -> tuple[Status, bool]:
     room = random.getrandbits(62)
     destination.init(room, tokens, blocks)
     sender.send(room, tokens, room_data(room, tokens, sender.layout))
@@ -46,7 +39,7 @@ def test_a_destination_killed_mid_write_and_restarted_under_its_session_id(redis
     first = second = None
     try:
         sender = Sender(node.settings, node.store)
-        first = Destination(node.settings, ports=(low, low + 1))  # data port low + 1
+        first = Peer(node.settings, ports=(low, low + 1))  # data port low + 1
         assert run_room(sender, first, 128, [64]) == (Status.Success, True)
 
         room = random.getrandbits(62)
@@ -64,7 +57,7 @@ def test_a_destination_killed_mid_write_and_restarted_under_its_session_id(redis
             held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             held.bind(("127.0.0.1", low + 1))
             held.listen()
-            second = Destination(node.settings, ports=(low, low + 2))
+            second = Peer(node.settings, ports=(low, low + 2))
         assert second.session_id == first.session_id == f"127.0.0.1:{low}"
         for tokens, blocks in ((2000, list(range(16))), (300, [40, 41, 42]), (BIG, list(range(64)))):
             started = time.monotonic()

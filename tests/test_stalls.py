@@ -12,7 +12,8 @@ import time
 import pytest
 import zmq
 
-from conftest import SPAWN, Destination, start_node, wait_for
+from conftest import start_node, wait_for
+from xferd.tools.peer import SPAWN, Peer
 from xferd import worker
 from xferd.fencing import Identity
 from xferd.lease import SELF_FENCE_EXIT
@@ -26,7 +27,7 @@ pytestmark = pytest.mark.integration
 BIG = 8192  # tokens: 64 blocks, 64 MiB of embeddings (hidden 4096, bf16)
 
 
-def warm_up(sender: Sender, destination: Destination) -> None:
+def warm_up(sender: Sender, destination: Peer) -> None:
     """One small room, so that the worker's Mooncake engine knows the destination before it stalls."""
     room = random.getrandbits(62)
     destination.init(room, 128, [64])
@@ -34,7 +35,7 @@ def warm_up(sender: Sender, destination: Destination) -> None:
     assert destination.status() == (Status.Success, True)
 
 
-def start_stalled_round(node, sender: Sender, destination: Destination) -> tuple[int, list[int]]:
+def start_stalled_round(node, sender: Sender, destination: Peer) -> tuple[int, list[int]]:
     """A 64 MiB round whose destination is SIGSTOPped before the write starts: the write is
     in flight and cannot finish. Returns (room, source blocks)."""
     room, store = random.getrandbits(62), node.store
@@ -59,7 +60,7 @@ def stall_node(redis_url, tmp_path_factory):
 def test_a_destination_stalled_mid_write_while_its_room_ends(stall_node, ender):
     node, store = stall_node, stall_node.store
     sender = Sender(node.settings, store)
-    destination = Destination(node.settings)
+    destination = Peer(node.settings)
     other = random.getrandbits(62)
     try:
         warm_up(sender, destination)
@@ -104,7 +105,7 @@ def test_a_worker_cut_off_from_redis_is_stopped_before_its_round_is_redone(redis
     try:
         cut_off.start()
         assert wait_for(lambda: store.live_workers(), 60), "the worker behind the proxy is up"
-        destination = Destination(node.settings)
+        destination = Peer(node.settings)
         warm_up(sender, destination)
         room, _ = start_stalled_round(node, sender, destination)
         assert Identity.parse(store.room(room)["holder"]).pid == cut_off.pid

@@ -47,6 +47,10 @@ class Chaos:
     # a slow Redis: the node and the encoder reach it through a proxy that delays every
     # chunk by this many seconds each way
     redis_delay: float = 0.0
+    # a language process of its own on a fixed port, SIGKILLed every MIN-MAX seconds (a room's
+    # write may be in flight) and started again under the same session id
+    restart_peer_every: tuple[float, float] | None = None
+    deaf_peer: bool = False  # a language peer whose status endpoint is gone runs rooms too
     # the language side sends init/resume again after 5 quiet seconds (xferd's Receiver); the
     # reference never does, so without it a message the node lost hangs its room
     resend: bool = True
@@ -69,6 +73,11 @@ class Chaos:
             parts.append(f"every Redis hop of the node and encoder {self.redis_delay * 1000:g} ms slower each way")
         for fraction, seconds in self.redis_oom:
             parts.append(f"Redis out of memory (refusing writes) at {fraction:.0%} of requests for {seconds:g}s")
+        if self.restart_peer_every:
+            parts.append(f"a language process on a fixed port SIGKILLed every {self.restart_peer_every[0]:g}–"
+                         f"{self.restart_peer_every[1]:g}s and started again under its session id")
+        if self.deaf_peer:
+            parts.append("a language peer whose status endpoint is gone runs rooms beside the workload")
         if self.drains_at:
             at = ", ".join(f"{fraction:.0%}" for fraction in self.drains_at)
             parts.append(f"drain serve (SIGTERM) at {at} of requests and start it again")

@@ -17,6 +17,7 @@ import time
 from .chaos import Chaos, PrimaryKiller, RedisCrasher, RedisFiller, RollingRestarter, WorkerKiller, WorkerPauser
 from ..connections import connect, redact, with_retry
 from .embedded import EmbeddedRedis, free_port
+from .peerfaults import DeafPeer, RestartingPeer
 from .redis_proxy import RedisProxy
 from .langsim import LanguageSim
 from ..processes import start_serve, stop_process
@@ -166,6 +167,10 @@ def run_demo(redis_url: str | None = None, requests: int = 100, workers: int = 2
                 faults.append(PrimaryKiller(replicated, settings.keys.record, chaos.failover_at,
                                             lambda: len(sim.results) / requests, lambda: len(sim.results),
                                             chaos.replica_lag))
+            if chaos.restart_peer_every:
+                faults.append(RestartingPeer(settings, store, chaos.restart_peer_every, seed))
+            if chaos.deaf_peer:
+                faults.append(DeafPeer(settings, store, seed))
             if chaos.drains_at:
                 faults.append(RollingRestarter(serve.restart, chaos.drains_at, lambda: len(sim.results) / requests))
             for fault in faults:
@@ -196,9 +201,12 @@ def run_demo(redis_url: str | None = None, requests: int = 100, workers: int = 2
             out.write(f"  rolled back     {rolled_back} statuses the language side acted on that Redis no longer "
                       f"holds\n")
         restarts = [r for f in faults for r in getattr(f, "restarts", [])]
+        problems = [p for f in faults for p in getattr(f, "problems", [])]
+        for problem in problems[:10]:
+            out.write(f"  problem         {problem}\n")
         ok = (sim.wrong_bytes == 0 and all(r.status == Status.Success for r in results)
               and free == settings.pool_blocks and rolled_back == 0
-              and all(r["exit_code"] == 0 for r in restarts))
+              and all(r["exit_code"] == 0 for r in restarts) and not problems)
         if json_path:
             _write_json(json_path, ok, results, sim, elapsed, free, settings, faults, store.stats(),
                         len(store.consumers()), rolled_back)
@@ -307,6 +315,9 @@ def _chaos_summary(faults, stats: dict[str, int], consumers: dict[str, int]) -> 
             refused = sum(v for k, v in stats.items() if k.startswith("redis_refused:"))
             lines.append(f"  redis full      {len(fault.full)} windows of refused writes ({each}); "
                          f"{refused} calls refused and retried")
+        elif isinstance(fault, (RestartingPeer, DeafPeer)):
+            lines.append(f"  {'restarted peer' if isinstance(fault, RestartingPeer) else 'deaf peer':15s} "
+                         f"{fault.summary()}")
         elif isinstance(fault, RollingRestarter):
             each = ", ".join(f"exit {r['exit_code']} after {r['drained_s']:.1f}s, serving again at {r['down_s']:.1f}s"
                              for r in fault.restarts) or "none reached"
@@ -351,6 +362,9 @@ def _write_json(path, ok, results, sim, elapsed, free, settings, faults, stats, 
         "drains": [r for fault in faults for r in getattr(fault, "restarts", [])],
         "redis_full": [w for fault in faults for w in getattr(fault, "full", [])],
         "redis_refused": sum(v for k, v in stats.items() if k.startswith("redis_refused:")),
+        "peers": [{"kind": type(f).__name__, "rooms": f.rooms, "succeeded": f.succeeded,
+                   "kills": getattr(f, "peer_kills", []), "problems": f.problems}
+                  for f in faults if hasattr(f, "problems")],
         "statuses_rolled_back": rolled_back, "replica_waits": stats.get("replica_waits", 0),
         "not_replicated": stats.get("not_replicated", 0), "statuses_repushed": stats.get("statuses_repushed", 0),
     }

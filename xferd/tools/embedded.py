@@ -22,6 +22,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def port_free(port: int) -> bool:
+    """Whether a server could listen on ``port`` now (without SO_REUSEADDR: a port a closed
+    server left in TIME_WAIT is not free yet)."""
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
 def answers(url: str, within: float) -> bool:
     """Whether the Redis at ``url`` answers PING within ``within`` seconds (it may be starting
     or loading its AOF)."""

@@ -9,14 +9,13 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 
 import redis
 
-from .embedded import answers
+from .embedded import answers, port_free
 from ..topology import redact
 
 
@@ -28,20 +27,11 @@ class CannotStart(RuntimeError):
     """The topology could not be started here (no redis-server, ports taken); a test skips."""
 
 
-def _port_free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-            return True
-        except OSError:
-            return False
-
-
 def _free_ports(count: int, base: int, step: int = 1, also_bus: bool = False) -> list[int]:
     """``count`` free ports from ``base`` on (with the cluster bus port, port + 10000, free too)."""
     found, port = [], base
     while len(found) < count and port < base + 2000:
-        if _port_free(port) and (not also_bus or _port_free(port + 10000)):
+        if port_free(port) and (not also_bus or port_free(port + 10000)):
             found.append(port)
         port += step
     if len(found) < count:
