@@ -63,23 +63,23 @@ def test_a_redis_out_of_memory_drops_nothing(tmp_path):
     """Redis full (maxmemory below what it holds, noeviction) for 3 s while rooms flow, with
     a language side that never sends a message twice (as the reference): every message
     waits and is retried, every room ends Success, and the node serves again at once."""
-    report = chaos_run(tmp_path, 40, Chaos(kill_every=None, redis_oom=((0.3, 3.0),), resend=False))
+    report = chaos_run(tmp_path, 30, Chaos(kill_every=None, redis_oom=((0.3, 3.0),), resend=False))
     assert report["redis_refused"] > 0, "writes were refused, and retried"
     assert [w["full_s"] >= 3.0 for w in report["redis_full"]] == [True]
-    assert report["redis_full"][0]["next_done_s"] < 10, "a request done soon after Redis took writes again"
+    assert report["redis_full"][0]["next_done_s"] < 5, "a request done soon after Redis took writes again"
     assert report["messages_sent_again"] == 0
 
 
 def test_a_slow_redis_delays_but_breaks_nothing(tmp_path):
     """Every Redis hop of the node and the encoder 3 ms slower each way (a proxy), workers
     SIGKILLed throughout."""
-    report = chaos_run(tmp_path, 40, Chaos(kill_every=(0.3, 0.6), redis_delay=0.003))
-    assert report["process_kills"] >= 3
+    report = chaos_run(tmp_path, 24, Chaos(kill_every=(0.3, 0.6), redis_delay=0.003))
+    assert report["process_kills"] >= 2
 
 
 def test_a_peer_whose_status_endpoint_is_gone_costs_no_one_else(tmp_path):
     """Beside the workload, a language peer that said its statuses go where nothing
     listens: its rooms succeed (it reads Redis), and so does every room of the workload."""
-    report = chaos_run(tmp_path, 40, Chaos(kill_every=None, deaf_peer=True))
+    report = chaos_run(tmp_path, 24, Chaos(kill_every=None, deaf_peer=True))
     [peer] = report["peers"]
     assert peer["kind"] == "DeafPeer" and peer["succeeded"] >= 5 and not peer["problems"], peer

@@ -1,6 +1,7 @@
 """DirectCalls, the hot path's way to Redis (real Redis): a connection per thread, a script
 loaded again after Redis lost it, a dropped connection replaced on the next call, and a
-thread's connection given back when the thread ends."""
+thread's connection given back when the thread ends. And what is waited out: a Redis that
+refuses writes, by its reason, counted and logged."""
 from __future__ import annotations
 
 import gc
@@ -9,6 +10,7 @@ import threading
 import pytest
 import redis
 
+from xferd import connections
 from xferd.connections import DirectCalls, connect
 
 
@@ -55,3 +57,52 @@ def test_a_thread_that_ends_gives_its_connection_back(client):
     del thread, threads
     gc.collect()
     assert len(pool._in_use_connections) == before
+
+
+@pytest.mark.parametrize("reply,code", [
+    ("OOM command not allowed when used memory > 'maxmemory'.", "OOM"),
+    ("READONLY You can't write against a read only replica.", "READONLY"),
+    ("MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.", "MASTERDOWN"),
+    ("BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.", "BUSY"),
+    ("MISCONF Redis is configured to save RDB snapshots, but it's currently unable to persist to disk.",
+     "MISCONF"),
+    ("NOREPLICAS Not enough good replicas to write.", "NOREPLICAS"),
+])
+def test_a_redis_refusing_writes_is_waited_out_and_counted(reply, code, caplog):
+    from redis._parsers.base import BaseParser
+    refused = BaseParser.parse_error(reply)
+    assert connections.refusal(refused) == code and isinstance(refused, connections.TRANSIENT)
+    answers = iter([refused, refused, "done"])
+
+    def call():
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    with connections.trouble():  # start from nothing counted
+        pass
+    with caplog.at_level("WARNING", logger="xferd"):
+        assert connections.with_retry(call, "a test write", max_delay=0.01) == "done"
+    assert f"redis refuses writes during a test write ({code}: " in caplog.text
+    with connections.trouble() as counted:
+        assert counted[f"redis_refused:{code}"] == 2 and counted["redis_errors"] == 2
+    assert connections.failing_for() == 0.0, "it got through"
+
+
+def test_other_errors_are_not_refusals():
+    from redis._parsers.base import BaseParser
+    for reply in ("BUSYGROUP Consumer Group name already exists", "ERR unknown command", "WRONGTYPE Operation"):
+        error = BaseParser.parse_error(reply)
+        assert connections.refusal(error) is None and not isinstance(error, connections.TRANSIENT)
+
+
+def test_how_long_calls_have_been_failing():
+    def down():
+        raise redis.ConnectionError("refused")
+
+    with pytest.raises(redis.ConnectionError):
+        connections.with_retry(down, "a test call", give_up_after=0.2, max_delay=0.05)
+    assert connections.failing_for() >= 0.2, "failing since the first error, until one gets through"
+    connections.with_retry(lambda: 1, "a test call")
+    assert connections.failing_for() == 0.0

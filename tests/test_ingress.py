@@ -217,3 +217,43 @@ def test_a_stopping_ingress_takes_every_message_that_already_arrived(ingress):
         assert [ingress.store.status(room) for room in rooms] == [Status.WaitingForInput] * len(rooms)
     finally:
         push.close(0)
+
+
+def test_an_init_redis_will_not_take_in_its_bootstrap_timeout_is_failed_to_its_sender():
+    """Redis refuses writes (out of memory): the ingress holds the init, retrying, for what
+    its room's bootstrap timeout allows, then tells its sender Failed (nothing of it was
+    recorded, so no write can target its blocks); once Redis takes writes, inits go in."""
+    import time
+
+    import redis as redis_py
+    import zmq
+
+    from xferd.tools.embedded import EmbeddedRedis
+    with EmbeddedRedis() as private:
+        if not private.kind.startswith("private"):
+            pytest.skip("needs redis-server (fakeredis has no maxmemory)")
+        ingress = Ingress(make_settings(redis_url=private.url, ingress=f"tcp://127.0.0.1:{free_port()}",
+                                        bootstrap_timeout=1.0))
+        ingress.store.ensure_groups()
+        ingress.store.init_pool(ingress.settings.pool_blocks, {"shm": "test"})
+        ingress.handle(encode_register("127.0.0.1", 7100, SESSION, PTRS, [1 << 20] * 4))
+        status = zmq.Context.instance().socket(zmq.PULL)
+        port = status.bind_to_random_port("tcp://127.0.0.1")
+        admin = redis_py.Redis.from_url(private.url)
+        admin.config_set("maxmemory-policy", "noeviction")
+        admin.config_set("maxmemory", 1)
+        try:
+            started = time.monotonic()
+            ingress.handle(encode_init(41, "127.0.0.1", port, SESSION, [0, 1], 1, 256))
+            assert 0.9 <= time.monotonic() - started < 5, "held for the room's bootstrap timeout"
+            assert status.poll(2000), "its sender was told"
+            assert status.recv_multipart() == [b"41", b"0"]
+            assert ingress.store.status(41) is None, "nothing of it was recorded"
+            admin.config_set("maxmemory", 0)
+            ingress.handle(init(42))
+            assert ingress.store.status(42) == Status.WaitingForInput
+            assert ingress.counts["ingress_rejected:redis_refused"] == 1
+        finally:
+            admin.config_set("maxmemory", 0)
+            status.close(0)
+            ingress.close()

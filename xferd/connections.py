@@ -43,6 +43,9 @@ TRANSIENT = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError, 
              exceptions.AskError, *REFUSALS)  # AskError: MOVED too, a slot migrating
 # a refused password is a ConnectionError to redis-py, but no wait will fix it
 PERMANENT = (redis.exceptions.AuthenticationError, redis.exceptions.AuthorizationError)
+# the longest wait between tries: a node serves again within about this long of Redis
+# answering (or taking writes) again; a few processes asking once a second cost Redis nothing
+MAX_BACKOFF_S = 1.0
 _recovered_at = 0.0  # monotonic time this process last saw Redis come back after an outage
 _failing_since: float | None = None  # monotonic time this process's calls began failing, while they do
 
@@ -266,7 +269,7 @@ def trouble():
 
 
 def with_retry(action: Callable[[], T], what: str, stop: Callable[[], bool] = lambda: False,
-               max_delay: float = 5.0, give_up_after: float | None = None, also: tuple = ()) -> T:
+               max_delay: float = MAX_BACKOFF_S, give_up_after: float | None = None, also: tuple = ()) -> T:
     """Run ``action`` until Redis answers: exponential backoff with jitter, one log line
     when an outage starts and one when it ends. Gives up (re-raising) when ``stop()`` says
     the process is stopping, or after ``give_up_after`` seconds if given. ``also``: more
@@ -294,8 +297,7 @@ def with_retry(action: Callable[[], T], what: str, stop: Callable[[], bool] = la
 
     def before_sleep(state: tenacity.RetryCallState) -> None:
         error = state.outcome.exception()
-        if state.attempt_number > 1:  # the first is the error counted above
-            _count_error(error)
+        _count_error(error)  # each of tenacity's attempts is a call of its own
         if not outage["logged"]:
             if refusal(error):
                 log.warning("redis refuses writes during %s (%s: %s); retrying", what, refusal(error), error)

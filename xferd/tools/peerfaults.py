@@ -143,16 +143,18 @@ class DeafPeer(threading.Thread):
                 receiver.init(room, blocks, len(blocks) * layout.block_size)
                 data = room_data(room, tokens, layout)
                 sender.send(room, tokens, data, timeout=60)
-                self.rooms += 1
                 deadline = time.monotonic() + 60
                 while (status := self.store.status(room)) not in (Status.Success, Status.Failed):
                     if time.monotonic() > deadline or self.done.wait(0.01):
                         break
                 landed = all(receiver.pool.read_tokens(i, blocks, tokens).equal(b.token_range(data[i], 0, tokens))
                              for i, b in enumerate(layout.buffers) if b.per_token)
+                if self.done.is_set() and status not in (Status.Success, Status.Failed):
+                    break  # the run ended first
+                self.rooms += 1
                 if status == Status.Success and landed:
                     self.succeeded += 1
-                elif not self.done.is_set():
+                else:
                     self.problems.append(f"room {room} of the deaf peer: {status}, every byte landed: {landed}")
         finally:
             receiver.close()
