@@ -44,7 +44,8 @@ def fatal(message: str) -> None:
 def open_sender(settings: Settings) -> Sender:
     """The node's Sender, or a fatal one-line error saying what is missing."""
     try:
-        return Sender(settings, Store(connect(settings.redis_url), settings, direct=True),
+        return Sender(settings, Store(connect(settings.redis_url, probe_patience_s=REDIS_PATIENCE_S), settings,
+                                      direct=True),
                       redis_patience=REDIS_PATIENCE_S)
     except NodeNotFound as error:
         fatal(str(error))
