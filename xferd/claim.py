@@ -23,12 +23,11 @@ from .store import Store
 
 def node_record(settings: Settings) -> dict[str, str]:
     """What the record says of the node: schema, the pool's shape and shared-memory file,
-    its layout, the status form and its policy (timeouts, retention, lease, in ms): the
-    encoder side and every script read these instead of repeating them."""
+    its layout and the status form (the encoder side reads these instead of repeating them;
+    the Store adds the node's policy when it writes the record)."""
     return {"schema": str(SCHEMA), "num_blocks": str(settings.pool_blocks),
             **describe_pool(settings.buffer_layout, settings.pool_blocks, settings.shm_name),
-            "status_frames": str(settings.status_frames), "sender_rank": str(settings.sender_rank),
-            **settings.policy()}
+            "status_frames": str(settings.status_frames), "sender_rank": str(settings.sender_rank)}
 
 
 class NodeRefused(ConfigError):

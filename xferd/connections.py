@@ -75,6 +75,13 @@ def refusal(error: BaseException) -> str | None:
                     exceptions.MasterDownError: "MASTERDOWN"}.get(type(error), "REFUSED")
 
 
+def describe(error: BaseException, during: str = "") -> str:
+    """What a failed Redis call says of Redis, for a log line: "refuses writes [during X]
+    (OOM: ...)" or "unavailable [during X] (ConnectionError)"."""
+    code, where = refusal(error), f" during {during}" if during else ""
+    return f"refuses writes{where} ({code}: {error})" if code else f"unavailable{where} ({type(error).__name__})"
+
+
 def _count_error(error: BaseException) -> None:
     global _failing_since
     if _failing_since is None:
@@ -299,10 +306,7 @@ def with_retry(action: Callable[[], T], what: str, stop: Callable[[], bool] = la
         error = state.outcome.exception()
         _count_error(error)  # each of tenacity's attempts is a call of its own
         if not outage["logged"]:
-            if refusal(error):
-                log.warning("redis refuses writes during %s (%s: %s); retrying", what, refusal(error), error)
-            else:
-                log.warning("redis unavailable during %s (%s); retrying", what, type(error).__name__)
+            log.warning("redis %s; retrying", describe(error, what))
             outage["logged"] = True
 
     def sleep(seconds: float) -> None:  # in slices: a stop (SIGTERM) mid-outage is seen at once

@@ -17,7 +17,7 @@ from dataclasses import replace
 import zmq
 
 from .auth import peer_of, secure_server
-from .connections import TRANSIENT, connect, failing_for, refusal, trouble, with_retry
+from .connections import TRANSIENT, connect, describe, failing_for, refusal, trouble, with_retry
 from .notify import Notifier
 from .planning import PlanError, check_allocation
 from .processes import run_service
@@ -68,11 +68,9 @@ class Ingress:
         recorded, so no write can target the blocks it names, and its sender is told Failed
         now rather than waiting for a status that cannot come. The room's record, if any,
         fails by its own deadline once Redis takes writes again."""
-        kind = type(message).__name__.lower()
-        why = (f"Redis refused writes ({refusal(error)}: {error})" if refusal(error)
-               else f"Redis was unreachable ({type(error).__name__})")
-        log.error("room %s: %s not recorded: %s past the room's %s timeout; told its sender Failed",
-                  message.room, kind, why, "bootstrap" if isinstance(message, Init) else "transferring")
+        log.error("room %s: %s not recorded: Redis %s, past the room's %s timeout; told its sender Failed",
+                  message.room, type(message).__name__.lower(), describe(error),
+                  "bootstrap" if isinstance(message, Init) else "transferring")
         self.counts[f"ingress_rejected:redis_{'refused' if refusal(error) else 'unreachable'}"] += 1
         self.notifier.send([f"{message.ip}:{message.status_port}"], message.room, Status.Failed)
 

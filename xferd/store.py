@@ -221,7 +221,7 @@ class Store:
         def stage(pipe) -> None:  # the new record before the mark goes: never neither
             pipe.hset(key, mapping=record)
             pipe.hdel(key, "failed")
-            pipe.pexpire(key, int(self.settings.session_retention * 1000))
+            pipe.pexpire(key, self._session_retention_ms)
 
         if self.settings.min_replicas:
             self._replicated(stage, f"register {message.session_id}")
@@ -229,6 +229,10 @@ class Store:
             pipe = self.client.pipeline(transaction=True)
             stage(pipe)
             pipe.execute()
+
+    @property
+    def _session_retention_ms(self) -> int:
+        return int(self.settings.policy()["session_retention_ms"])
 
     def session_owner(self, session_id: str) -> str | None:
         """The key of the peer that registered the session; None when it is not registered."""
@@ -248,7 +252,7 @@ class Store:
         key = self.keys.session(session_id)
         pipe = self.client.pipeline(transaction=True)
         pipe.hset(key, "failed", reason)
-        pipe.pexpire(key, int(self.settings.session_retention * 1000))  # bounded, even if it had expired
+        pipe.pexpire(key, self._session_retention_ms)  # bounded, even if it had expired
         pipe.execute()
 
     def dst_init(self, message: Init) -> Outcome:
@@ -464,8 +468,7 @@ class Store:
         """Write the node record; make the free list unless a pool of the same shape exists.
         True if the free list was (re)made."""
         current = self.record()
-        wanted = {"num_blocks": str(num_blocks), **self.settings.policy(),
-                  **{k: str(v) for k, v in description.items()}}
+        wanted = self._record_fields(num_blocks, description)
         if current and all(current.get(k) == wanted[k] for k in ("num_blocks", "shm", "size", "layout",
                                                                    "block_size") if k in wanted):
             self.client.hset(self.keys.record, mapping=wanted)
@@ -483,8 +486,13 @@ class Store:
         for key in self.node_keys(self.keys.pool_owned("*")):
             held.update(int(b) for b in self.client.lrange(key, 0, -1))
         free = [b for b in range(num_blocks) if b not in held]
-        self._write_pool(free, {"num_blocks": str(num_blocks), **self.settings.policy(), **description})
+        self._write_pool(free, self._record_fields(num_blocks, description))
         return len(free)
+
+    def _record_fields(self, num_blocks: int, description: dict[str, str]) -> dict[str, str]:
+        """The node record: the pool's shape, ``description`` and the node's policy, which
+        every script reads from here (the Lua prelude)."""
+        return {"num_blocks": str(num_blocks), **self.settings.policy(), **{k: str(v) for k, v in description.items()}}
 
     def _write_pool(self, free_blocks, record: dict[str, str]) -> None:
         pipe = self.client.pipeline(transaction=True)

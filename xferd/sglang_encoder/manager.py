@@ -74,16 +74,17 @@ def encoder_classes(module) -> dict[str, type]:
             except ValueError as error:
                 self._fail(f"cannot take its source blocks: {error}")
 
+        def _bind_error(self) -> BaseException | None:
+            """Wait for the bind begun at ``init`` (once): its error, or None."""
+            binding, self._binding = self._binding, None
+            return None if binding is None else binding.exception()
+
         def _bound(self) -> bool:
-            """Whether the room holds its blocks (the bind, begun at ``init``, is waited for
-            here); a room that could not take them fails."""
-            if self._binding is None:
-                return self.conclude_state is None
-            error = self._binding.exception()
-            self._binding = None
+            """Whether the room holds its blocks; a room that could not take them fails."""
+            error = self._bind_error()
             if error is not None:
                 self._fail(f"cannot take its source blocks: {type(error).__name__}: {error}")
-            return error is None and self.conclude_state is None
+            return self.conclude_state is None
 
         def send(self, kv_indices=None, *rest) -> None:
             pass  # embeddings go once, at send_embedding
@@ -139,9 +140,7 @@ def encoder_classes(module) -> dict[str, type]:
 
         def _fail(self, reason: str) -> None:
             """End the room in xferd (the language side is told) and here."""
-            if self._binding is not None:  # let go of the room's lease once it is held
-                self._binding, binding = None, self._binding
-                binding.exception()
+            self._bind_error()  # the room's lease is let go of once it is held
             self.node.let_go(str(self.bootstrap_room))  # no more writes into its blocks from here
             self.failure_reason = self.failure_reason or reason
             self.conclude_state = Status.Failed

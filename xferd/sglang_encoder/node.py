@@ -16,7 +16,7 @@ import time
 
 import redis
 
-from ..connections import DEFAULT_REDIS_URL, connect, redact, refusal
+from ..connections import DEFAULT_REDIS_URL, connect, describe, redact
 from ..sender import NodeNotFound, Sender
 from ..settings import ConfigError, Settings
 from ..status import Status
@@ -143,9 +143,7 @@ class EncoderNode:
         ``TROUBLE_LOG_S``."""
         if time.monotonic() - self._trouble_logged_at >= TROUBLE_LOG_S:
             self._trouble_logged_at = time.monotonic()
-            code = refusal(error)
-            log.warning("could not %s: Redis %s; trying again", what,
-                        f"refuses writes ({code}: {error})" if code else f"is unreachable ({type(error).__name__})")
+            log.warning("could not %s: Redis %s; trying again", what, describe(error))
 
     # ---- leases of unpublished allocations
     def hold(self, holder: str) -> None:

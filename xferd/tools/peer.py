@@ -19,24 +19,27 @@ SPAWN = multiprocessing.get_context("spawn")
 START_TRIES = 30  # Mooncake picks its rpc port at random in the range: a start may miss ``low``
 
 
+def holds(receiver, room: int, total: int, blocks: list[int]) -> bool:
+    """Whether ``blocks`` of ``receiver``'s pool hold every per-token byte of the room's
+    deterministic data (``synthetic.room_data``)."""
+    from .synthetic import room_data
+    layout = receiver.layout
+    expected = room_data(room, total, layout)
+    return all(torch.equal(receiver.pool.read_tokens(i, blocks, total), b.token_range(expected[i], 0, total))
+               for i, b in enumerate(layout.buffers) if b.per_token)
+
+
 def peer_main(settings: Settings, num_blocks: int, conn, ports: tuple[int, int] | None = None) -> None:
     if ports is not None:  # Mooncake takes its rpc and data ports from this range
         os.environ["MC_MIN_RPC_PORT"], os.environ["MC_MAX_RPC_PORT"] = map(str, ports)
     from ..receiver import Receiver
-    from .synthetic import room_data
 
-    layout = settings.buffer_layout
-    rx = Receiver(settings.ingress, layout, num_blocks)  # no store: every status by push
+    rx = Receiver(settings.ingress, settings.buffer_layout, num_blocks)  # no store: every status by push
     if ports is not None and rx.engine.mooncake.get_rpc_port() != ports[0]:
         conn.send(("again", None))
         return
     rx.register()
     conn.send(("ready", rx.session_id))
-
-    def holds(room, total, blocks) -> bool:
-        expected = room_data(room, total, layout)
-        return all(torch.equal(rx.pool.read_tokens(i, blocks, total), b.token_range(expected[i], 0, total))
-                   for i, b in enumerate(layout.buffers) if b.per_token)
 
     while True:
         command, room, total, blocks = conn.recv()
@@ -45,9 +48,9 @@ def peer_main(settings: Settings, num_blocks: int, conn, ports: tuple[int, int] 
                 buffer[blocks] = 0
             rx.init(room, blocks, total)
             status = rx.wait(room, 120)
-            conn.send((int(status), holds(room, total, blocks)))
+            conn.send((int(status), holds(rx, room, total, blocks)))
         elif command == "check":
-            conn.send(holds(room, total, blocks))
+            conn.send(holds(rx, room, total, blocks))
         else:
             rx.close()
             return

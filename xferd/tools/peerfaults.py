@@ -15,14 +15,32 @@ from ..settings import Settings
 from ..status import Status
 from ..store import Store
 from .embedded import free_port, port_free
-from .peer import Peer, mooncake_ports
+from .peer import Peer, holds, mooncake_ports
 from .synthetic import room_data
 
 PORT_FREE_S = 90  # the kernel holds the port of a process that answered a handshake for 60 s
 SIZES = (128, 1000, 2048)  # tokens of a peer's rooms: one to sixteen blocks, one round each
 
 
-class RestartingPeer(threading.Thread):
+class PeerFault(threading.Thread):
+    """What both peers share: a Sender for their rooms, a seeded room maker, the counts and
+    the problems."""
+
+    def __init__(self, name: str, settings: Settings, store: Store, seed: int):
+        super().__init__(name=name, daemon=True)
+        self.settings, self.store = settings, store
+        self.rng = random.Random(seed)
+        self.done = threading.Event()
+        self.rooms = self.succeeded = 0
+        self.problems: list[str] = []
+
+    def next_room(self) -> tuple[int, int, list[int]]:
+        """(room, tokens, destination blocks 0..n-1) of the peer's next room."""
+        tokens = self.rng.choice(SIZES)
+        return self.rng.getrandbits(62), tokens, list(range(self.settings.buffer_layout.blocks_for(tokens)))
+
+
+class RestartingPeer(PeerFault):
     """A language process on a fixed Mooncake port runs rooms one after another; every
     ``every`` seconds it is SIGKILLed while a room's write may be in flight, and started
     again under the same session id once the kernel lets go of its port. A room in flight at
@@ -30,13 +48,10 @@ class RestartingPeer(threading.Thread):
     Success with every byte, the first after each restart included."""
 
     def __init__(self, settings: Settings, store: Store, every: tuple[float, float], seed: int):
-        super().__init__(name="restarting-peer", daemon=True)
-        self.settings, self.store, self.every = settings, store, every
-        self.rng = random.Random(seed + 7)
-        self.done = threading.Event()
-        self.rooms = self.succeeded = self.after_restart = 0
-        self.peer_kills: list[dict] = []  # per kill: the room in flight, how it ended, seconds to the new start
-        self.problems: list[str] = []
+        super().__init__("restarting-peer", settings, store, seed + 7)
+        self.every = every
+        self.after_restart = 0
+        self.peer_kills: list[dict] = []  # per kill: how the room in flight ended, seconds to the new start
 
     def run(self) -> None:
         sender = Sender(self.settings, self.store)
@@ -45,8 +60,7 @@ class RestartingPeer(threading.Thread):
         kill_at, restarted = time.monotonic() + self.rng.uniform(*self.every), False
         try:
             while not self.done.is_set():
-                room, tokens = self.rng.getrandbits(62), self.rng.choice(SIZES)
-                blocks = list(range(self.settings.buffer_layout.blocks_for(tokens)))
+                room, tokens, blocks = self.next_room()
                 peer.init(room, tokens, blocks)
                 sender.send(room, tokens, room_data(room, tokens, sender.layout), timeout=60)
                 self.rooms += 1
@@ -117,38 +131,29 @@ class RestartingPeer(threading.Thread):
                 f"{', '.join(k['room_ended'] for k in self.peer_kills) or '-'}")
 
 
-class DeafPeer(threading.Thread):
+class DeafPeer(PeerFault):
     """A language peer whose status endpoint is gone (nothing listens where it said it
     would): the node's pushes to it go nowhere and must cost no one else anything. It learns
     its rooms' outcomes from Redis; each must end Success with every byte."""
 
     def __init__(self, settings: Settings, store: Store, seed: int):
-        super().__init__(name="deaf-peer", daemon=True)
-        self.settings, self.store = settings, store
-        self.rng = random.Random(seed + 13)
-        self.done = threading.Event()
-        self.rooms = self.succeeded = 0
-        self.problems: list[str] = []
+        super().__init__("deaf-peer", settings, store, seed + 13)
 
     def run(self) -> None:
         sender = Sender(self.settings, self.store)
         receiver = Receiver(self.settings.ingress, self.settings.buffer_layout, 16)
         receiver.status_port = free_port()  # where nothing listens: every push to it is lost
-        layout = receiver.layout
         try:
             receiver.register()
             while not self.done.is_set():
-                room, tokens = self.rng.getrandbits(62), self.rng.choice(SIZES)
-                blocks = list(range(layout.blocks_for(tokens)))
-                receiver.init(room, blocks, len(blocks) * layout.block_size)
-                data = room_data(room, tokens, layout)
-                sender.send(room, tokens, data, timeout=60)
+                room, tokens, blocks = self.next_room()
+                receiver.init(room, blocks, len(blocks) * receiver.layout.block_size)
+                sender.send(room, tokens, room_data(room, tokens, receiver.layout), timeout=60)
                 deadline = time.monotonic() + 60
                 while (status := self.store.status(room)) not in (Status.Success, Status.Failed):
                     if time.monotonic() > deadline or self.done.wait(0.01):
                         break
-                landed = all(receiver.pool.read_tokens(i, blocks, tokens).equal(b.token_range(data[i], 0, tokens))
-                             for i, b in enumerate(layout.buffers) if b.per_token)
+                landed = holds(receiver, room, tokens, blocks)
                 if self.done.is_set() and status not in (Status.Success, Status.Failed):
                     break  # the run ended first
                 self.rooms += 1
