@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--metrics", help="HOST:PORT of /metrics (Prometheus), /healthz and /readyz "
                        "(default 127.0.0.1:17580; '' turns it off)")
     serve.add_argument("--layout", help="buffer layout: reference (default), deepstack:K (K deepstack "
-                       "layers), or name=SIZE/UNIT,... (see the README)")
+                       "layers), or name=SIZE/UNIT,... (see docs/configuration.md)")
     serve.add_argument("--block-size", type=int, dest="block_size", help="tokens per block (default 128)")
     serve.add_argument("--hidden-size", type=int, dest="hidden_size", help="embedding width (default 4096)")
     serve.add_argument("--pool-blocks", type=int, dest="pool_blocks", help="source pool blocks (default 1024)")
