@@ -90,8 +90,8 @@ def main() -> int:
     parser.add_argument("--json", default=os.path.join(ROOT, "chaos.json"))
     args = parser.parse_args()
     ensure_venv()
-    from xferd.tools.chaos import Chaos
-    from xferd.tools.demo import run_demo
+    from xferd_lab.chaos import Chaos
+    from xferd_lab.demo import run_demo
 
     pauses = args.pause or args.mixed
     # modes without the default Redis crash

@@ -9,12 +9,12 @@ import uuid
 import fakeredis
 import pytest
 
-from xferd.connections import connect
-from xferd.tools.embedded import free_port, local_or_embedded
-from xferd.tools.local_redis import CannotStart, LocalCluster, LocalSentinel
-from xferd.processes import start_serve, stop_process
+from xferd.state.connections import connect
+from xferd_lab.embedded import free_port, local_or_embedded
+from xferd_lab.local_redis import CannotStart, LocalCluster, LocalSentinel
+from xferd.node.processes import start_serve, stop_process
 from xferd.settings import Settings
-from xferd.store import Store
+from xferd.state.store import Store
 
 LOCAL_REDIS = "redis://127.0.0.1:6379/0"
 
@@ -143,8 +143,8 @@ def node(redis_url, tmp_path_factory):
 def lone_worker(redis_url):
     """(store, worker): one in-process worker lane of a 16-block node on the real Redis, with
     no `serve` around it, for driving its steps by hand."""
-    from xferd.pool import SourcePool
-    from xferd.worker import Worker
+    from xferd.transfer.pool import SourcePool
+    from xferd.node.worker import Worker
 
     settings = make_settings(redis_url=redis_url, pool_blocks=16, lease=60.0)
     settings = settings.replace(pool_name=f"xferd-{settings.prefix}")
@@ -164,8 +164,8 @@ def lone_worker(redis_url):
 @contextlib.contextmanager
 def clients(node: Node, dest_blocks: int = 64, **receiver_options):
     """An encoder-side Sender and a registered language-side Receiver for ``node``."""
-    from xferd.receiver import Receiver
-    from xferd.sender import Sender
+    from xferd.client.receiver import Receiver
+    from xferd.client.sender import Sender
 
     receiver = Receiver(node.settings.ingress, node.settings.buffer_layout, dest_blocks, store=node.store,
                         **receiver_options)
@@ -181,7 +181,7 @@ def start_room(sender, receiver, total_tokens: int, blocks: list[int], allocated
     sends init for ``blocks``. Returns (room, data)."""
     import random
 
-    from xferd.tools.synthetic import room_data
+    from xferd_lab.synthetic import room_data
 
     room = random.getrandbits(62)
     data = room_data(room, total_tokens, sender.layout)
@@ -193,7 +193,7 @@ def start_room(sender, receiver, total_tokens: int, blocks: list[int], allocated
 def receiver_process(ingress: str, settings: Settings, inits: list[tuple[int, list[int], int]], queue) -> None:
     """A language-side process (run with multiprocessing 'spawn'): registers, sends each
     (room, blocks, allocated_tokens) init, reports its session id, then waits to be killed."""
-    from xferd.receiver import Receiver
+    from xferd.client.receiver import Receiver
 
     receiver = Receiver(ingress, settings.buffer_layout, 64)
     receiver.register()

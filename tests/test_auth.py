@@ -11,12 +11,12 @@ import pytest
 import torch
 
 from conftest import start_node, start_room
-from xferd.auth import keygen
-from xferd.tools.embedded import answers, free_port
-from xferd.tools.local_redis import CannotStart, LocalCluster, LocalSentinel
-from xferd.receiver import IngressUnreachable, Receiver
-from xferd.sender import Sender
-from xferd.status import Status
+from xferd.node.auth import keygen
+from xferd_lab.embedded import answers, free_port
+from xferd_lab.local_redis import CannotStart, LocalCluster, LocalSentinel
+from xferd.client.receiver import IngressUnreachable, Receiver
+from xferd.client.sender import Sender
+from xferd.protocol.status import Status
 
 pytestmark = pytest.mark.integration
 

@@ -8,9 +8,9 @@ import json
 
 import pytest
 
-from xferd.tools.bench import run_bench
-from xferd.tools.bench_report import results_table, save_chart, summary
-from xferd.tools.bench_workload import Request, parse_workers, parse_workload, shaped
+from xferd_lab.bench import run_bench
+from xferd_lab.bench_report import results_table, save_chart, summary
+from xferd_lab.bench_workload import Request, parse_workers, parse_workload, shaped
 
 pytestmark = pytest.mark.integration
 
@@ -89,7 +89,7 @@ def test_a_failed_run_is_reported_and_left_out_of_the_ratios(tmp_path):
 
 
 def test_a_tiny_sglang_encoder_bench_run(redis_url, tmp_path):
-    from xferd.tools.bench_sglang import run_sglang_bench
+    from xferd_lab.bench_sglang import run_sglang_bench
     out = io.StringIO()
     path = str(tmp_path / "bench-sglang.json")
     report = run_sglang_bench(redis_url=redis_url, requests=3, workloads=("2000/1024",), concurrencies=(1,),

@@ -7,9 +7,9 @@ import urllib.request
 import pytest
 
 from reference_client import http_get
-from xferd.bootstrap import BootstrapServer
-from xferd.tools.embedded import free_port
-from xferd.health import Health
+from xferd.node.bootstrap import BootstrapServer
+from xferd_lab.embedded import free_port
+from xferd.ops.health import Health
 from xferd.settings import ConfigError, Settings
 
 

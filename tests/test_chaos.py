@@ -9,8 +9,8 @@ import json
 
 import pytest
 
-from xferd.tools.chaos import Chaos
-from xferd.tools.demo import run_demo
+from xferd_lab.chaos import Chaos
+from xferd_lab.demo import run_demo
 
 pytestmark = pytest.mark.integration
 

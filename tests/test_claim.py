@@ -7,9 +7,9 @@ import sys
 import pytest
 
 from conftest import make_settings
-from xferd.claim import NodeRefused, check_schema, claim, release
-from xferd.fencing import Identity
-from xferd.keys import SCHEMA
+from xferd.state.node_record import NodeRefused, check_schema, claim, release
+from xferd.node.stopping import Identity
+from xferd.state.keys import SCHEMA
 
 
 def test_a_record_of_another_schema_is_refused(store):
@@ -52,8 +52,8 @@ def test_a_node_served_from_another_host_needs_a_take_over(store):
 
 @pytest.mark.integration
 def test_serve_refuses_an_old_schema_with_one_line(redis_url):
-    from xferd.connections import connect
-    from xferd.store import Store
+    from xferd.state.connections import connect
+    from xferd.state.store import Store
 
     settings = make_settings(redis_url=redis_url)
     store = Store(connect(redis_url), settings)

@@ -26,11 +26,11 @@ from test_e2e import (  # noqa: F401
     test_resume_2000_tokens_block_128_allocated_1024,
     test_three_resume_rounds_of_50000_tokens,
 )
-from xferd.inspect import render
-from xferd.keys import Keys
-from xferd.status import Status
-from xferd.tools.synthetic import room_data
-from xferd.topology import where
+from xferd.ops.roomview import render
+from xferd.state.keys import Keys
+from xferd.protocol.status import Status
+from xferd_lab.synthetic import room_data
+from xferd.state.topology import where
 
 pytestmark = pytest.mark.integration
 

@@ -57,9 +57,9 @@ def test_every_dashboard_query_names_metrics_the_node_exports(redis_url):
 
     from conftest import _cleanup, make_settings
     from test_prometheus import dashboard_queries
-    from xferd.connections import connect
-    from xferd.metrics import NodeCollector
-    from xferd.store import Store
+    from xferd.state.connections import connect
+    from xferd.ops.metrics import NodeCollector
+    from xferd.state.store import Store
 
     settings = make_settings(redis_url=redis_url)
     store = Store(connect(redis_url), settings)

@@ -17,8 +17,8 @@ import torch
 from conftest import start_node, wait_for
 from reference_client import (FAILED, SUCCESS, TRANSFERRING, ReferenceBuffers, ReferenceRank, free_lists,
                               http_get, receive)
-from xferd.tools.embedded import EmbeddedRedis, free_port
-from xferd.sender import Sender
+from xferd_lab.embedded import EmbeddedRedis, free_port
+from xferd.client.sender import Sender
 
 pytestmark = pytest.mark.integration
 HIDDEN, BLOCK, DEST_BLOCKS = 64, 128, 96

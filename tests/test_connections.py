@@ -10,8 +10,8 @@ import threading
 import pytest
 import redis
 
-from xferd import connections
-from xferd.connections import DirectCalls, connect
+from xferd.state import connections
+from xferd.state.connections import DirectCalls, connect
 
 
 @pytest.fixture

@@ -11,8 +11,8 @@ import sys
 import threading
 
 from conftest import clients, start_node, wait_for
-from xferd.status import Status
-from xferd.tools.embedded import EmbeddedRedis
+from xferd.protocol.status import Status
+from xferd_lab.embedded import EmbeddedRedis
 
 
 class Terminal:

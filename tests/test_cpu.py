@@ -5,7 +5,7 @@ import subprocess
 import sys
 import time
 
-from xferd.tools.cpu import CpuMeter, children, cpu_seconds, title
+from xferd_lab.cpu import CpuMeter, children, cpu_seconds, title
 
 
 def test_a_busy_child_is_found_named_and_measured():

@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from conftest import clients, start_node, start_room, wait_for
-from xferd import faults
-from xferd.receiver import Receiver
-from xferd.sender import Sender
-from xferd.status import Status
-from xferd.tools.synthetic import room_data
+from xferd.node import faults
+from xferd.client.receiver import Receiver
+from xferd.client.sender import Sender
+from xferd.protocol.status import Status
+from xferd_lab.synthetic import room_data
 
 pytestmark = pytest.mark.integration
 
@@ -95,7 +95,7 @@ def test_a_killed_destination_fails_its_rooms_and_no_other(short_transfer_node):
     import multiprocessing
 
     from conftest import receiver_process
-    from xferd.wire import Init
+    from xferd.protocol.wire import Init
 
     node = short_transfer_node
     layout, store = node.settings.buffer_layout, node.store
@@ -141,7 +141,7 @@ def test_a_killed_destination_fails_its_rooms_and_no_other(short_transfer_node):
 
 
 def test_a_lost_consumer_group_is_recreated_and_rooms_go_on(short_transfer_node):
-    from xferd.keys import GROUP
+    from xferd.state.keys import GROUP
 
     node, store = short_transfer_node, short_transfer_node.store
     with clients(node) as (sender, rx):

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from xferd.tools.embedded import EmbeddedRedis
+from xferd_lab.embedded import EmbeddedRedis
 
 pytestmark = pytest.mark.integration
 

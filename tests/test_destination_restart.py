@@ -12,11 +12,11 @@ import time
 import pytest
 
 from conftest import start_node, wait_for
-from xferd.tools.embedded import port_free
-from xferd.tools.peer import Peer, mooncake_ports
-from xferd.sender import Sender
-from xferd.status import Status
-from xferd.tools.synthetic import room_data
+from xferd_lab.embedded import port_free
+from xferd_lab.peer import Peer, mooncake_ports
+from xferd.client.sender import Sender
+from xferd.protocol.status import Status
+from xferd_lab.synthetic import room_data
 
 pytestmark = pytest.mark.integration
 BIG = 8192  # tokens: 64 blocks, 64 MiB of embeddings (hidden 4096, bf16): a write that takes a while

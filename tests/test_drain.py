@@ -14,9 +14,9 @@ import time
 
 from conftest import Node, clients, start_node, wait_for
 from test_e2e import assert_rows, fill
-from xferd.pool import SourcePool
-from xferd.status import Status
-from xferd.tools.synthetic import room_data
+from xferd.transfer.pool import SourcePool
+from xferd.protocol.status import Status
+from xferd_lab.synthetic import room_data
 
 LONG_LEASE = 30.0  # a round waiting for a lease would take this long
 
@@ -115,7 +115,7 @@ def test_xferd_drain_then_cleanup(redis_url, tmp_path_factory):
 def test_sigterm_while_redis_is_down_stops_at_once_without_a_traceback(tmp_path_factory):
     """A rolling restart during a Redis outage: every process of serve is waiting Redis out
     with backoff; the drain must not wait out a backoff (or be killed at `stop_timeout`)."""
-    from xferd.tools.embedded import EmbeddedRedis
+    from xferd_lab.embedded import EmbeddedRedis
 
     with EmbeddedRedis(aof=True) as redis_server:
         node = start_node(redis_server.url, tmp_path_factory, workers=2, stop_timeout=20.0)

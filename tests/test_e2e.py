@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from conftest import wait_for
-from xferd.receiver import Receiver
-from xferd.sender import Sender
-from xferd.status import Status
-from xferd.tools.synthetic import room_data
-from xferd.wire import encode_init, encode_register
+from xferd.client.receiver import Receiver
+from xferd.client.sender import Sender
+from xferd.protocol.status import Status
+from xferd_lab.synthetic import room_data
+from xferd.protocol.wire import encode_init, encode_register
 
 pytestmark = pytest.mark.integration
 SENTINEL = 0xA5

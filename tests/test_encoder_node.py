@@ -15,7 +15,7 @@ from test_store import init, register
 from xferd.sglang_encoder import node as node_module
 from xferd.sglang_encoder.background import Background
 from xferd.sglang_encoder.node import EncoderNode
-from xferd.status import Status
+from xferd.protocol.status import Status
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ import time
 import pytest
 import torch
 
-from xferd import engine as module
-from xferd.engine import Engine, Write, WriteError
+from xferd.transfer import engine as module
+from xferd.transfer.engine import Engine, Write, WriteError
 
 pytestmark = pytest.mark.integration
 MB = 1 << 20
@@ -94,7 +94,7 @@ def test_a_destination_that_stalls_is_an_error_at_mooncakes_limit_not_a_hang(eng
     monkeypatch.setenv("MC_TRANSFER_TIMEOUT", "5")  # Mooncake's least (and the wrapper's limit)
     writer = Engine()
     writer.register(source.data_ptr(), source.numel())
-    script = ("import sys, time, torch\nfrom xferd.engine import Engine\n"
+    script = ("import sys, time, torch\nfrom xferd.transfer.engine import Engine\n"
               "buffer = torch.zeros(64 << 20, dtype=torch.uint8)\nengine = Engine()\n"
               "engine.register(buffer.data_ptr(), buffer.numel())\n"
               "print(engine.session_id, buffer.data_ptr(), flush=True)\ntime.sleep(120)")

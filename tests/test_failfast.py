@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from xferd.tools.embedded import free_port
+from xferd_lab.embedded import free_port
 
 
 def serve(redis_url: str, *args: str, **env: str) -> tuple[int, list[str], str]:

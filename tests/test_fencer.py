@@ -12,9 +12,9 @@ import time
 import pytest
 
 from test_store import init, publish, register, take, writing
-from xferd.fencer import Fencer
-from xferd.fencing import Identity
-from xferd.status import Status
+from xferd.node.fencer import Fencer
+from xferd.node.stopping import Identity
+from xferd.protocol.status import Status
 
 
 class Pushes:
@@ -115,7 +115,7 @@ def test_names_that_are_no_process_are_never_handed_back_on_a_guess(store):
 
 
 def test_after_a_redis_outage_live_holders_get_a_lease_to_renew(store, stand_in, monkeypatch):
-    from xferd import fencer as module
+    from xferd.node import fencer as module
 
     name, process = stand_in()
     fencer, _ = fencer_for(store)

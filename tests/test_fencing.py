@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 
-from xferd.fencing import Identity, stop, wait_drained
+from xferd.node.stopping import Identity, stop, wait_drained
 
 
 def sleeper() -> subprocess.Popen:

@@ -21,11 +21,11 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from conftest import start_node
-from xferd.receiver import Receiver
-from xferd.sender import Sender
-from xferd.status import Status
-from xferd.tools.synthetic import room_data
-from xferd.wire import encode_abort, encode_init, encode_register
+from xferd.client.receiver import Receiver
+from xferd.client.sender import Sender
+from xferd.protocol.status import Status
+from xferd_lab.synthetic import room_data
+from xferd.protocol.wire import encode_abort, encode_init, encode_register
 
 pytestmark = pytest.mark.integration
 BATCHES, BATCH = 100, 100  # 10,000 messages

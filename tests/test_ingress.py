@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 
 from conftest import _cleanup, make_settings
-from xferd.auth import keygen
-from xferd.tools.embedded import free_port
-from xferd.ingress import Ingress
-from xferd.status import Status
-from xferd.wire import encode_abort, encode_init, encode_register, encode_resume
+from xferd.node.auth import keygen
+from xferd_lab.embedded import free_port
+from xferd.node.ingress import Ingress
+from xferd.protocol.status import Status
+from xferd.protocol.wire import encode_abort, encode_init, encode_register, encode_resume
 
 SESSION = "127.0.0.1:9100"
 PTRS = [4096 * (i + 1) for i in range(4)]
@@ -228,7 +228,7 @@ def test_an_init_redis_will_not_take_in_its_bootstrap_timeout_is_failed_to_its_s
     import redis as redis_py
     import zmq
 
-    from xferd.tools.embedded import EmbeddedRedis
+    from xferd_lab.embedded import EmbeddedRedis
     with EmbeddedRedis() as private:
         if not private.kind.startswith("private"):
             pytest.skip("needs redis-server (fakeredis has no maxmemory)")

@@ -1,8 +1,8 @@
-from xferd.connections import redact
-from xferd.inspect import render
-from xferd.layout import parse_layout
-from xferd.pool import describe_pool
-from xferd.wire import Init, Register
+from xferd.state.connections import redact
+from xferd.ops.roomview import render
+from xferd.protocol.layout import parse_layout
+from xferd.transfer.pool import describe_pool
+from xferd.protocol.wire import Init, Register
 
 
 def test_inspect_shows_failure_reason_and_destinations(store):

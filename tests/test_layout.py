@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from xferd.layout import BufferType, Layout, LayoutError, parse_layout, reference_layout
-from xferd.pool import DestPool
+from xferd.protocol.layout import BufferType, Layout, LayoutError, parse_layout, reference_layout
+from xferd.transfer.pool import DestPool
 
 
 def test_reference_preset_is_the_reference_four_buffers():
@@ -77,7 +77,7 @@ def test_components_are_stored_component_major_per_block():
 
 
 def test_bytes_for_counts_every_per_token_buffer_and_the_first_round_items():
-    from xferd.layout import reference_layout
+    from xferd.protocol.layout import reference_layout
 
     layout = reference_layout(block_size=128, hidden_size=64)
     per_token = sum(layout.token_bytes(i) for i, b in enumerate(layout.buffers) if b.per_token)

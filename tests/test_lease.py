@@ -10,14 +10,14 @@ import pytest
 import torch
 
 from conftest import clients, start_node, start_room, wait_for
-from xferd import faults
-from xferd.status import Status
+from xferd.node import faults
+from xferd.protocol.status import Status
 
 
 
 def test_a_frozen_worker_asks_redis_before_writing_again(store):
     from test_store import writing
-    from xferd.lease import LeaseKeeper
+    from xferd.node.lease import LeaseKeeper
 
     work, epoch = writing(store, 90)
     keeper = LeaseKeeper(store, "w1", lease_ms=10_000)  # its thread stays idle here
@@ -35,7 +35,7 @@ def test_a_frozen_worker_asks_redis_before_writing_again(store):
 
 def test_a_failed_room_stops_further_writes_but_not_the_lease(store):
     from test_store import writing
-    from xferd.lease import LeaseKeeper
+    from xferd.node.lease import LeaseKeeper
 
     work, epoch = writing(store, 91)
     keeper = LeaseKeeper(store, "w1", lease_ms=10_000)
@@ -57,7 +57,7 @@ def test_a_worker_cut_off_from_redis_ends_itself_during_a_write(store, monkeypat
     import redis
 
     from test_store import writing
-    from xferd.lease import SELF_FENCE_EXIT, LeaseKeeper
+    from xferd.node.lease import SELF_FENCE_EXIT, LeaseKeeper
 
     work, epoch = writing(store, 92)
     exits = []

@@ -6,8 +6,8 @@ import socket
 
 import pytest
 
-from xferd.tools import local_redis
-from xferd.tools.local_redis import CannotStart, LocalCluster, LocalSentinel
+from xferd_lab import local_redis
+from xferd_lab.local_redis import CannotStart, LocalCluster, LocalSentinel
 
 
 def test_taken_ports_and_their_bus_ports_are_passed_over():

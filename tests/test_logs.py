@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 from conftest import clients, start_node, start_room, wait_for
-from xferd.status import Status
-from xferd.tools.synthetic import room_data
+from xferd.protocol.status import Status
+from xferd_lab.synthetic import room_data
 
 
 def lines(node) -> list[str]:

@@ -10,9 +10,9 @@ import time
 from dataclasses import replace
 
 from test_store import init, register
-from xferd.fencing import Identity
-from xferd.lostpush import LostPushes
-from xferd.status import Status
+from xferd.node.stopping import Identity
+from xferd.node.lostpush import LostPushes
+from xferd.protocol.status import Status
 
 
 class Pushes:

@@ -12,14 +12,14 @@ from importlib import resources
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import clients, start_node, start_room, wait_for
-from xferd.tools.embedded import EmbeddedRedis
-from xferd.metrics import BUCKETS, cumulative
-from xferd.status import Status
-from xferd.tools.synthetic import room_data
+from xferd_lab.embedded import EmbeddedRedis
+from xferd.ops.metrics import BUCKETS, cumulative
+from xferd.protocol.status import Status
+from xferd_lab.synthetic import room_data
 
 
 def test_the_lua_histogram_buckets_are_the_python_ones():
-    prelude = (resources.files("xferd") / "lua" / "_prelude.lua").read_text()
+    prelude = (resources.files("xferd.state") / "lua" / "_prelude.lua").read_text()
     lua = re.search(r"local BUCKETS = \{([^}]*)\}", prelude).group(1)
     assert tuple(float(x) for x in lua.split(",")) == BUCKETS
 
@@ -130,8 +130,8 @@ def test_readyz_is_false_while_the_ingress_cannot_bind(redis_url, tmp_path_facto
     import os
     import signal
 
-    from xferd.tools.chaos import children_of
-    from xferd.tools.cpu import title
+    from xferd_lab.chaos import children_of
+    from xferd_lab.cpu import title
 
     node = start_node(redis_url, tmp_path_factory, workers=1)
     readyz = f"http://{node.settings.metrics}/readyz"

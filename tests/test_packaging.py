@@ -11,9 +11,9 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def test_serving_imports_no_torch_fakeredis_or_plotting():
-    code = ("import sys, xferd.cli, xferd.serve, xferd.worker, xferd.ingress, xferd.janitor, xferd.monitor, "
-            "xferd.console, xferd.operate; "
-            "print(sorted(m for m in ('torch', 'numpy', 'fakeredis', 'matplotlib', 'xferd.tools') if m in sys.modules))")
+    code = ("import sys, xferd.cli, xferd.node.serve, xferd.node.worker, xferd.node.ingress, xferd.node.janitor, "
+            "xferd.ops.monitor, xferd.ops.console, xferd.ops.operate; "
+            "print(sorted(m for m in ('torch', 'numpy', 'fakeredis', 'matplotlib', 'xferd_lab') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from xferd.layout import reference_layout
-from xferd.planning import PlanError, check_allocation, plan_round, runs
+from xferd.protocol.layout import reference_layout
+from xferd.protocol.planning import PlanError, check_allocation, plan_round, runs
 
 LAYOUT = reference_layout(block_size=4, hidden_size=2)  # items: 16, 16, 48, 64 bytes per block
 

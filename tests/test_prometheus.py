@@ -16,8 +16,8 @@ import pytest
 import yaml
 
 from conftest import clients, free_port, start_node, start_room, wait_for
-from xferd.status import Status
-from xferd.tools.synthetic import room_data
+from xferd.protocol.status import Status
+from xferd_lab.synthetic import room_data
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PROMETHEUS = shutil.which("prometheus")

@@ -7,11 +7,11 @@ import pytest
 import zmq
 
 from conftest import wait_for
-from xferd.tools.embedded import free_port
-from xferd.layout import reference_layout
-from xferd.receiver import IngressUnreachable, Receiver
-from xferd.status import Status
-from xferd.wire import encode_status
+from xferd_lab.embedded import free_port
+from xferd.protocol.layout import reference_layout
+from xferd.client.receiver import IngressUnreachable, Receiver
+from xferd.protocol.status import Status
+from xferd.protocol.wire import encode_status
 
 pytestmark = pytest.mark.integration
 

@@ -11,13 +11,13 @@ import redis
 
 from conftest import clients, make_settings, start_node, wait_for
 from test_chaos import chaos_run
-from xferd.tools.chaos import Chaos
-from xferd.connections import connect
-from xferd.replication import NotReplicated, run_replicated
-from xferd.sender import Sender
-from xferd.status import Status
-from xferd.store import Store
-from xferd.tools.synthetic import room_data
+from xferd_lab.chaos import Chaos
+from xferd.state.connections import connect
+from xferd.state.replication import NotReplicated, run_replicated
+from xferd.client.sender import Sender
+from xferd.protocol.status import Status
+from xferd.state.store import Store
+from xferd_lab.synthetic import room_data
 
 
 def on(connection: int) -> dict:

@@ -9,7 +9,7 @@ import pytest
 import redis
 
 from test_store import SESSION, init, register
-from xferd.status import Status
+from xferd.protocol.status import Status
 
 LEASE_MS = 60_000
 

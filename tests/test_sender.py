@@ -8,8 +8,8 @@ import uuid
 import pytest
 import torch
 
-from xferd.pool import SourcePool, describe_pool
-from xferd.sender import NodeNotFound, Sender
+from xferd.transfer.pool import SourcePool, describe_pool
+from xferd.client.sender import NodeNotFound, Sender
 
 
 @pytest.fixture

@@ -9,9 +9,9 @@ import pytest
 import redis
 
 from conftest import start_node, wait_for
-from xferd.tools.chaos import children_of, running
-from xferd.tools.embedded import EmbeddedRedis
-from xferd.serve import check_redis
+from xferd_lab.chaos import children_of, running
+from xferd_lab.embedded import EmbeddedRedis
+from xferd.node.serve import check_redis
 
 
 def test_no_warning_for_aof_with_fsync_always():

@@ -1,5 +1,5 @@
 """The reference embedding side on xferd: the SGLang encoder stand-in
-(``xferd/tools/sglang_standin``, written from the fork's calls) runs under `xferd
+(``xferd_lab/sglang_standin``, written from the fork's calls) runs under `xferd
 sglang-encoder` against `xferd serve --bootstrap` (real Redis, real Mooncake, separate
 processes), with a language side speaking the reference format; every byte is compared
 with what the stand-in's model computed."""
@@ -20,7 +20,7 @@ import torch
 from conftest import start_node, wait_for
 from reference_client import (FAILED, SUCCESS, ReferenceBuffers, ReferenceRank, free_lists, http_get,
                               receive)
-from xferd.tools.embedded import free_port
+from xferd_lab.embedded import free_port
 
 pytestmark = pytest.mark.integration
 HIDDEN, BLOCK, DEST_BLOCKS, POOL = 64, 128, 96, 64

@@ -13,15 +13,15 @@ import pytest
 import zmq
 
 from conftest import start_node, wait_for
-from xferd.tools.peer import SPAWN, Peer
-from xferd import worker
-from xferd.fencing import Identity
-from xferd.lease import SELF_FENCE_EXIT
-from xferd.sender import Sender
-from xferd.status import Status
-from xferd.tools.redis_proxy import RedisProxy
-from xferd.tools.synthetic import room_data
-from xferd.wire import encode_abort
+from xferd_lab.peer import SPAWN, Peer
+from xferd.node import worker
+from xferd.node.stopping import Identity
+from xferd.node.lease import SELF_FENCE_EXIT
+from xferd.client.sender import Sender
+from xferd.protocol.status import Status
+from xferd_lab.redis_proxy import RedisProxy
+from xferd_lab.synthetic import room_data
+from xferd.protocol.wire import encode_abort
 
 pytestmark = pytest.mark.integration
 BIG = 8192  # tokens: 64 blocks, 64 MiB of embeddings (hidden 4096, bf16)

@@ -1,4 +1,4 @@
-from xferd.status import Status, merge
+from xferd.protocol.status import Status, merge
 
 
 def test_status_only_moves_forward():

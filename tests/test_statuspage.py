@@ -11,9 +11,9 @@ import pytest
 from rich.console import Console
 
 from conftest import clients, start_node, wait_for
-from xferd import console
-from xferd.status import Status
-from xferd.tools.synthetic import room_data
+from xferd.ops import console
+from xferd.protocol.status import Status
+from xferd_lab.synthetic import room_data
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 MARKUP = "<script>document.title='taken'</script><b>bold</b> abort"

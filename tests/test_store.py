@@ -7,10 +7,10 @@ import time
 import pytest
 import redis
 
-from xferd.keys import GROUP
-from xferd.status import Status
-from xferd.store import Store
-from xferd.wire import Init, Register, Resume
+from xferd.state.keys import GROUP
+from xferd.protocol.status import Status
+from xferd.state.store import Store
+from xferd.protocol.wire import Init, Register, Resume
 
 SESSION = "127.0.0.1:9000"
 OTHER = "127.0.0.1:9001"
@@ -479,7 +479,7 @@ def test_timeouts_fire_with_their_reason(store):
 
 
 def test_janitor_trims_acknowledged_entries_but_never_pending_ones(store):
-    from xferd.janitor import Janitor
+    from xferd.node.janitor import Janitor
 
     register(store)
     for room in (40, 42, 44, 46):

@@ -6,9 +6,9 @@ import pytest
 import redis
 from redis.cluster import RedisCluster
 
-from xferd.connections import connect, redact
+from xferd.state.connections import connect, redact
 from xferd.settings import ConfigError, Settings
-from xferd.topology import BadRedisURL, parse, primary, where
+from xferd.state.topology import BadRedisURL, parse, primary, where
 
 
 @pytest.mark.parametrize("url,kind,hosts,service", [
@@ -87,7 +87,7 @@ def test_a_single_redis_is_not_a_cluster(redis_url):
 def test_the_bootstraps_health_check_reaches_every_form(request, setup):
     """`/health` (polled by the reference language side) pings Redis through the same URL
     forms as everything else."""
-    from xferd.health import Health
+    from xferd.ops.health import Health
 
     health = Health(request.getfixturevalue(setup).url, lambda: {"ingress": True, "worker0": True})
     try:

@@ -9,8 +9,8 @@ import struct
 
 import pytest
 
-from xferd import wire
-from xferd.status import Status
+from xferd.protocol import wire
+from xferd.protocol.status import Status
 
 # shared/ lies beside the checkout, in sessions and in CI alike
 VECTORS = pathlib.Path(__file__).resolve().parents[2] / "shared" / "wire_vectors.json"

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from conftest import clients, start_node, start_room, wait_for
-from xferd.status import Status
+from xferd.protocol.status import Status
 
 pytestmark = pytest.mark.integration
 
@@ -61,7 +61,7 @@ def test_an_unexpected_error_after_the_take_fails_the_room_as_its_holder(lone_wo
     """The round this worker holds is let go with the room's failure: its blocks go back and
     Failed is due at once, with nothing left for the fencer (which would kill the worker)."""
     from test_store import init, publish, register
-    from xferd import worker as module
+    from xferd.node import worker as module
 
     store, made = lone_worker
     register(store)
@@ -79,7 +79,7 @@ def test_an_unexpected_error_after_the_take_fails_the_room_as_its_holder(lone_wo
 def test_one_worker_process_writes_as_many_rounds_at_once_as_it_has_lanes(redis_url, tmp_path_factory):
     """rounds_per_worker 2: while one lane's round stalls after its write (holding the round),
     the other lane of the same process writes another room to the end."""
-    from xferd.fencing import Identity
+    from xferd.node.stopping import Identity
 
     node = start_node(redis_url, tmp_path_factory, workers=1, rounds_per_worker=2, lease=60.0,
                       env={"XFERD_FAULT": "stall_write", "XFERD_FAULT_STALL": "4"})

@@ -1,3 +1,3 @@
-from .cli import main
+from xferd.cli import main
 
 main()

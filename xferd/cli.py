@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import __version__
-from .settings import Settings
-from .status import Status
-from .topology import URL_FORMS
+from xferd import __version__
+from xferd.settings import Settings
+from xferd.protocol.status import Status
+from xferd.state.topology import URL_FORMS
 
 
 def _version() -> str:
@@ -159,8 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from .connections import PERMANENT, TRANSIENT
-    from .settings import ConfigError
+    from xferd.state.connections import PERMANENT, TRANSIENT
+    from xferd.settings import ConfigError
 
     args = build_parser().parse_args(argv)
     try:
@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _where(args: argparse.Namespace) -> str:
-    from .connections import DEFAULT_REDIS_URL, redact
+    from xferd.state.connections import DEFAULT_REDIS_URL, redact
     try:
         url = _settings(args).redis_url
     except Exception:  # the settings themselves are bad: said elsewhere
@@ -195,9 +195,9 @@ def _looking_store(args: argparse.Namespace):
     from redis.cluster import RedisCluster
     from redis.retry import Retry
 
-    from .connections import DEFAULT_REDIS_URL, redact
-    from .store import Store
-    from .topology import make_client
+    from xferd.state.connections import DEFAULT_REDIS_URL, redact
+    from xferd.state.store import Store
+    from xferd.state.topology import make_client
     settings = _settings(args)
     url = settings.redis_url or DEFAULT_REDIS_URL
     client = make_client(url, redis.Redis, RedisCluster, probe_patience_s=0, socket_timeout=5,
@@ -207,10 +207,10 @@ def _looking_store(args: argparse.Namespace):
 
 def _run(args: argparse.Namespace) -> None:
     if args.command == "serve":
-        from .serve import serve as run_serve
+        from xferd.node.serve import serve as run_serve
         run_serve(_settings(args))
     elif args.command == "bench":
-        from .tools.bench_workload import parse_workers, parse_workload
+        from xferd_lab.bench_workload import parse_workers, parse_workload
         try:
             for name in args.workloads:
                 parse_workload(name)
@@ -218,35 +218,35 @@ def _run(args: argparse.Namespace) -> None:
         except ValueError as error:
             sys.exit(f"xferd bench: {error}")
         if args.sglang_encoder:
-            from .tools.bench_sglang import run_sglang_bench
+            from xferd_lab.bench_sglang import run_sglang_bench
             run_sglang_bench(redis_url=args.redis_url, requests=min(args.requests, 40), workloads=tuple(args.workloads),
                              concurrencies=(1, 8), json_path=args.json.replace("bench.json", "bench-sglang.json"))
             return
         if args.topologies:
-            from .tools.bench_redis import run_topology_bench
+            from xferd_lab.bench_redis import run_topology_bench
             run_topology_bench(requests=args.requests, concurrencies=tuple(args.concurrency),
                                workers=max(count for count, _ in worker_sets),
                                json_path=args.json.replace("bench.json", "bench-topologies.json"))
             return
-        from .tools.bench import run_bench
+        from xferd_lab.bench import run_bench
         run_bench(redis_url=args.redis_url, requests=args.requests, workloads=tuple(args.workloads),
                   concurrencies=tuple(args.concurrency), workers=tuple(args.workers), json_path=args.json,
                   chart_path=args.chart)
     elif args.command == "keygen":
-        from .auth import keygen
+        from xferd.node.auth import keygen
         public, secret = keygen(args.directory, args.name)
         print(f"public key {public}\nsecret key {secret} (keep it private)")
     elif args.command == "inspect":
-        from .inspect import render
+        from xferd.ops.roomview import render
         store, _ = _looking_store(args)
         print(render(store, args.room, store.settings.redis_url))
     elif args.command in ("drain", "cleanup"):
-        from . import operate
+        from xferd.ops import operate
         store, where = _looking_store(args)
         print(f"node {store.settings.node!r}, prefix {store.settings.prefix!r}, redis {where}")
         (operate.drain if args.command == "drain" else operate.cleanup)(store, store.settings)
     elif args.command in ("status", "rooms", "top"):
-        from . import console
+        from xferd.ops import console
         store, where = _looking_store(args)
         if args.command == "status":
             console.print_status(store, where)
@@ -255,11 +255,11 @@ def _run(args: argparse.Namespace) -> None:
         else:
             console.top(store, where, args.interval)
     elif args.command == "sglang-encoder":
-        from .sglang_encoder.launcher import launch
+        from xferd.sglang_encoder.launcher import launch
         launch(args.encoder_command, redis_url=args.redis_url, prefix=args.prefix, node=args.node)
     elif args.command == "demo":
-        from .tools.demo import run_demo
-        from .tools.chaos import Chaos
+        from xferd_lab.demo import run_demo
+        from xferd_lab.chaos import Chaos
         chaos = Chaos(pause_every=(0.5, 1.5), redis_crashes=((0.5, 0.0),) if not args.redis_url else ()) \
             if args.chaos else None
         sys.exit(run_demo(redis_url=args.redis_url, requests=args.requests, workers=args.workers,

@@ -8,10 +8,10 @@ import dataclasses
 import os
 from dataclasses import dataclass
 
-from .keys import Keys
-from .layout import Layout, LayoutError, parse_layout
-from .logs import FORMATS, LEVELS
-from .topology import BadRedisURL, parse
+from xferd.state.keys import Keys
+from xferd.protocol.layout import Layout, LayoutError, parse_layout
+from xferd.logs import FORMATS, LEVELS
+from xferd.state.topology import BadRedisURL, parse
 
 
 # the settings that are the node's policy (seconds; the node record holds them in ms)
@@ -40,7 +40,7 @@ class Settings:
     # destination pool size in blocks, for registrations that carry no buffer lengths
     # (the reference client never sends them): bounds every destination index; 0 = unknown
     dst_pool_blocks: int = 0
-    # layout of the source pool (must match the language side's): see xferd/layout.py
+    # layout of the source pool (must match the language side's): see xferd/protocol/layout.py
     layout: str = "reference"  # reference | deepstack:K | name=SIZE/UNIT,...
     block_size: int = 128
     hidden_size: int = 4096

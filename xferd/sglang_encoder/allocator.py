@@ -14,8 +14,8 @@ import logging
 import random
 import time
 
-from ..connections import TRANSIENT
-from .node import EncoderNode
+from xferd.state.connections import TRANSIENT
+from xferd.sglang_encoder.node import EncoderNode
 
 log = logging.getLogger("xferd.sglang_encoder")
 SHORT_RETRY_S = 0.001  # one rank alone: ask Redis again for a short request this often at most

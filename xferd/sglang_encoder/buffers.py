@@ -12,9 +12,9 @@ import logging
 
 import torch
 
-from ..layout import reference_layout
-from ..pool import layout_of
-from .node import EncoderNode, fatal
+from xferd.protocol.layout import reference_layout
+from xferd.transfer.pool import layout_of
+from xferd.sglang_encoder.node import EncoderNode, fatal
 
 log = logging.getLogger("xferd.sglang_encoder")
 

@@ -20,14 +20,14 @@ CONN = "sglang.srt.disaggregation.mooncake.conn_multimodal"
 
 
 def patch_utils(module) -> dict[str, type]:
-    from .allocator import allocator_class
-    from .buffers import buffers_class
+    from xferd.sglang_encoder.allocator import allocator_class
+    from xferd.sglang_encoder.buffers import buffers_class
     return {"MultimodalDataBuffers": buffers_class(module.MultimodalDataBuffers),
             "ReqToMetadataBlockAllocator": allocator_class(module.ReqToMetadataBlockAllocator)}
 
 
 def patch_conn(module) -> dict[str, type]:
-    from .manager import encoder_classes
+    from xferd.sglang_encoder.manager import encoder_classes
     return encoder_classes(module)
 
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import os
 
-from ..settings import ConfigError, Settings
-from .node import fatal, open_sender
+from xferd.settings import ConfigError, Settings
+from xferd.sglang_encoder.node import fatal, open_sender
 
 BOOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "boot")
 FLAG = "XFERD_SGLANG_ENCODER"

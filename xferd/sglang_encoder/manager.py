@@ -14,8 +14,8 @@ import os
 import time
 import urllib.request
 
-from ..status import Status
-from .node import EncoderNode, fatal
+from xferd.protocol.status import Status
+from xferd.sglang_encoder.node import EncoderNode, fatal
 
 log = logging.getLogger("xferd.sglang_encoder")
 DEFAULT_BOOTSTRAP_TIMEOUT_S = 30  # SGLang's SGLANG_DISAGGREGATION_BOOTSTRAP_TIMEOUT default

@@ -16,12 +16,12 @@ import time
 
 import redis
 
-from ..connections import DEFAULT_REDIS_URL, connect, describe, redact
-from ..sender import NodeNotFound, Sender
-from ..settings import ConfigError, Settings
-from ..status import Status
-from ..store import Store
-from .background import Background, Future
+from xferd.state.connections import DEFAULT_REDIS_URL, connect, describe, redact
+from xferd.client.sender import NodeNotFound, Sender
+from xferd.settings import ConfigError, Settings
+from xferd.protocol.status import Status
+from xferd.state.store import Store
+from xferd.sglang_encoder.background import Background, Future
 
 log = logging.getLogger("xferd.sglang_encoder")
 STATUS_BLOCK_MS = 1000  # one blocking read of the status stream waits this long at most

@@ -1,0 +1,349 @@
+"""Worker process: consume round entries, write with Mooncake, commit, notify.
+
+A round is: read (XREADGROUP: the entry is pending on this worker) → begin (Lua: checks the
+entry is current, takes the round under a new fencing epoch, returns the room and its
+sessions) → plan (pure) → Mooncake writes, every destination's at once (``engine.write_all``),
+the lease kept alive meanwhile (``lease.py``) → commit (Lua: compare-and-set, XACK, the
+blocks of a finished room back, all for this epoch only). Three Redis round trips; two
+under load, where the next read goes out in the commit's write (``Store.commit_round``).
+A worker that stops anywhere before the commit (killed, paused, cut off from Redis) keeps
+its entry pending; the node's fencer stops its process for certain and only then hands the
+round to another worker (``fencer.py``), which rewrites the same bytes. After the commit a
+redelivered entry is stale and changes nothing."""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from xferd.state.connections import TRANSIENT, connect, trouble, wait_for_redis, with_retry
+from xferd.transfer.engine import Engine, Write
+from xferd.node.faults import maybe_die, maybe_stall
+from xferd.node.fencer import Fencer
+from xferd.node.stopping import Identity
+from xferd.state.keys import GROUP
+from xferd.protocol.layout import Layout
+from xferd.node.lease import LeaseKeeper
+from xferd.node.lostpush import horizon_s
+from xferd.node.notify import Notifier
+from xferd.protocol.planning import PlanError, RoundPlan, check_allocation, plan_round
+from xferd.transfer.pool import SourcePool
+from xferd.node.processes import run_service
+from xferd.state.replication import NotReplicated
+from xferd.settings import Settings
+from xferd.state.store import Outcome, Round, Store, Take
+
+log = logging.getLogger("xferd.worker")
+READ_BLOCK_MS = 200  # a worker's read waits this long for a round (then it heartbeats and reads again)
+
+
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",")] if text else []
+
+
+@dataclass(frozen=True)
+class Target:
+    """One destination's share of a round: where to write and what it leaves sent."""
+
+    session_id: str
+    plan: RoundPlan
+    dst_ptrs: tuple[int, ...]
+    registration: str = ""  # when the session last registered: a new one may be a restarted peer
+
+
+def plan_targets(layout: Layout, src_num_blocks: int, room: dict[str, str],
+                 sessions: list[dict[str, str]], expected: tuple[str, ...],
+                 strict_bounds: bool = False) -> list[Target]:
+    """Plan every destination of a round from the records; PlanError names what is wrong.
+    ``strict_bounds``: refuse a destination registered without buffer lengths."""
+    count = int(room["dst_count"])
+    if count != len(expected) or count != len(sessions):
+        raise PlanError(f"room has {count} destinations, the round entry names {len(expected)}")
+    total = int(room["total_tokens"])
+    src = _ints(room["src_indices"])
+    targets = []
+    for k in range(count):
+        d = f"dst{k}."
+        session_id = room[d + "session"]
+        record = sessions[k]
+        if session_id != expected[k] or not record:
+            raise PlanError(f"session {session_id} is not registered")
+        if "failed" in record:
+            raise PlanError(f"session {session_id} is marked failed: {record['failed']}")
+        ptrs = tuple(_ints(record["ptrs"]))
+        if len(ptrs) != len(layout.buffers):
+            raise PlanError(f"session {session_id} registered {len(ptrs)} buffers, "
+                            f"the layout has {len(layout.buffers)}")
+        lens = _ints(record.get("lens", ""))
+        if strict_bounds and not lens:
+            raise PlanError(f"session {session_id} registered no buffer lengths (strict bounds)")
+        dst_blocks = [n // b.item_len for n, b in zip(lens, layout.buffers)] if lens else None
+        dst = _ints(room[d + "dst_indices"])
+        allocated = int(room[d + "allocated_tokens"])
+        check_allocation(layout, allocated, len(dst))
+        plan = plan_round(layout, total_tokens=total, sent_tokens=int(room[d + "sent_tokens"]),
+                          allocated_tokens=allocated, src_indices=src, dst_indices=dst,
+                          src_num_blocks=src_num_blocks, dst_num_blocks=dst_blocks,
+                          one_round=room.get(d + "one_round") == "1")
+        targets.append(Target(session_id, plan, ptrs, record.get("registered_at", "")))
+    return targets
+
+
+class Worker:
+    def __init__(self, settings: Settings, index: int = 0, lane: int = 0,
+                 shared: tuple[SourcePool, Engine] | None = None):
+        """``lane``: one of the rounds a worker process writes at once, each a consumer of
+        its own sharing the process's pool mapping and Mooncake engine (``shared``)."""
+        self.settings = settings
+        # the name says which process holds an entry (the fencer stops that process)
+        self.consumer = Identity.current().name(f"w{index}" if not lane else f"w{index}_{lane}")
+        self.store = Store(connect(settings.redis_url), settings, direct=True)
+        self.layout = settings.buffer_layout
+        if shared is None:
+            pool = SourcePool(self.layout, settings.pool_blocks, settings.shm_name)
+            engine = Engine(settings.hostname, settings.protocol, settings.metadata, settings.device)
+            engine.register(pool.base_ptr, pool.size)
+            shared = pool, engine
+        self.pool, self.engine = shared
+        self.notifier = Notifier.for_settings(settings)
+        self.lease_ms = int(settings.lease * 1000)
+        self.keeper = LeaseKeeper(self.store, self.consumer, self.lease_ms)
+        # hot-path metrics, added to the node's stats with each heartbeat (`xferd bench`)
+        self.metrics = dict.fromkeys(("worker_rounds", "worker_round_trips", "worker_entries",
+                                      "worker_runs"), 0)
+        self._per_token_buffers = sum(b.per_token for b in self.layout.buffers)
+        self.stopping = False
+
+    def _redis(self, action, what: str):
+        return with_retry(action, what, stop=lambda: self.stopping)
+
+    # ---- one round
+    def process(self, work: Round) -> None:
+        try:
+            take, why = self._redis(lambda: self.store.begin_round(work, self.consumer, self.lease_ms),
+                                    "begin round")
+        except NotReplicated as error:  # the take is on the primary only: write nothing under it
+            take, why = Store.take_from(error.reply)
+            if take is not None:
+                self.fail(work, take.epoch, f"the take of round {work.round} was not confirmed: {error}",
+                          "not_replicated")
+            return
+        if take is None:
+            log.debug("room %s round %s skipped: %s", work.room, work.round, why)
+            return
+        if take.redo:
+            log.info("room %s round %s: redoing a round a stopped worker began", work.room, work.round)
+            self._redis(lambda: self.store.count("redone_rounds"), "count")
+        maybe_die("after_begin", self.store)
+        try:
+            self._write_and_commit(work, take)
+        except TRANSIENT:
+            raise  # the round stays this worker's; it is redone once Redis is back
+        except Exception as error:  # let go of the round with the room's failure
+            log.exception("room %s round %s: unexpected error", work.room, work.round)
+            self.fail(work, take.epoch, _internal(work, error), "internal")
+
+    def _write_and_commit(self, work: Round, take: Take) -> None:
+        epoch = take.epoch
+        with self.keeper.hold(work, epoch):  # until the commit: its retries may outlast a lease
+            try:
+                targets = plan_targets(self.layout, self.pool.num_blocks, take.room, take.sessions,
+                                       work.sessions, self.settings.strict_bounds)
+            except (PlanError, KeyError, ValueError) as error:
+                self.fail(work, epoch, f"round {work.round} cannot be planned: {error}", "bad_input")
+                return
+            self._count(targets)
+            written = 0
+            if self.keeper.may_write():  # else the room failed meanwhile (the commit settles it)
+                writes = [self._write_of(t) for t in targets]
+                with self.keeper.writing():  # or the claim is lost
+                    errors = self.engine.write_all(writes)
+                written = sum(sum(w.lengths) for w in writes)
+                failed = [(t.session_id, f"round {work.round}: {e}") for t, e in zip(targets, errors) if e]
+                for session_id, reason in failed:
+                    self._redis(lambda: self.store.mark_session_failed(session_id, reason), "mark session failed")
+                if failed:
+                    self.fail(work, epoch, failed[0][1], "write_error")
+                    return
+                maybe_stall(self.store)
+            if self.keeper.lost:
+                # only the fencer takes a round from a live holder, and it stops the holder
+                # first: this process is about to be killed; change nothing
+                log.warning("room %s round %s abandoned: %s", work.room, work.round, self.keeper.lost)
+                return
+            maybe_die("after_write", self.store)
+            try:
+                verdict, outcome = self._redis(
+                    lambda: self.store.commit_round(work, self.consumer, epoch, [t.plan.sent_after for t in targets],
+                                                    read_next=0 if self.stopping else READ_BLOCK_MS,
+                                                    written=written),
+                    "commit round")
+            except NotReplicated as error:  # committed on the primary only: report nothing of it
+                reason = f"round {work.round} committed but not confirmed: {error}"
+                log.error("room %s failed: %s", work.room, reason)
+                self._settle(work.room, lambda: self.store.fail_room(work.room, reason,
+                                                                     failure_class="not_replicated"))
+                return
+        if verdict == "stale":
+            log.warning("room %s round %s: commit refused: %s", work.room, work.round, outcome)
+            self._redis(lambda: self.store.count("stale_commits"), "count")
+            return
+        maybe_die("after_commit", self.store)
+        self._push(work.room, outcome)
+
+    def _count(self, targets: list[Target]) -> None:
+        for target in targets:
+            entries = target.plan.entries
+            self.metrics["worker_entries"] += len(entries)
+            self.metrics["worker_runs"] += target.plan.runs * self._per_token_buffers + sum(
+                not self.layout.buffers[e.buffer].per_token for e in entries)
+
+    def _settle(self, room: int, transition: Callable[[], Outcome]) -> None:
+        """Run a room's transition (with Redis retries) and push the status it made due; one
+        no replica confirmed is held back."""
+        try:
+            outcome = self._redis(transition, "change room")
+        except NotReplicated as error:
+            log.error("room %s: status held back: %s", room, error)
+            return
+        self._push(room, outcome)
+
+    def _push(self, room: int, outcome: Outcome) -> None:
+        if outcome.notify:
+            self.notifier.send(outcome.endpoints, room, outcome.status)
+
+    def _write_of(self, target: Target) -> Write:
+        """A destination's share of the round as Mooncake entries (source address, destination
+        address, length)."""
+        base, offsets = self.pool.base_ptr, self.pool.offsets
+        src, dst, lengths = [], [], []
+        for entry in target.plan.entries:
+            src.append(base + offsets[entry.buffer] + entry.src_offset)
+            dst.append(target.dst_ptrs[entry.buffer] + entry.dst_offset)
+            lengths.append(entry.length)
+        return Write(target.session_id, src, dst, lengths, target.registration)
+
+    def fail(self, work: Round, epoch: str, reason: str, failure_class: str) -> None:
+        """Fail the round this worker holds (its write is over): Failed is due at once."""
+        log.warning("room %s failed: %s", work.room, reason)
+        self._settle(work.room, lambda: self.store.fail_held_round(work, self.consumer, epoch, reason,
+                                                                   failure_class))
+
+    # ---- the loop
+    def run(self) -> None:
+        self._redis(self.store.ensure_groups, "create consumer groups")
+        self._redis(self.store.load_scripts, "load scripts")
+        log.info("worker %s ready (engine %s)", self.consumer, self.engine.session_id)
+        next_beat = 0.0
+        while not self.stopping:
+            try:
+                if time.monotonic() >= next_beat:
+                    with trouble() as redis_trouble:
+                        left_behind = self.store.heartbeat(self.consumer, {**self.metrics, **redis_trouble})
+                    self.metrics = dict.fromkeys(self.metrics, 0)
+                    next_beat = time.monotonic() + 1.0
+                    for work in left_behind:  # not counted in the hot-path metrics
+                        log.info("room %s round %s: an entry of this worker's was left behind by a "
+                                 "retried read; doing it now", work.room, work.round)
+                        self.process_safely(work)
+                trips = self.store.client.round_trips
+                # COUNT 1: an entry read is pending on this worker until committed, so taking
+                # more would hold back work an idle worker could do now
+                for work in self.store.read_rounds(self.consumer, count=1, block_ms=READ_BLOCK_MS):
+                    self.process_safely(work)
+                    # the read that brought the round, and every call while doing it
+                    self.metrics["worker_round_trips"] += self.store.client.round_trips - trips
+                    self.metrics["worker_rounds"] += 1
+            except TRANSIENT:
+                # wait it out with backoff (one log line per outage), then carry on: entries
+                # this worker left pending are still its own until the fencer stops it
+                wait_for_redis(self.store.check_writes, "worker loop", lambda: self.stopping)
+                self._redis(self.store.load_scripts, "load scripts")  # a restarted Redis has none
+            except Exception as error:
+                if "NOGROUP" in str(error):  # the group or stream was deleted, or Redis lost it
+                    requeued = self._redis(self.store.recover_groups, "recreate consumer groups")
+                    log.warning("consumer group was lost: recreated, %d live rounds queued again", requeued)
+                else:
+                    log.exception("worker loop error; continuing")
+                    time.sleep(0.5)
+        self._hand_back_read_ahead()
+        try:  # every status this lane committed is pushed: lostpush.py needs not push them again
+            self.store.mark_stopped(self.consumer, horizon_s(self.settings))
+        except TRANSIENT:
+            pass  # the janitor pushes its recent Successes again: harmless
+
+    def _hand_back_read_ahead(self) -> None:
+        """Stopping (a drain): a round the last commit's read brought, not begun, goes back to
+        the queue at once (``hand_back.lua``), for another worker or the node's next serve,
+        rather than waiting pending until the fencer sees this worker gone."""
+        try:
+            if self.store.read_ahead() and self.store.read_rounds(self.consumer, count=1, block_ms=READ_BLOCK_MS):
+                # pending on this lane now, begun by no one: the fencer's own hand-back
+                Fencer(self.store, self.settings, self.notifier).hand_back(self.consumer, [])
+        except TRANSIENT:
+            pass  # its entry stays pending: the fencer hands it back once this process is gone
+
+    def process_safely(self, work: Round) -> None:
+        """One bad round must never take the worker (and every other room) down."""
+        try:
+            self.process(work)
+        except TRANSIENT:
+            raise  # leave the entry pending; it is redone once Redis is back
+        except Exception as error:  # before the take (process handles the rest): nothing held
+            log.exception("room %s round %s: unexpected error", work.room, work.round)
+            reason = _internal(work, error)
+            self._settle(work.room, lambda: self.store.fail_room(work.room, reason, failure_class="internal"))
+            # the entry is pending on this worker only: drop it
+            self._redis(lambda: self.store.client.xack(self.store.keys.stream, GROUP, work.entry_id), "ack")
+
+
+def _internal(work: Round, error: Exception) -> str:
+    return f"internal error in round {work.round}: {type(error).__name__}: {error}"
+
+
+class WorkerProcess:
+    """One worker process: ``settings.rounds_per_worker`` lanes (threads), each reading and
+    writing one round at a time, on one pool mapping and one Mooncake engine. A lane whose
+    loop ends unasked ends the process (serve starts a new one; the fencer hands back what
+    its lanes held)."""
+
+    def __init__(self, settings: Settings, index: int):
+        first = Worker(settings, index)
+        self.lanes = [first] + [Worker(settings, index, lane, (first.pool, first.engine))
+                                for lane in range(1, settings.rounds_per_worker)]
+
+    @property
+    def stopping(self) -> bool:
+        return self.lanes[0].stopping
+
+    @stopping.setter
+    def stopping(self, value: bool) -> None:
+        for lane in self.lanes:
+            lane.stopping = value
+
+    def _run_lane(self, lane: Worker) -> None:
+        try:
+            lane.run()
+        finally:
+            if not lane.stopping:
+                log.critical("worker lane %s ended unasked; ending the process", lane.consumer)
+                logging.shutdown()
+                os._exit(1)
+
+    def run(self) -> None:
+        threads = [threading.Thread(target=self._run_lane, args=(lane,), name=f"lane{n}", daemon=True)
+                   for n, lane in enumerate(self.lanes[1:], 1)]
+        for thread in threads:
+            thread.start()
+        self.lanes[0].run()
+        for thread in threads:
+            thread.join()
+
+
+def main(settings: Settings, index: int = 0, ready=None) -> None:
+    run_service(f"worker {index}", settings, lambda: WorkerProcess(settings, index), ready,
+                death_signal=signal.SIGKILL)
