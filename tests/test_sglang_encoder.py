@@ -24,8 +24,7 @@ from xferd_lab.embedded import free_port
 
 pytestmark = pytest.mark.integration
 HIDDEN, BLOCK, DEST_BLOCKS, POOL = 64, 128, 96, 64
-STANDIN = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "xferd", "tools",
-                       "sglang_standin")
+STANDIN = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "xferd_lab", "sglang_standin")
 sys.path.insert(0, STANDIN)
 from sglang.standin_model import request_data  # noqa: E402  (the stand-in's model, in this process: no hook)
 
