@@ -10,7 +10,7 @@ import threading
 import pytest
 import redis
 
-from xferd.state import connections
+from xferd.state import connections, retry
 from xferd.state.connections import DirectCalls, connect
 
 
@@ -80,14 +80,14 @@ def test_a_redis_refusing_writes_is_waited_out_and_counted(reply, code, caplog):
             raise answer
         return answer
 
-    with connections.trouble():  # start from nothing counted
+    with retry.trouble():  # start from nothing counted
         pass
     with caplog.at_level("WARNING", logger="xferd"):
-        assert connections.with_retry(call, "a test write", max_delay=0.01) == "done"
+        assert retry.with_retry(call, "a test write", max_delay=0.01) == "done"
     assert f"redis refuses writes during a test write ({code}: " in caplog.text
-    with connections.trouble() as counted:
+    with retry.trouble() as counted:
         assert counted[f"redis_refused:{code}"] == 2 and counted["redis_errors"] == 2
-    assert connections.failing_for() == 0.0, "it got through"
+    assert retry.failing_for() == 0.0, "it got through"
 
 
 def test_other_errors_are_not_refusals():
@@ -102,7 +102,7 @@ def test_how_long_calls_have_been_failing():
         raise redis.ConnectionError("refused")
 
     with pytest.raises(redis.ConnectionError):
-        connections.with_retry(down, "a test call", give_up_after=0.2, max_delay=0.05)
-    assert connections.failing_for() >= 0.2, "failing since the first error, until one gets through"
-    connections.with_retry(lambda: 1, "a test call")
-    assert connections.failing_for() == 0.0
+        retry.with_retry(down, "a test call", give_up_after=0.2, max_delay=0.05)
+    assert retry.failing_for() >= 0.2, "failing since the first error, until one gets through"
+    retry.with_retry(lambda: 1, "a test call")
+    assert retry.failing_for() == 0.0

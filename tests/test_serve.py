@@ -11,35 +11,35 @@ import redis
 from conftest import start_node, wait_for
 from xferd_lab.chaos import children_of, running
 from xferd_lab.embedded import EmbeddedRedis
-from xferd.node.serve import check_redis
+from xferd.state.topology import redis_warnings
 
 
 def test_no_warning_for_aof_with_fsync_always():
     with EmbeddedRedis(aof=True) as server:
-        assert check_redis(redis.Redis.from_url(server.url)) == []
+        assert redis_warnings(redis.Redis.from_url(server.url)) == []
 
 
 def test_warnings_for_no_aof_everysec_eviction_and_missing_replicas():
     with EmbeddedRedis() as server:
         client = redis.Redis.from_url(server.url)
-        assert "without AOF" in " ".join(check_redis(client))
+        assert "without AOF" in " ".join(redis_warnings(client))
         client.config_set("appendonly", "yes")
         client.config_set("appendfsync", "everysec")
-        assert "appendfsync everysec" in " ".join(check_redis(client))
+        assert "appendfsync everysec" in " ".join(redis_warnings(client))
         client.config_set("appendfsync", "always")
         client.config_set("maxmemory-policy", "allkeys-lru")
         assert ["Redis maxmemory-policy is allkeys-lru: eviction can drop a room mid-transfer; use noeviction"] \
-            == check_redis(client)
+            == redis_warnings(client)
         client.config_set("maxmemory-policy", "noeviction")
-        (warning,) = check_redis(client, min_replicas=1)
+        (warning,) = redis_warnings(client, min_replicas=1)
         assert "min_replicas is 1 but the node's primary has 0 replica(s)" in warning
 
 
 def test_a_replicated_primary_without_min_replicas_is_named(redis_sentinel):
     primary = redis.Redis(port=redis_sentinel.primary_port())
-    (warning,) = check_redis(primary)
+    (warning,) = redis_warnings(primary)
     assert "has 1 replica(s) but min_replicas is 0" in warning
-    assert check_redis(primary, min_replicas=1) == []
+    assert redis_warnings(primary, min_replicas=1) == []
 
 
 @pytest.mark.integration

@@ -44,3 +44,37 @@ def test_the_cli_exits_with_one_line():
     assert done.stderr.strip().splitlines() == [
         "xferd: layout: layout entry 'vision=3/pixels' is not name=N/UNIT or name=CxN/token "
         "(UNIT: token, block or first)"]
+
+
+def _configuration_rows():
+    """(field names, default texts) of each row of docs/configuration.md's settings table."""
+    import pathlib
+    import re
+
+    page = (pathlib.Path(__file__).resolve().parents[1] / "docs" / "configuration.md").read_text()
+    for line in page.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("| `") and len(cells) >= 3:
+            yield re.findall(r"`([a-z_]+)`", cells[0]), [d.strip() for d in cells[1].split(", ")]
+
+
+def test_the_docs_configuration_table_is_settings():
+    """Every field of Settings is in the table, nothing else is, and every default the table
+    states as a number or a literal is the field's."""
+    import dataclasses
+
+    fields = {f.name: f.default for f in dataclasses.fields(Settings)}
+    named = [name for names, _ in _configuration_rows() for name in names]
+    assert sorted(named) == sorted(fields), set(named) ^ set(fields)
+    checked = 0
+    for names, defaults in _configuration_rows():
+        for name, text in zip(names, defaults) if len(names) == len(defaults) else ():
+            value = fields[name]
+            number = text.removesuffix(" s")
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and number.replace(".", "").isdigit():
+                assert float(number) == value, (name, text)
+                checked += 1
+            elif isinstance(value, str) and text.startswith("`") and text.endswith("`"):
+                assert text.strip("`").strip('"') == value, (name, text)
+                checked += 1
+    assert checked >= 20

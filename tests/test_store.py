@@ -479,7 +479,6 @@ def test_timeouts_fire_with_their_reason(store):
 
 
 def test_janitor_trims_acknowledged_entries_but_never_pending_ones(store):
-    from xferd.node.janitor import Janitor
 
     register(store)
     for room in (40, 42, 44, 46):
@@ -489,7 +488,7 @@ def test_janitor_trims_acknowledged_entries_but_never_pending_ones(store):
     for work in works[:3]:
         run_round(store, work, [100])
     assert store.client.xlen(store.keys.stream) == 4
-    Janitor(store.settings, store).trim()
+    store.trim_rounds()
     assert store.client.xlen(store.keys.stream) == 1, "only the pending entry is kept"
     assert store.pending() == [(works[3].entry_id, "w1")]
 

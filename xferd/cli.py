@@ -190,18 +190,11 @@ def _where(args: argparse.Namespace) -> str:
 def _looking_store(args: argparse.Namespace):
     """A Store for the looking commands: a Redis that does not answer within a few seconds
     is the answer (no retries), and where it looked, for the header."""
-    import redis
-    from redis.backoff import NoBackoff
-    from redis.cluster import RedisCluster
-    from redis.retry import Retry
-
-    from xferd.state.connections import DEFAULT_REDIS_URL, redact
+    from xferd.state.connections import DEFAULT_REDIS_URL, connect_once, redact
     from xferd.state.store import Store
-    from xferd.state.topology import make_client
     settings = _settings(args)
     url = settings.redis_url or DEFAULT_REDIS_URL
-    client = make_client(url, redis.Redis, RedisCluster, probe_patience_s=0, socket_timeout=5,
-                         socket_connect_timeout=3, retry=Retry(NoBackoff(), 0))
+    client = connect_once(url, timeout_s=5, probe_patience_s=0)
     return Store(client, settings), redact(url)
 
 

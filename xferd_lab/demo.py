@@ -15,7 +15,8 @@ import tempfile
 import time
 
 from xferd_lab.chaos import Chaos, PrimaryKiller, RedisCrasher, RedisFiller, RollingRestarter, WorkerKiller, WorkerPauser
-from xferd.state.connections import connect, redact, with_retry
+from xferd.state.connections import connect, redact
+from xferd.state.retry import with_retry
 from xferd_lab.embedded import EmbeddedRedis, free_port
 from xferd_lab.peerfaults import DeafPeer, RestartingPeer
 from xferd_lab.redis_proxy import RedisProxy

@@ -142,7 +142,7 @@ class Receiver:
 
     def _fallback(self, room: int) -> None:
         try:
-            record = self.store.client.hmget(self.store.keys.room(room), "status", "round", "holder")
+            record = self.store.room_fields(room, "status", "round", "holder")
             self._maybe_resend(room, record[0])
         except TRANSIENT:
             return  # Redis is down: keep waiting on ZMQ, try again at the next poll

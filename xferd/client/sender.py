@@ -27,7 +27,8 @@ from typing import Mapping, Sequence
 import redis
 import torch
 
-from xferd.state.connections import connect, with_retry
+from xferd.state.connections import connect
+
 from xferd.node.notify import Notifier
 from xferd.protocol.layout import BufferType
 from xferd.transfer.pool import SourcePool, layout_of
@@ -51,9 +52,13 @@ class NodeNotFound(RuntimeError):
 class Sender:
     def __init__(self, settings: Settings, store: Store | None = None, redis_patience: float = 60.0):
         self.settings = settings
-        self.store = store or Store(connect(settings.redis_url), settings, direct=True)
+        # ride out a Redis restart, a short outage or a failover (a new primary without its
+        # replica yet: every call here is idempotent, so it is sent again until one confirms
+        # it); give up after ``redis_patience`` s
+        store = store or Store(connect(settings.redis_url), settings, direct=True)
+        self.store = store.with_patience(give_up_after=redis_patience, also=(NotReplicated,))
         self.redis_patience = redis_patience
-        record = self._redis(self.store.record, "read the node record")
+        record = self.store.record()
         if not record:
             raise NodeNotFound(f"node {settings.node!r} has no pool record under prefix "
                                f"{settings.prefix!r}: is `xferd serve` running for it?")
@@ -76,12 +81,6 @@ class Sender:
         given = {k: v for k, v in (("node", node), ("redis_url", redis_url), ("prefix", prefix)) if v is not None}
         return cls(Settings.from_env(**given), **options)
 
-    def _redis(self, action, what: str):
-        """Ride out a Redis restart, a short outage or a failover (a new primary without its
-        replica yet: every call here is idempotent, so it is sent again until one confirms
-        it); give up after ``redis_patience`` s."""
-        return with_retry(action, what, give_up_after=self.redis_patience, also=(NotReplicated,))
-
     def allocate(self, room: int, total_tokens: int, timeout: float = 30.0) -> list[int]:
         """Source blocks for ``total_tokens``; waits up to ``timeout`` s for enough to be free.
         Publish within ``settings.alloc_timeout``: past it the blocks go back to the pool."""
@@ -91,7 +90,7 @@ class Sender:
         deadline = time.monotonic() + timeout
         delay = 0.002
         while True:
-            allocation = self._redis(lambda: self.store.alloc_blocks(room, count), "allocate")
+            allocation = self.store.alloc_blocks(room, count)
             if allocation is not None:
                 return allocation.blocks
             if time.monotonic() >= deadline:
@@ -151,7 +150,7 @@ class Sender:
         outside = [b for b in blocks if not 0 <= b < self.pool.num_blocks]
         if outside:
             raise ValueError(f"source blocks {outside[:8]} are outside the pool of {self.pool.num_blocks}")
-        return self._redis(lambda: self.store.publish_source(room, total_tokens, blocks), "publish")
+        return self.store.publish_source(room, total_tokens, blocks)
 
     def send(self, room: int, total_tokens: int, data, timeout: float = 30.0) -> Outcome:
         """allocate + write + publish; bad data is refused before any block is taken."""
@@ -161,17 +160,17 @@ class Sender:
         return self.publish(room, blocks, total_tokens)
 
     def poll(self, room: int) -> Status:
-        status = self._redis(lambda: self.store.status(room), "poll")  # Failed is 0: test for None
+        status = self.store.status(room)  # Failed is 0: test for None
         return Status.Bootstrapping if status is None else status
 
     def failure(self, room: int) -> str | None:
-        return self.store.failure(room)
+        return self.store.once().failure(room)
 
     def abort(self, room: int, reason: str = "aborted by the encoder") -> Outcome:
         """Fail the room and push Failed to its destinations; with a write in flight, its
         writer pushes Failed and returns the blocks when the write ends. Blocks allocated
         but not published go back at once (this encoder writes no more into them)."""
-        outcome = self._redis(lambda: self.store.fail_room(room, reason, mode="encoder"), "abort")
+        outcome = self.store.fail_room(room, reason, mode="encoder")
         if outcome.notify:
             self.notifier.send(outcome.endpoints, room, outcome.status)
         return outcome
@@ -180,7 +179,7 @@ class Sender:
         """Give an ended room's blocks back now (they also go back by themselves); returns
         how many. Refuses while the room is live or a write from its blocks is in flight."""
         try:
-            return self.store.release_blocks(room)
+            return self.store.once().release_blocks(room)
         except redis.ResponseError as error:
             raise RuntimeError(str(error)) from None
 

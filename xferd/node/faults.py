@@ -19,13 +19,9 @@ import time
 POINTS = ("after_begin", "after_write", "after_commit", "stall_write")
 
 
-def _marker(store, point: str) -> str:
-    return f"{store.keys.stats}:fault:{point}"
-
-
 def reached(store, point: str) -> bool:
     """Whether a worker of this node has reached (and acted on) fault ``point``."""
-    return bool(store.client.exists(_marker(store, point)))
+    return store.has_marker(point)
 
 
 FAULT = os.environ.get("XFERD_FAULT")  # read once: the hot path passes here three times a round
@@ -33,7 +29,7 @@ FAULT = os.environ.get("XFERD_FAULT")  # read once: the hot path passes here thr
 
 def _first(point: str, store) -> bool:
     """True for the one worker (of the node, ever) that reaches ``point`` first."""
-    return FAULT == point and bool(store.client.set(_marker(store, point), os.getpid(), nx=True))
+    return FAULT == point and store.set_marker_once(point)
 
 
 def maybe_die(point: str, store) -> None:

@@ -19,9 +19,8 @@ from __future__ import annotations
 import logging
 import time
 
-from xferd.state.connections import last_recovery
+from xferd.state.retry import last_recovery
 from xferd.node.stopping import Identity, stop, wait_drained
-from xferd.state.keys import GROUP
 from xferd.node.notify import Notifier
 from xferd.settings import Settings
 from xferd.state.store import Store
@@ -97,7 +96,7 @@ class Fencer:
         for entry_id, _ in self.store.pending(consumer=name, count=1000):
             work = self.store.entry(entry_id)
             if work is None:  # trimmed while pending: nothing to redo, just let it go
-                self.store.client.xack(self.store.keys.stream, GROUP, entry_id)
+                self.store.acknowledge(entry_id)
                 continue
             held.setdefault(work.room, []).append(entry_id)
         done = 0

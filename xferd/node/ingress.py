@@ -17,7 +17,8 @@ from dataclasses import replace
 import zmq
 
 from xferd.node.auth import peer_of, secure_server
-from xferd.state.connections import TRANSIENT, connect, describe, failing_for, refusal, trouble, with_retry
+from xferd.state.connections import TRANSIENT, connect, describe, refusal
+from xferd.state.retry import Patience, failing_for, trouble
 from xferd.node.notify import Notifier
 from xferd.protocol.planning import PlanError, check_allocation
 from xferd.node.processes import run_service
@@ -39,7 +40,10 @@ class Ingress:
     def __init__(self, settings: Settings, context: zmq.Context | None = None):
         self.settings = settings
         self.layout = settings.buffer_layout
-        self.store = Store(connect(settings.redis_url), settings, direct=True)
+        # every message waits Redis out until the ingress stops; an init or resume only as
+        # long as its room's phase timeout allows (``_patience``)
+        self.store = Store(connect(settings.redis_url), settings, direct=True,
+                           patience=Patience(stop=lambda: self.stopping))
         self.context = context or zmq.Context.instance()
         self.socket = self.context.socket(zmq.PULL)
         self.socket.setsockopt(zmq.LINGER, 0)
@@ -52,9 +56,6 @@ class Ingress:
         self.stopping = False
         self.counts: Counter[str] = Counter()  # added to the node's stats when idle or each second
         self._counted_at = time.monotonic()
-
-    def _redis(self, action, what: str, give_up_after: float | None = None):
-        return with_retry(action, what, stop=lambda: self.stopping, give_up_after=give_up_after)
 
     def _patience(self, message: Init | Resume) -> float:
         """How long a message that opens a phase of its room may wait for Redis: what is left
@@ -100,10 +101,10 @@ class Ingress:
                 except PlanError as error:
                     raise WireError(str(error), message.room, (message.ip, message.status_port),
                                     kind="allocation") from None
-                change = self.store.dst_init if isinstance(message, Init) else self.store.dst_resume
+                store = self.store.with_patience(give_up_after=self._patience(message))
+                change = store.dst_init if isinstance(message, Init) else store.dst_resume
                 try:
-                    outcome = self._redis(lambda: change(message), type(message).__name__.lower(),
-                                          give_up_after=self._patience(message))
+                    outcome = change(message)
                 except TRANSIENT as error:
                     if self.stopping:
                         raise
@@ -114,7 +115,7 @@ class Ingress:
             if isinstance(message, Abort):
                 self._check_abort(message)
                 reason = f"aborted by language session {message.session_id}"
-                outcome = self._redis(lambda: self.store.fail_room(message.room, reason), "abort")
+                outcome = self.store.fail_room(message.room, reason)
                 self._report(message.room, outcome)
         except WireError as error:
             self.reject(error, peer)
@@ -123,7 +124,7 @@ class Ingress:
 
     def _register(self, message: Register, peer: str) -> None:
         if self.settings.curve:
-            owner = self._redis(lambda: self.store.session_owner(message.session_id), "session owner")
+            owner = self.store.session_owner(message.session_id)
             if owner and owner != peer:
                 raise WireError(f"register for session {message.session_id}, which another peer registered",
                                 kind="not_owner")
@@ -141,20 +142,20 @@ class Ingress:
         if problem:
             # a later init from this session fails with this reason, not as "unregistered"
             reason = f"registration refused: {problem}"
-            self._redis(lambda: self.store.mark_session_failed(message.session_id, reason), "mark session")
+            self.store.mark_session_failed(message.session_id, reason)
             raise WireError(f"register from {message.session_id}: {problem}", kind="registration")
-        self._redis(lambda: self.store.register_session(replace(message, lens=lens), owner=peer), "register")
+        self.store.register_session(replace(message, lens=lens), owner=peer)
         log.info("registered session %s%s", message.session_id, f" (peer {peer})" if peer else "")
 
     def _check_owner(self, message: Init | Resume | Abort, peer: str) -> None:
-        owner = self._redis(lambda: self.store.session_owner(message.session_id), "session owner")
+        owner = self.store.session_owner(message.session_id)
         if owner is not None and owner != peer:
             # not the room's fault: refuse the message, leave the room alone
             raise WireError(f"{type(message).__name__.lower()} for room {message.room} names session "
                             f"{message.session_id}, which another peer registered", kind="not_owner")
 
     def _check_abort(self, message: Abort) -> None:
-        sessions = self._redis(lambda: self.store.destinations(message.room), "abort check")
+        sessions = self.store.destinations(message.room)
         if sessions and message.session_id not in sessions:
             raise WireError(f"abort of room {message.room} from session {message.session_id}, "
                             "which is not one of its destinations", kind="not_destination")
@@ -170,7 +171,7 @@ class Ingress:
             self.notifier.send(list(outcome.endpoints) + ([sender] if sender else []), room, outcome.status)
 
     def reject(self, error: WireError, peer: str = "") -> None:
-        self._redis(lambda: self.store.count(f"ingress_rejected:{error.kind}"), "count rejection")
+        self.store.count(f"ingress_rejected:{error.kind}")
         if error.room is None:
             log.warning("rejected message: %s", error.reason)
             return
@@ -179,16 +180,14 @@ class Ingress:
                         "(room left alone): %s", error.room, error.reason)
             return
         log.warning("rejected message for room %s: %s", error.room, error.reason)
-        outcome = self._redis(lambda: self.store.fail_room(error.room, error.reason, failure_class="bad_input"),
-                                 "fail room")
+        outcome = self.store.fail_room(error.room, error.reason, failure_class="bad_input")
         self._report(error.room, outcome, f"{error.reply_to[0]}:{error.reply_to[1]}" if error.reply_to else None)
 
     def _may_fail(self, room: int, peer: str) -> bool:
         """With CURVE, a bad message fails a room only if its sender is one of the room's
         destinations, or the room has none yet."""
-        sessions = self._redis(lambda: self.store.destinations(room), "destinations")
-        return not sessions or any(self._redis(lambda: self.store.session_owner(s), "owner") == peer
-                                   for s in sessions)
+        sessions = self.store.destinations(room)
+        return not sessions or any(self.store.session_owner(s) == peer for s in sessions)
 
     def run(self) -> None:
         log.info("ingress listening on %s", self.settings.ingress)
@@ -228,7 +227,7 @@ class Ingress:
         self._counted_at = time.monotonic()
         try:
             with trouble() as redis_trouble:
-                self.store.add_counts({**self.counts, **redis_trouble})
+                self.store.once().add_counts({**self.counts, **redis_trouble})
             self.counts.clear()
         except TRANSIENT:
             pass

@@ -12,12 +12,12 @@ from __future__ import annotations
 import logging
 import time
 
-import redis
 
-from xferd.state.connections import TRANSIENT, connect, trouble, wait_for_redis
+from xferd.state.connections import TRANSIENT, connect
+
+from xferd.state.retry import trouble, wait_for_redis
 from xferd.node.fencer import Fencer
 from xferd.node.stopping import Identity
-from xferd.state.keys import GROUP
 from xferd.node.lostpush import LostPushes, horizon_s
 from xferd.node.notify import Notifier
 from xferd.state.node_record import node_record
@@ -47,7 +47,7 @@ class Janitor:
         store = self.store
         now = store.now_ms()
         counts = {"timed_out": 0, "released": 0, "handed_back": 0}
-        for room in store.due(store.keys.timeouts, now):
+        for room in store.due_rooms(now):
             outcome = store.fail_room(room, "", mode="expired", failure_class="timeout")
             if outcome.failed:
                 counts["timed_out"] += 1  # its end is logged with every other (room_log)
@@ -74,7 +74,7 @@ class Janitor:
             if rebuilt is not None:
                 log.error("Redis lost this node's state (restarted without AOF, or flushed): rooms in "
                           "flight are gone; source pool free list rebuilt with %d free blocks", rebuilt)
-            self.trim()
+            store.trim_rounds()
             removed = store.remove_dead_consumers(self._gone)
             if removed:
                 log.info("removed consumers of dead workers: %s", ", ".join(sorted(set(removed))))
@@ -89,23 +89,6 @@ class Janitor:
         if running is not None:
             return not running
         return (time.time() * 1000 - seen_ms) / 1000 > self.settings.consumer_ttl
-
-    def trim(self) -> None:
-        """Drop entries every consumer has acknowledged: below the oldest pending id and
-        the group's last delivered id (never a pending entry)."""
-        client, stream = self.store.client, self.store.keys.stream
-        try:
-            groups = client.xinfo_groups(stream)
-        except redis.ResponseError:
-            return
-        group = next((g for g in groups if g["name"] in (GROUP, GROUP.encode())), None)
-        if group is None:
-            return
-        floor = group["last-delivered-id"]
-        pending = client.xpending(stream, GROUP)
-        if pending and pending.get("pending"):
-            floor = min(floor, pending["min"], key=_id_key)
-        client.xtrim(stream, minid=floor, approximate=False)
 
     def run(self) -> None:
         log.info("janitor running every %.2fs", self.settings.janitor_interval)
@@ -124,12 +107,6 @@ class Janitor:
             except Exception:
                 log.exception("janitor pass failed; continuing")
             time.sleep(self.settings.janitor_interval)
-
-
-def _id_key(entry_id) -> tuple[int, int]:
-    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-    ms, _, seq = text.partition("-")
-    return int(ms), int(seq or 0)
 
 
 def main(settings: Settings, ready=None) -> None:

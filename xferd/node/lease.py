@@ -20,7 +20,8 @@ import os
 import threading
 import time
 
-from xferd.state.connections import TRANSIENT, with_retry
+from xferd.state.connections import TRANSIENT
+
 from xferd.state.store import Round, Store
 
 log = logging.getLogger("xferd.lease")
@@ -31,6 +32,7 @@ SELF_FENCE_EXIT = 75  # the worker's exit status when it fenced itself
 class LeaseKeeper:
     def __init__(self, store: Store, consumer: str, lease_ms: int, exit=os._exit):
         self.store, self.consumer, self.lease_ms = store, consumer, lease_ms
+        self.patient = store.with_patience(stop=lambda: False)  # a renewal in a write waits Redis out
         self._exit = exit  # tests replace it
         self.lost: str | None = None  # why the current round is no longer held
         self.room_failed = False  # the room failed meanwhile: write no more of it
@@ -71,19 +73,15 @@ class LeaseKeeper:
                 self._writes -= 1
 
     def renew(self, patient: bool = False) -> None:
-        """One renewal; ``patient``: ride out a Redis outage (with_retry) instead of leaving
-        it to the next tick."""
+        """One renewal; ``patient``: ride out a Redis outage instead of leaving it to the
+        next tick."""
         with self._lock:
             work, epoch = self._work, self._epoch
         if work is None:
             return
-
-        def keep():
-            sent = time.monotonic()  # Redis resets the idle clock after this
-            return sent, self.store.keep_lease(work, self.consumer, epoch, self.lease_ms)
-
+        store = self.patient if patient else self.store.once()
         try:
-            sent, (held, detail) = with_retry(keep, "renew lease") if patient else keep()
+            sent, held, detail = store.renew_lease(work, self.consumer, epoch, self.lease_ms)
         except TRANSIENT:
             return  # cannot renew now; the next tick tries again (the watchdog counts)
         with self._lock:

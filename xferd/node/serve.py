@@ -26,55 +26,18 @@ from xferd.node import janitor
 
 from xferd.node import worker
 from xferd.node.bootstrap import BootstrapServer
-from xferd.state.connections import DEFAULT_REDIS_URL, connect_at_start, redact, with_retry
+from xferd.state.connections import DEFAULT_REDIS_URL, connect_at_start, redact
 from xferd.ops.health import Health
 from xferd.ops.monitor import MonitorServer
-from xferd.state.node_record import check_schema, claim, node_record, refresh, release
+from xferd.state.node_record import node_record, refresh, release
 from xferd.node.stopping import Identity
 from xferd.transfer.pool import SourcePool, remove_unless_mapped
 from xferd.node.processes import run_service
 from xferd.settings import ConfigError, Settings, split_host_port
 from xferd.state.store import Store
-from xferd.state.topology import where
 
 log = logging.getLogger("xferd.serve")
 MAX_BACKOFF_S = 30.0
-
-
-def check_redis(client, min_replicas: int = 0) -> list[str]:
-    """Warnings for the operator when the Redis holding the node would lose or roll back
-    state (SPEC §6a, §7): AOF off or not fsynced always, eviction on, fewer replicas than
-    ``min_replicas`` (or replicas that a status does not wait for)."""
-    warnings = []
-    try:
-        config = {_text(k): _text(v) for k, v in client.config_get("*").items()
-                  if _text(k) in ("appendonly", "appendfsync", "maxmemory-policy")}
-    except redis.ResponseError:
-        config = {}  # CONFIG disabled (managed Redis): cannot tell
-    if config.get("appendonly") == "no":
-        warnings.append("Redis runs without AOF (appendonly no): a Redis restart loses every room in flight")
-    elif config.get("appendfsync", "always") != "always":
-        warnings.append(f"Redis AOF uses appendfsync {config['appendfsync']}: a Redis crash can roll back "
-                        "the last second, and a rolled-back round is written again into destination blocks "
-                        "the language side may have reused; use appendfsync always")
-    if config.get("maxmemory-policy", "noeviction") != "noeviction":
-        warnings.append(f"Redis maxmemory-policy is {config['maxmemory-policy']}: eviction can drop a room "
-                        "mid-transfer; use noeviction")
-    try:
-        replicas = int(client.info("replication").get("connected_slaves", 0))
-    except redis.ResponseError:
-        return warnings  # INFO disabled or not offered (fakeredis): cannot tell
-    if replicas < min_replicas:
-        warnings.append(f"min_replicas is {min_replicas} but the node's primary has {replicas} replica(s): "
-                        "takes and statuses wait replica_timeout, then their rooms fail")
-    elif replicas and not min_replicas:
-        warnings.append(f"the node's primary has {replicas} replica(s) but min_replicas is 0: a failover can "
-                        "roll back a status the language side acted on; set --min-replicas 1")
-    return warnings
-
-
-def _text(value) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def check_addresses(settings: Settings) -> None:
@@ -123,15 +86,15 @@ def prepare_node(settings: Settings, me: Identity) -> Store:
     check_addresses(settings)
     check_pool_space(settings)
     store = Store(connect_at_start(settings.redis_url, settings.startup_timeout), settings)
-    with_retry(lambda: check_schema(store), "check schema")
-    with_retry(lambda: claim(store, me, settings.take_over), "claim node")
-    with_retry(store.ensure_groups, "create consumer groups")
-    log.info("node %s held by %s", settings.node, with_retry(lambda: where(store.client, store.keys.record),
-                                                              "find the node's primary"))
-    for warning in with_retry(lambda: check_redis(store.primary, settings.min_replicas), "check redis"):
+    patient = store.with_patience()  # until Redis answers
+    patient.check_schema()
+    patient.claim(me, settings.take_over)
+    patient.ensure_groups()
+    log.info("node %s held by %s", settings.node, patient.where())
+    for warning in patient.redis_warnings():
         log.warning("%s", warning)
     pool = SourcePool(settings.buffer_layout, settings.pool_blocks, settings.shm_name, create=True)
-    created = with_retry(lambda: store.init_pool(settings.pool_blocks, node_record(settings)), "init pool")
+    created = patient.init_pool(settings.pool_blocks, node_record(settings))
     log.info("source pool %s: %d blocks, %.1f MiB (%s)", pool.path, settings.pool_blocks,
              pool.size / 2**20, "new" if created else "kept")
     return store

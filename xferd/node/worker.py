@@ -20,12 +20,13 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from xferd.state.connections import TRANSIENT, connect, trouble, wait_for_redis, with_retry
+from xferd.state.connections import TRANSIENT, connect
+
+from xferd.state.retry import Patience, trouble, wait_for_redis
 from xferd.transfer.engine import Engine, Write
 from xferd.node.faults import maybe_die, maybe_stall
 from xferd.node.fencer import Fencer
 from xferd.node.stopping import Identity
-from xferd.state.keys import GROUP
 from xferd.protocol.layout import Layout
 from xferd.node.lease import LeaseKeeper
 from xferd.node.lostpush import horizon_s
@@ -101,7 +102,11 @@ class Worker:
         self.settings = settings
         # the name says which process holds an entry (the fencer stops that process)
         self.consumer = Identity.current().name(f"w{index}" if not lane else f"w{index}_{lane}")
-        self.store = Store(connect(settings.redis_url), settings, direct=True)
+        # the round's transitions wait Redis out until the worker stops; its loop's own calls
+        # (read, heartbeat) try once and the loop waits instead
+        self.store = Store(connect(settings.redis_url), settings, direct=True,
+                           patience=Patience(stop=lambda: self.stopping))
+        self.once = self.store.once()
         self.layout = settings.buffer_layout
         if shared is None:
             pool = SourcePool(self.layout, settings.pool_blocks, settings.shm_name)
@@ -118,14 +123,10 @@ class Worker:
         self._per_token_buffers = sum(b.per_token for b in self.layout.buffers)
         self.stopping = False
 
-    def _redis(self, action, what: str):
-        return with_retry(action, what, stop=lambda: self.stopping)
-
     # ---- one round
     def process(self, work: Round) -> None:
         try:
-            take, why = self._redis(lambda: self.store.begin_round(work, self.consumer, self.lease_ms),
-                                    "begin round")
+            take, why = self.store.begin_round(work, self.consumer, self.lease_ms)
         except NotReplicated as error:  # the take is on the primary only: write nothing under it
             take, why = Store.take_from(error.reply)
             if take is not None:
@@ -137,8 +138,8 @@ class Worker:
             return
         if take.redo:
             log.info("room %s round %s: redoing a round a stopped worker began", work.room, work.round)
-            self._redis(lambda: self.store.count("redone_rounds"), "count")
-        maybe_die("after_begin", self.store)
+            self.store.count("redone_rounds")
+        maybe_die("after_begin", self.once)
         try:
             self._write_and_commit(work, take)
         except TRANSIENT:
@@ -165,23 +166,22 @@ class Worker:
                 written = sum(sum(w.lengths) for w in writes)
                 failed = [(t.session_id, f"round {work.round}: {e}") for t, e in zip(targets, errors) if e]
                 for session_id, reason in failed:
-                    self._redis(lambda: self.store.mark_session_failed(session_id, reason), "mark session failed")
+                    self.store.mark_session_failed(session_id, reason)
                 if failed:
                     self.fail(work, epoch, failed[0][1], "write_error")
                     return
-                maybe_stall(self.store)
+                maybe_stall(self.once)
             if self.keeper.lost:
                 # only the fencer takes a round from a live holder, and it stops the holder
                 # first: this process is about to be killed; change nothing
                 log.warning("room %s round %s abandoned: %s", work.room, work.round, self.keeper.lost)
                 return
-            maybe_die("after_write", self.store)
+            maybe_die("after_write", self.once)
             try:
-                verdict, outcome = self._redis(
-                    lambda: self.store.commit_round(work, self.consumer, epoch, [t.plan.sent_after for t in targets],
-                                                    read_next=0 if self.stopping else READ_BLOCK_MS,
-                                                    written=written),
-                    "commit round")
+                verdict, outcome = self.store.commit_round(work, self.consumer, epoch,
+                                                           [t.plan.sent_after for t in targets],
+                                                           read_next=0 if self.stopping else READ_BLOCK_MS,
+                                                           written=written)
             except NotReplicated as error:  # committed on the primary only: report nothing of it
                 reason = f"round {work.round} committed but not confirmed: {error}"
                 log.error("room %s failed: %s", work.room, reason)
@@ -190,9 +190,9 @@ class Worker:
                 return
         if verdict == "stale":
             log.warning("room %s round %s: commit refused: %s", work.room, work.round, outcome)
-            self._redis(lambda: self.store.count("stale_commits"), "count")
+            self.store.count("stale_commits")
             return
-        maybe_die("after_commit", self.store)
+        maybe_die("after_commit", self.once)
         self._push(work.room, outcome)
 
     def _count(self, targets: list[Target]) -> None:
@@ -203,10 +203,10 @@ class Worker:
                 not self.layout.buffers[e.buffer].per_token for e in entries)
 
     def _settle(self, room: int, transition: Callable[[], Outcome]) -> None:
-        """Run a room's transition (with Redis retries) and push the status it made due; one
-        no replica confirmed is held back."""
+        """Run a room's transition and push the status it made due; one no replica confirmed
+        is held back."""
         try:
-            outcome = self._redis(transition, "change room")
+            outcome = transition()
         except NotReplicated as error:
             log.error("room %s: status held back: %s", room, error)
             return
@@ -235,44 +235,44 @@ class Worker:
 
     # ---- the loop
     def run(self) -> None:
-        self._redis(self.store.ensure_groups, "create consumer groups")
-        self._redis(self.store.load_scripts, "load scripts")
+        self.store.ensure_groups()
+        self.store.load_scripts()
         log.info("worker %s ready (engine %s)", self.consumer, self.engine.session_id)
         next_beat = 0.0
         while not self.stopping:
             try:
                 if time.monotonic() >= next_beat:
                     with trouble() as redis_trouble:
-                        left_behind = self.store.heartbeat(self.consumer, {**self.metrics, **redis_trouble})
+                        left_behind = self.once.heartbeat(self.consumer, {**self.metrics, **redis_trouble})
                     self.metrics = dict.fromkeys(self.metrics, 0)
                     next_beat = time.monotonic() + 1.0
                     for work in left_behind:  # not counted in the hot-path metrics
                         log.info("room %s round %s: an entry of this worker's was left behind by a "
                                  "retried read; doing it now", work.room, work.round)
                         self.process_safely(work)
-                trips = self.store.client.round_trips
+                trips = self.store.round_trips
                 # COUNT 1: an entry read is pending on this worker until committed, so taking
                 # more would hold back work an idle worker could do now
-                for work in self.store.read_rounds(self.consumer, count=1, block_ms=READ_BLOCK_MS):
+                for work in self.once.read_rounds(self.consumer, count=1, block_ms=READ_BLOCK_MS):
                     self.process_safely(work)
                     # the read that brought the round, and every call while doing it
-                    self.metrics["worker_round_trips"] += self.store.client.round_trips - trips
+                    self.metrics["worker_round_trips"] += self.store.round_trips - trips
                     self.metrics["worker_rounds"] += 1
             except TRANSIENT:
                 # wait it out with backoff (one log line per outage), then carry on: entries
                 # this worker left pending are still its own until the fencer stops it
                 wait_for_redis(self.store.check_writes, "worker loop", lambda: self.stopping)
-                self._redis(self.store.load_scripts, "load scripts")  # a restarted Redis has none
+                self.store.load_scripts()  # a restarted Redis has none
             except Exception as error:
                 if "NOGROUP" in str(error):  # the group or stream was deleted, or Redis lost it
-                    requeued = self._redis(self.store.recover_groups, "recreate consumer groups")
+                    requeued = self.store.recover_groups()
                     log.warning("consumer group was lost: recreated, %d live rounds queued again", requeued)
                 else:
                     log.exception("worker loop error; continuing")
                     time.sleep(0.5)
         self._hand_back_read_ahead()
         try:  # every status this lane committed is pushed: lostpush.py needs not push them again
-            self.store.mark_stopped(self.consumer, horizon_s(self.settings))
+            self.once.mark_stopped(self.consumer, horizon_s(self.settings))
         except TRANSIENT:
             pass  # the janitor pushes its recent Successes again: harmless
 
@@ -281,9 +281,9 @@ class Worker:
         the queue at once (``hand_back.lua``), for another worker or the node's next serve,
         rather than waiting pending until the fencer sees this worker gone."""
         try:
-            if self.store.read_ahead() and self.store.read_rounds(self.consumer, count=1, block_ms=READ_BLOCK_MS):
+            if self.once.read_ahead() and self.once.read_rounds(self.consumer, count=1, block_ms=READ_BLOCK_MS):
                 # pending on this lane now, begun by no one: the fencer's own hand-back
-                Fencer(self.store, self.settings, self.notifier).hand_back(self.consumer, [])
+                Fencer(self.once, self.settings, self.notifier).hand_back(self.consumer, [])
         except TRANSIENT:
             pass  # its entry stays pending: the fencer hands it back once this process is gone
 
@@ -298,7 +298,7 @@ class Worker:
             reason = _internal(work, error)
             self._settle(work.room, lambda: self.store.fail_room(work.room, reason, failure_class="internal"))
             # the entry is pending on this worker only: drop it
-            self._redis(lambda: self.store.client.xack(self.store.keys.stream, GROUP, work.entry_id), "ack")
+            self.store.acknowledge(work.entry_id)
 
 
 def _internal(work: Round, error: Exception) -> str:

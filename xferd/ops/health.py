@@ -14,12 +14,7 @@ import time
 from typing import Callable
 
 import redis
-from redis.backoff import NoBackoff
-from redis.cluster import RedisCluster
-from redis.retry import Retry
-
-from xferd.state.connections import DEFAULT_REDIS_URL, redact
-from xferd.state.topology import make_client
+from xferd.state.connections import DEFAULT_REDIS_URL, connect_once, redact
 
 PING_TIMEOUT_S = 1.0
 
@@ -40,8 +35,7 @@ class Health:
         self.cache_s = cache_s
         # one try: a Redis that does not answer within a second is the answer (any URL form:
         # one Redis, a cluster, a Sentinel master)
-        self._client = make_client(self.url, redis.Redis, RedisCluster, socket_timeout=PING_TIMEOUT_S,
-                                   socket_connect_timeout=PING_TIMEOUT_S, retry=Retry(NoBackoff(), 0))
+        self._client = connect_once(self.url, timeout_s=PING_TIMEOUT_S)
         self._lock = threading.Lock()
         self._cached: tuple[float, bool, str] | None = None
 

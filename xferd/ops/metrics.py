@@ -17,7 +17,8 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from xferd.ops import nodeview
-from xferd.state.store import FAILURE_CLASSES, Store
+from xferd.state.room import BUCKETS, FAILURE_CLASSES
+from xferd.state.store import Store
 
 HISTOGRAMS = {
     "round_seconds": "Time from a round being queued (init, resume, publish) to its commit",
@@ -52,9 +53,6 @@ LABELLED = {  # stats field prefix -> (metric name, help, label)
 }
 
 
-# the bucket bounds of every histogram, in seconds: the Lua prelude's BUCKETS (a test holds
-# them equal)
-BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
 
 def cumulative(fields: dict[str, str], name: str) -> tuple[list[tuple[str, float]], float]:

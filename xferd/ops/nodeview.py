@@ -130,17 +130,7 @@ def read(store: Store, status: str | None = None, room_limit: int = LIVE_ROOMS_S
     first, or with ``status`` (a status name) the rooms of that status (``xferd rooms``).
     ``with_rooms`` False skips the scan of every room record (metrics, drain, cleanup)."""
     k = store.keys
-    pipe = store.primary.pipeline(transaction=False)
-    pipe.time()
-    pipe.hgetall(k.record)
-    pipe.hgetall(k.workers)
-    pipe.xinfo_groups(k.stream)
-    pipe.xpending(k.stream, GROUP)
-    pipe.xlen(k.dead)
-    pipe.zcard(k.pool_free)
-    pipe.xrevrange(k.ended, count=RECENT_ENDS)
-    pipe.hgetall(k.stats)
-    now, record, workers, groups, pending, dead, free, ended, stats = pipe.execute(raise_on_error=False)
+    now, record, workers, groups, pending, dead, free, ended, stats = store.node_snapshot(RECENT_ENDS)
     now_ms = int(now[0]) * 1000 + int(now[1]) // 1000
     record = _hash(record)
     group = {} if isinstance(groups, Exception) else next(
@@ -173,26 +163,12 @@ def _running(name: str) -> bool | None:
 
 def _rooms(store: Store, now_ms: int) -> tuple[list[Room], bool]:
     """Every room record of the node (up to ROOM_SCAN_LIMIT): its status and progress."""
-    prefix = store.keys.room("")
-    names, complete = [], True
-    for key in store.node_keys(f"{prefix}*"):
-        names.append(key)
-        if len(names) >= ROOM_SCAN_LIMIT:
-            complete = False
-            break
-    rooms = []
     fields = ("status", "sent_tokens", "total_tokens", "round", "created_at", "holder")
-    for start in range(0, len(names), 1000):
-        pipe = store.primary.pipeline(transaction=False)
-        for key in names[start:start + 1000]:
-            pipe.hmget(key, fields)
-        for key, values in zip(names[start:start + 1000], pipe.execute()):
-            status, sent, total, round_, created, holder = (_text(v) if v is not None else None for v in values)
-            if status is None:
-                continue  # expired between the scan and the read
-            rooms.append(Room(_text(key)[len(prefix):], Status(int(status)).name, int(sent or 0),
-                              int(total) if total else None, int(round_ or 0),
-                              (now_ms - int(created or now_ms)) / 1000, holder or ""))
+    rows, complete = store.room_rows(fields, ROOM_SCAN_LIMIT)
+    rooms = []
+    for room, (status, sent, total, round_, created, holder) in rows:
+        rooms.append(Room(room, Status(int(status)).name, int(sent or 0), int(total) if total else None,
+                          int(round_ or 0), (now_ms - int(created or now_ms)) / 1000, holder or ""))
     return rooms, complete
 
 

@@ -73,8 +73,7 @@ def cleanup(store: Store, settings: Settings, say: Callable[[str], None] = print
         raise Refused(f"node {node!r} has {len(live)} worker(s) with a fresh heartbeat ({live[0]}, ...); "
                       "stop them first")
     keys = list(store.node_keys())
-    for start in range(0, len(keys), 500):
-        store.primary.delete(*keys[start:start + 500])
+    store.delete_keys(keys)
     say(f"node {node!r} (prefix {settings.prefix!r}): removed {len(keys)} Redis keys")
     if os.path.exists(shm):
         say(f"source pool {remove_unless_mapped(shm)}")

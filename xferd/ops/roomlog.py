@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 
 from xferd.protocol.layout import Layout
-from xferd.state.records import _hash, _text
 from xferd.state.store import Store
 
 log = logging.getLogger("xferd.rooms")
@@ -23,8 +22,7 @@ class RoomEndLog:
 
     def _start(self) -> str:
         """Where the last janitor stopped; the stream's start on a node never logged."""
-        logged = self.store.client.hget(self.store.keys.record, "ended_logged")
-        return _text(logged) if logged else "0-0"
+        return self.store.ended_logged()
 
     def bytes_of(self, fields: dict[str, str]) -> int:
         """Bytes landed in all destinations: what was sent of every per-token buffer, and
@@ -36,11 +34,9 @@ class RoomEndLog:
         """Log the ends recorded since the last pass; returns them (their stream fields)."""
         if self.cursor is None:
             self.cursor = self._start()
-        reply = self.store.client.xread({self.store.keys.ended: self.cursor}, count=BATCH)
-        entries = reply[0][1] if reply else []
+        entries = self.store.ended_since(self.cursor, BATCH)
         ends = []
-        for entry_id, raw in entries:
-            fields = _hash(raw)
+        for entry_id, fields in entries:
             ends.append(fields)
             outcome = fields.get("status", "?")
             detail = {"room": fields.get("room"), "outcome": outcome, "failure_class": fields.get("class", ""),
@@ -51,7 +47,7 @@ class RoomEndLog:
                     + f", {detail['rounds']} rounds, {detail['bytes']} bytes, {detail['duration_ms']} ms"
                     + (f": {detail['reason']}" if detail["reason"] else ""))
             (log.warning if outcome == "Failed" else log.info)(text, extra=detail)
-            self.cursor = _text(entry_id)
+            self.cursor = entry_id
         if entries:
-            self.store.client.hset(self.store.keys.record, "ended_logged", self.cursor)
+            self.store.save_ended_logged(self.cursor)
         return ends

@@ -4,11 +4,10 @@ from __future__ import annotations
 import time
 
 from xferd.state.connections import redact
+from xferd.state.room import ROOM_FIELDS
 from xferd.state.store import Store
-from xferd.state.topology import where
 
-_TIMES = ("created_at", "updated_at", "source_at", "ready_at", "queued_at", "taken_at", "committed_at",
-          "failed_at", "drained_at")
+_TIMES = tuple(name for name in ROOM_FIELDS if name.endswith("_at"))  # the room's timestamps, in order
 
 
 def _when(ms: str, now_ms: int) -> str:
@@ -28,14 +27,14 @@ def render(store: Store, room: int, redis_url: str | None) -> str:
     record = store.room(room)
     now = store.now_ms()
     lines = [f"room {room}  (key {store.keys.room(room)}, redis {redact(redis_url or 'default')})",
-             f"  node {store.keys.node!r} held by {where(store.client, store.keys.record)}"]
+             f"  node {store.keys.node!r} held by {store.where()}"]
     pool = store.record()
     if pool:
         lines.append(f"  node layout   block_size {pool.get('block_size')}: {pool.get('layout')}")
     if not record:
         lines.append("  no record: unknown room, or expired after its retention period")
         return "\n".join(lines)
-    ttl = store.client.pttl(store.keys.room(room))
+    ttl = store.room_ttl_ms(room)
     lines.append(f"  status        {record.get('status_name')} ({record.get('status')})")
     if "failure" in record:
         lines.append(f"  failure       {record['failure']}")

@@ -72,7 +72,9 @@ class EncoderNode:
 
     def __init__(self, settings: Settings, sender: Sender):
         self.pid = os.getpid()
-        self.settings, self.sender, self.store = settings, sender, sender.store
+        # one try per call: each caller here has its own answer to Redis trouble (the
+        # scheduler's allocator says "no room now", the loops try again)
+        self.settings, self.sender, self.store = settings, sender, sender.store.once()
         self.record = sender.store.record()
         self.engine_rank, self.tp_size = 0, 1  # the manager says (one manager per scheduler)
         self.lease_ms = int(self.record.get("lease_ms") or settings.lease * 1000)  # the node's lease
@@ -110,7 +112,7 @@ class EncoderNode:
             raise ValueError(f"room {room}: blocks {blocks[:8]} were not allocated by this process's allocator")
 
         def bind() -> None:
-            self.sender._redis(lambda: self.store.bind_request(request, room, self.lease_ms), "bind")
+            self.sender.store.bind_request(request, room, self.lease_ms)  # the sender's patience
             with self._guard:
                 self._rooms[request] = room
             self.hold(str(room))
@@ -195,7 +197,7 @@ class EncoderNode:
             self._watched.add(room)
 
         def first_read() -> None:
-            self._learn(room, *self.store.client.hmget(self.store.keys.room(room), "status", "failure"))
+            self._learn(room, *self.store.room_statuses([room])[0])
         self.background.submit(first_read, f"reading room {room}'s status")  # the next full read catches up
 
     def forget(self, room: int) -> None:
@@ -226,27 +228,23 @@ class EncoderNode:
                 self._statuses[room] = (new, reason)
 
     def _follow_statuses(self) -> None:
-        stream = self.store.keys.statuses
         cursor, synced_at, trouble = None, time.monotonic(), False
         while not self._closed.is_set():
             try:
                 if cursor is None:  # start at the stream's end: what came before is read per room
-                    last = self.store.client.xrevrange(stream, count=1)
-                    cursor = last[0][0] if last else "0-0"
+                    cursor = self.store.statuses_end()
                 if trouble or time.monotonic() - synced_at >= STATUS_RESYNC_S:
                     self._read_all()
                     synced_at, trouble = time.monotonic(), False
-                reply = self.store.client.xread({stream: cursor}, count=STATUS_BATCH, block=STATUS_BLOCK_MS)
+                changes = self.store.read_statuses(cursor, STATUS_BATCH, STATUS_BLOCK_MS)
             except Exception as error:  # noqa: BLE001 - Redis away: keep the last statuses, read all when back
                 if not trouble:
                     log.warning("lost the node's status stream (%s: %s); reading again", type(error).__name__, error)
                 trouble = True
                 self._closed.wait(STATUS_RETRY_S)
                 continue
-            for _, entries in reply or ():
-                for entry_id, fields in entries:
-                    cursor = entry_id
-                    self._learn(int(fields[b"room"]), fields[b"status"])
+            for cursor, room, status in changes:
+                self._learn(room, status)
 
     def _read_all(self) -> None:
         """Every watched room's status, in one pipelined read."""
@@ -254,8 +252,5 @@ class EncoderNode:
             rooms = sorted(self._watched)
         if not rooms:
             return
-        pipe = self.store.client.pipeline(transaction=False)
-        for room in rooms:
-            pipe.hmget(self.store.keys.room(room), "status", "failure")
-        for room, (status, failure) in zip(rooms, pipe.execute()):
+        for room, (status, failure) in zip(rooms, self.store.room_statuses(rooms)):
             self._learn(room, status, failure)

@@ -1,26 +1,24 @@
-"""Redis connections: one client per process, retried with backoff, secrets kept out of logs."""
+"""Redis connections: one client per process, what its errors mean (transient, refused,
+permanent), and secrets kept out of logs. Retrying is ``retry.py``'s."""
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
 import weakref
-from typing import Callable, TypeVar
+from typing import Callable
 
 import redis
-import tenacity
 from redis import exceptions
 from redis.cluster import RedisCluster
 from redis._parsers.base import BaseParser
-from redis.backoff import ExponentialBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
 
 from xferd.settings import ConfigError
 from xferd.state.topology import make_client, redact  # noqa: F401 - redact: callers import it from here
 
 log = logging.getLogger("xferd")
-T = TypeVar("T")
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
@@ -43,28 +41,6 @@ TRANSIENT = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError, 
              exceptions.AskError, *REFUSALS)  # AskError: MOVED too, a slot migrating
 # a refused password is a ConnectionError to redis-py, but no wait will fix it
 PERMANENT = (redis.exceptions.AuthenticationError, redis.exceptions.AuthorizationError)
-# the longest wait between tries: a node serves again within about this long of Redis
-# answering (or taking writes) again; a few processes asking once a second cost Redis nothing
-MAX_BACKOFF_S = 1.0
-_recovered_at = 0.0  # monotonic time this process last saw Redis come back after an outage
-_failing_since: float | None = None  # monotonic time this process's calls began failing, while they do
-
-
-def last_recovery() -> float:
-    """When (time.monotonic) this process last saw Redis answer again after an outage."""
-    return _recovered_at
-
-
-def failing_for() -> float:
-    """Seconds this process's Redis calls have been failing (unreachable or refusing
-    writes) without one getting through; 0.0 while they get through."""
-    return 0.0 if _failing_since is None else time.monotonic() - _failing_since
-
-
-def _transient(error: BaseException) -> bool:
-    return isinstance(error, TRANSIENT) and not isinstance(error, PERMANENT)
-
-
 def refusal(error: BaseException) -> str | None:
     """The code of a write Redis refused (OOM, READONLY, MASTERDOWN, BUSY, MISCONF,
     NOREPLICAS), or None for any other error."""
@@ -80,16 +56,6 @@ def describe(error: BaseException, during: str = "") -> str:
     (OOM: ...)" or "unavailable [during X] (ConnectionError)"."""
     code, where = refusal(error), f" during {during}" if during else ""
     return f"refuses writes{where} ({code}: {error})" if code else f"unavailable{where} ({type(error).__name__})"
-
-
-def _count_error(error: BaseException) -> None:
-    global _failing_since
-    if _failing_since is None:
-        _failing_since = time.monotonic()
-    _trouble["redis_errors"] += 1
-    code = refusal(error)
-    if code:
-        _trouble[f"redis_refused:{code}"] = _trouble.get(f"redis_refused:{code}", 0) + 1
 
 
 class _CountsRoundTrips:
@@ -245,85 +211,9 @@ class RedisUnreachable(ConfigError):
     """Redis did not answer at start (``connect_at_start``): one line, and `serve` exits."""
 
 
-def wait_for_redis(probe: Callable[[], object], what: str, stop: Callable[[], bool]) -> bool:
-    """Block until ``probe`` succeeds (True: ``Store.ping``, the node's primary answers;
-    ``Store.check_writes``, it takes writes again), or the process is stopping (False)."""
-    try:
-        with_retry(probe, what, stop=stop)
-        return True
-    except TRANSIENT:
-        return False
-
-
-# this process's Redis trouble since it was last added to the node's stats (``trouble``)
-_trouble: dict[str, float] = {"redis_errors": 0, "redis_outage_seconds": 0.0}  # and redis_refused:<code>
-
-
-@contextlib.contextmanager
-def trouble():
-    """This process's Redis errors retried and seconds spent waiting for Redis since last
-    time, for the caller to add to the node's counters inside the block; kept for next time
-    if the block fails on Redis."""
-    taken = dict(_trouble)
-    _trouble.clear()
-    _trouble.update(redis_errors=0, redis_outage_seconds=0.0)
-    try:
-        yield taken
-    except TRANSIENT:
-        for name, amount in taken.items():
-            _trouble[name] = _trouble.get(name, 0) + amount
-        raise
-
-
-def with_retry(action: Callable[[], T], what: str, stop: Callable[[], bool] = lambda: False,
-               max_delay: float = MAX_BACKOFF_S, give_up_after: float | None = None, also: tuple = ()) -> T:
-    """Run ``action`` until Redis answers: exponential backoff with jitter, one log line
-    when an outage starts and one when it ends. Gives up (re-raising) when ``stop()`` says
-    the process is stopping, or after ``give_up_after`` seconds if given. ``also``: more
-    errors to wait out the same way (an idempotent action's NotReplicated)."""
-    def retryable(error: BaseException) -> bool:
-        return _transient(error) or isinstance(error, also)
-
-    global _failing_since, _recovered_at
-    try:  # the hot path: Redis answers; tenacity's machinery costs ~20 µs a call
-        result = action()
-        if _failing_since is not None:
-            _failing_since = None
-        return result
-    except (*TRANSIENT, *also) as error:
-        _count_error(error)
-        if not retryable(error) or stop():
-            raise
-    outage = {"logged": False}
-    started = time.monotonic()
-
-    def stop_now(state: tenacity.RetryCallState) -> bool:
-        if stop():
-            return True
-        return give_up_after is not None and (state.seconds_since_start or 0) >= give_up_after
-
-    def before_sleep(state: tenacity.RetryCallState) -> None:
-        error = state.outcome.exception()
-        _count_error(error)  # each of tenacity's attempts is a call of its own
-        if not outage["logged"]:
-            log.warning("redis %s; retrying", describe(error, what))
-            outage["logged"] = True
-
-    def sleep(seconds: float) -> None:  # in slices: a stop (SIGTERM) mid-outage is seen at once
-        deadline = time.monotonic() + seconds
-        while not stop() and (left := deadline - time.monotonic()) > 0:
-            time.sleep(min(left, 0.1))
-
-    retrying = tenacity.Retrying(
-        retry=tenacity.retry_if_exception(retryable),
-        wait=tenacity.wait_exponential(multiplier=0.05, max=max_delay) + tenacity.wait_random(0, 0.05),
-        stop=stop_now, before_sleep=before_sleep, sleep=sleep, reraise=True)
-    try:
-        result = retrying(action)
-    finally:
-        _trouble["redis_outage_seconds"] += time.monotonic() - started
-    _failing_since = None
-    if outage["logged"]:
-        _recovered_at = time.monotonic()
-        log.warning("redis is back (%s)", what)
-    return result
+def connect_once(url: str | None, timeout_s: float, probe_patience_s: float = 10.0) -> redis.Redis:
+    """A client that tries each call once: a Redis that does not answer within ``timeout_s``
+    is the answer (health checks, the looking commands); any URL form."""
+    return make_client(url or DEFAULT_REDIS_URL, redis.Redis, RedisCluster, probe_patience_s=probe_patience_s,
+                       socket_timeout=timeout_s, socket_connect_timeout=min(timeout_s, 3.0),
+                       retry=Retry(NoBackoff(), 0))

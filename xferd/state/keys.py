@@ -31,8 +31,10 @@ together with its block allocation) runs atomically in one Redis Cluster slot.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 GROUP = "workers"
+KEPT = {"statuses": 10_000, "ended": 1_000, "dead": 10_000}  # the capped streams' bounds (MAXLEN ~)
 SCHEMA = 2  # the key layout and record fields above; `serve` refuses a node record of another
 
 
@@ -107,6 +109,31 @@ class Keys:
 
     def stopped(self, consumer: str) -> str:
         return self._key(f"stopped:{consumer}")
+
+    def for_script(self, names: tuple[str, ...]) -> Callable[..., list[str]]:
+        """The KEYS of a script whose header declares ``names`` (``scripts.Script.keys``), as
+        a function of (room, sessions, request): the node's own keys are made once; the
+        room's (or allocation holder's) keys for ``room``, a request's for ``request`` and
+        one session key per entry of ``sessions`` (a trailing ``sessions...``) per call."""
+        per_call = {"room": self.room, "pool_owned": self.pool_owned}
+        fixed = {name: getattr(self, "stream" if name == "rounds" else name) for name in names if name not in per_call
+                 and name not in ("sessions...", "request", "request_owned")}
+
+        def keys(room: int | str = "", sessions: tuple[str, ...] = (), request: str = "") -> list[str]:
+            out = []
+            for name in names:
+                if name in fixed:
+                    out.append(fixed[name])
+                elif name in per_call:
+                    out.append(per_call[name](room))
+                elif name == "sessions...":
+                    out.extend(self.session(s) for s in sessions)
+                elif name == "request":
+                    out.append(self.request(request))
+                else:  # request_owned
+                    out.append(self.pool_owned(f"req:{request}"))
+            return out
+        return keys
 
     def all_pattern(self) -> str:
         """Glob matching every key of this node (for tests and cleanup)."""

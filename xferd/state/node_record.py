@@ -9,6 +9,8 @@ record written under another key schema.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import time
 
 import redis
@@ -18,7 +20,9 @@ from xferd.state.keys import SCHEMA
 from xferd.transfer.pool import describe_pool
 from xferd.state.records import _hash
 from xferd.settings import ConfigError, Settings
-from xferd.state.store import Store
+
+if TYPE_CHECKING:
+    from xferd.state.store import Store
 
 
 def node_record(settings: Settings) -> dict[str, str]:

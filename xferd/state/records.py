@@ -1,8 +1,12 @@
-"""What the Store's transitions return, as plain values: an Outcome, an Allocation, a
-Round read from the stream, a Take; and the conversions of Redis replies into them."""
+"""What the Store's transitions return, as plain values: the scripts' one reply envelope
+(``Reply``, its ``Verdict``), an Outcome, an Allocation, a Round read from the stream, a
+Take; and the conversions of Redis replies into them."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
+
+import redis
 
 from xferd.protocol.status import Status
 
@@ -29,12 +33,6 @@ class Outcome:
     note: str
     endpoints: tuple[str, ...] = ()
     notify: bool = False
-
-    @classmethod
-    def parse(cls, reply) -> "Outcome":
-        """``{status, note, notify, endpoints...}`` (the scripts' ``reply``)."""
-        notify = len(reply) > 2 and int(reply[2]) == 1
-        return cls(int(reply[0]), _text(reply[1]), tuple(_text(e) for e in reply[3:] if e), notify)
 
     @property
     def failed(self) -> bool:
@@ -67,3 +65,53 @@ class Take:
     room: dict[str, str]
     sessions: list[dict[str, str]]
     redo: bool  # an earlier taker never completed it
+
+
+class Verdict(str, Enum):
+    """What a script did, first in every reply (the Lua side's ``VERDICT``)."""
+
+    ok = "ok"  # done as asked
+    ignored = "ignored"  # nothing to do: a duplicate, a late message, nothing due (the note says which)
+    failed = "failed"  # the message was refused and the room failed for it (the note says why)
+    redo = "redo"  # begin_round: taken, and an earlier taker never completed it
+    stale = "stale"  # the caller does not hold what it names (round, entry): nothing written
+    ended = "ended"  # the room ended while its round was held: settled now
+    requeued = "requeued"  # hand_back: the round is queued again
+    dead = "dead"  # hand_back: past the delivery limit, dead-lettered, the room failed
+    none = "none"  # hand_back: the consumer held nothing here
+    short = "short"  # an allocation: too few free blocks
+    refused = "refused"  # a rule of the caller's was broken: nothing written (Store raises Refused)
+
+
+class Refused(redis.ResponseError):
+    """A script refused a call that breaks its rules; nothing was written."""
+
+
+@dataclass(frozen=True)
+class Reply:
+    """``{verdict, status (-1: no record), note, notify, {endpoints}, {data}}``: ``notify``
+    says the status is to be pushed to ``endpoints`` now (a round's end, or Failed once no
+    write of the room is in flight)."""
+
+    verdict: Verdict
+    status: int
+    note: str
+    notify: bool
+    endpoints: tuple[str, ...]
+    data: list
+
+    @classmethod
+    def parse(cls, raw) -> "Reply":
+        verdict = _VERDICTS[raw[0]]
+        reply = cls(verdict, int(raw[1]), _text(raw[2]), int(raw[3]) == 1,
+                    tuple(_text(e) for e in raw[4] if e), list(raw[5]))
+        if verdict is Verdict.refused:
+            raise Refused(reply.note)
+        return reply
+
+    @property
+    def outcome(self) -> Outcome:
+        return Outcome(self.status, self.note, self.endpoints, self.notify)
+
+
+_VERDICTS = {**{v.value.encode(): v for v in Verdict}, **{v.value: v for v in Verdict}}  # bytes or str replies

@@ -25,6 +25,8 @@ from redis.cluster import ClusterNode, RedisCluster
 from redis.connection import parse_url
 from redis.sentinel import Sentinel
 
+from xferd.state.records import _text
+
 log = logging.getLogger("xferd")
 SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel")
 URL_FORMS = ("redis://[user:pass@]host:port[/db] (one Redis, or any node of a cluster: detected); "
@@ -188,3 +190,35 @@ def where(client, key: str) -> str:
     if "path" in kwargs:
         return f"unix:{kwargs['path']}"
     return f"{kwargs.get('host', '127.0.0.1')}:{kwargs.get('port', 6379)} (single Redis)"
+
+
+def redis_warnings(client, min_replicas: int = 0) -> list[str]:
+    """Warnings for the operator when the Redis holding the node would lose or roll back
+    state (SPEC §6a, §7): AOF off or not fsynced always, eviction on, fewer replicas than
+    ``min_replicas`` (or replicas that a status does not wait for)."""
+    warnings = []
+    try:
+        config = {_text(k): _text(v) for k, v in client.config_get("*").items()
+                  if _text(k) in ("appendonly", "appendfsync", "maxmemory-policy")}
+    except redis.ResponseError:
+        config = {}  # CONFIG disabled (managed Redis): cannot tell
+    if config.get("appendonly") == "no":
+        warnings.append("Redis runs without AOF (appendonly no): a Redis restart loses every room in flight")
+    elif config.get("appendfsync", "always") != "always":
+        warnings.append(f"Redis AOF uses appendfsync {config['appendfsync']}: a Redis crash can roll back "
+                        "the last second, and a rolled-back round is written again into destination blocks "
+                        "the language side may have reused; use appendfsync always")
+    if config.get("maxmemory-policy", "noeviction") != "noeviction":
+        warnings.append(f"Redis maxmemory-policy is {config['maxmemory-policy']}: eviction can drop a room "
+                        "mid-transfer; use noeviction")
+    try:
+        replicas = int(client.info("replication").get("connected_slaves", 0))
+    except redis.ResponseError:
+        return warnings  # INFO disabled or not offered (fakeredis): cannot tell
+    if replicas < min_replicas:
+        warnings.append(f"min_replicas is {min_replicas} but the node's primary has {replicas} replica(s): "
+                        "takes and statuses wait replica_timeout, then their rooms fail")
+    elif replicas and not min_replicas:
+        warnings.append(f"the node's primary has {replicas} replica(s) but min_replicas is 0: a failover can "
+                        "roll back a status the language side acted on; set --min-replicas 1")
+    return warnings

@@ -1,58 +1,74 @@
--- The holder commits a written round by compare-and-set: KEYS room keys; ARGV room,
--- round, entry_id, consumer, epoch, the bytes the round wrote, then each destination's
--- sent_tokens after the round (dst0, dst1, ...). Acknowledges the entry, lets go of the round and, on Success, gives
--- the source blocks back, all in this one step. A room that failed meanwhile is settled
--- instead (its blocks back, Failed due). Every rule is checked before anything is written.
--- Returns {'ok' | 'ended', reply...} (see the prelude's reply), or {'stale', why} with
--- nothing changed when (consumer, epoch) does not hold the round. A retried commit whose
--- first reply was lost finds its own work done and gets the same answer.
-local entry_round, entry, consumer, epoch = tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5]
-local held, why = holding(consumer, epoch)
+--[[ The holder commits a written round by compare-and-set.
+  KEYS room rounds writing timeouts statuses stats ended pool_owned pool_free pool_leases record
+  ARGV room round entry consumer epoch written sent_after...
+  `written`: the bytes the round wrote; `sent_after`: each destination's sent_tokens after
+  the round (dst0, dst1, ...). Acknowledges the entry, lets go of the round and, on Success,
+  gives the source blocks back, all in this one step.
+  Returns ok (committed: Transferring or Success, to be pushed) | ended (the room failed
+  while it wrote: settled now, Failed due) | stale (nothing written: (consumer, epoch) does
+  not hold the round) | refused (the commit breaks a rule; nothing written). A retried
+  commit whose first reply was lost finds its own work done and gets the same answer.
+]]
+--@include util
+--@include policy
+--@include holder
+--@include let_go
+--@include status
+--@include ended
+--@include deadline
+--@include settle
+--@include reply
+--@include metrics
+local policy = read_policy(K.record)
+if not policy then return refuse('the node record ' .. K.record .. ' has no policy: is xferd serve running for the node?') end
+local now = now_ms()
+local entry_round, entry, consumer, epoch = tonumber(A.round), A.entry, A.consumer, A.epoch
+local held, why = holding(K.room, consumer, epoch)
 if not held then
-  if let_go_already(epoch) then
-    if num('status') == 0 then return {'ended', unpack(reply('', false))} end
-    return {'ok', unpack(reply('committed', true))}
+  if let_go_already(K.room, epoch) then
+    if num(K.room, 'status') == STATUS.Failed then return room_reply(K, 'ended', '', false) end
+    return room_reply(K, 'ok', 'committed', true)
   end
-  return {'stale', why}
+  return envelope('stale', nil, why, false)
 end
-local h = redis.call('HMGET', ROOM_KEY, 'status', 'round', 'queued_round', 'total_tokens', 'dst_count')
+local h = redis.call('HMGET', K.room, 'status', 'round', 'queued_round', 'total_tokens', 'dst_count')
 local status, round, queued = tonumber(h[1]), tonumber(h[2]), tonumber(h[3])
-if status == 0 then  -- failed while we wrote: our write was the last one in flight
-  let_go(entry)
-  settle()
-  return {'ended', unpack(reply('', false))}
+if status == STATUS.Failed then  -- failed while we wrote: our write was the last one in flight
+  let_go(K, A.room, entry)
+  settle(K, A.room, policy, now)
+  return room_reply(K, 'ended', '', false)
 end
 if round ~= entry_round - 1 or queued ~= entry_round then
-  return redis.error_reply('holder of round ' .. entry_round .. ' commits, but the room is at round ' ..
+  return refuse('holder of round ' .. entry_round .. ' commits, but the room is at round ' ..
     round .. ' with round ' .. queued .. ' queued')
 end
 local total, count = tonumber(h[4]), tonumber(h[5])
-if #ARGV - 6 ~= count then
-  return redis.error_reply('commit names ' .. (#ARGV - 6) .. ' destinations, room has ' .. count)
+if #A.sent_after ~= count then
+  return refuse('commit names ' .. #A.sent_after .. ' destinations, room has ' .. count)
 end
 local done, min_sent = true, total
 for k = 0, count - 1 do
   local field = 'dst' .. k .. '.sent_tokens'
-  local sent, before = tonumber(ARGV[7 + k]), num(field)
+  local sent, before = tonumber(A.sent_after[k + 1]), num(K.room, field)
   if sent < before or sent > total then
-    return redis.error_reply('commit would move ' .. field .. ' from ' .. before .. ' to ' .. sent)
+    return refuse('commit would move ' .. field .. ' from ' .. before .. ' to ' .. sent)
   end
   if sent < total then done = false end
   if sent < min_sent then min_sent = sent end
 end
-for k = 0, count - 1 do redis.call('HSET', ROOM_KEY, 'dst' .. k .. '.sent_tokens', ARGV[7 + k]) end
-redis.call('HINCRBY', STATS, 'rounds', 1)
-redis.call('HINCRBY', STATS, 'bytes_written', ARGV[6])
-observe('round_seconds', (NOW - num('queued_at')) / 1000)  -- queued (init, resume) to committed
-let_go(entry)
-redis.call('HSET', ROOM_KEY, 'round', entry_round, 'sent_tokens', min_sent, 'committed_at', NOW)
+for k = 0, count - 1 do redis.call('HSET', K.room, 'dst' .. k .. '.sent_tokens', A.sent_after[k + 1]) end
+redis.call('HINCRBY', K.stats, 'rounds', 1)
+redis.call('HINCRBY', K.stats, 'bytes_written', A.written)
+observe(K.stats, 'round_seconds', (now - num(K.room, 'queued_at')) / 1000)  -- queued (init, resume) to committed
+let_go(K, A.room, entry)
+redis.call('HSET', K.room, 'round', entry_round, 'sent_tokens', min_sent, 'committed_at', now)
 if done then
-  set_status(4)
-  ended(4, '', '', consumer)  -- who must push Success (lostpush.py watches it do so)
-  refresh_deadline()
-  settle()
+  set_status(K, A.room, STATUS.Success, now)
+  record_end(K, A.room, STATUS.Success, '', '', consumer, now)  -- who must push Success (lostpush.py watches it do so)
+  refresh_deadline(K, A.room, policy)
+  settle(K, A.room, policy, now)
 else
-  set_status(3)
-  refresh_deadline()
+  set_status(K, A.room, STATUS.Transferring, now)
+  refresh_deadline(K, A.room, policy)
 end
-return {'ok', unpack(reply('committed', true))}
+return room_reply(K, 'ok', 'committed', true)

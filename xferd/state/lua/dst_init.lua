@@ -1,26 +1,39 @@
--- A destination session sent init: KEYS room keys, session;
--- ARGV room, session_id, endpoint, dst_indices, required_dst_info_num, allocated,
--- one_round ('1': the 6-frame init, everything in one round into these blocks).
-local session_key = KEYS[SESSIONS]
-local session, required = ARGV[2], tonumber(ARGV[5])
-local status = ensure_room()
+--[[ A destination session sent init for a room.
+  KEYS room rounds timeouts statuses stats ended pool_owned pool_free pool_leases record sessions...
+  ARGV room session endpoint dst_indices required allocated one_round
+  `sessions`: the one session that sent it. `one_round` '1': the 6-frame init, everything
+  in one round into these blocks.
+  Returns ok | ignored (a duplicate, or a room already ended) | failed (a bad init: the
+  room failed, its reason in the note). A rejection writes only the room's failure.
+]]
+--@include util
+--@include policy
+--@include fail
+--@include deadline
+--@include queue
+--@include reply
+local policy = read_policy(K.record)
+if not policy then return refuse('the node record ' .. K.record .. ' has no policy: is xferd serve running for the node?') end
+local now = now_ms()
+local session_key, session, required = K.sessions[1], A.session, tonumber(A.required)
+local status = num(K.room, 'status') or STATUS.Bootstrapping
 if terminal(status) then
   -- a late or repeated init changes nothing; only Failed (once drained) is repeated
-  return reply('init for a room that is ' .. NAMES[status] .. ' ignored', false)
-end
-local k = find_dst(session)
-if k then
-  local d = 'dst' .. k .. '.'
-  if redis.call('HGET', ROOM_KEY, d .. 'dst_indices') == ARGV[4]
-      and redis.call('HGET', ROOM_KEY, d .. 'allocated_tokens') == ARGV[6] then
-    return reply('duplicate init ignored', false)
-  end
-  fail('conflicting second init from session ' .. session .. ' with other blocks or allocation', 'bad_input')
-  return reply('', false)
+  return room_reply(K, 'ignored', 'init for a room that is ' .. STATUS_NAME[status] .. ' ignored', false)
 end
 local reason
-local known_required, count = num('required_dst_info_num'), num('dst_count')
-if redis.call('EXISTS', session_key) == 0 then
+local k = find_dst(K.room, session)
+if k then
+  local d = 'dst' .. k .. '.'
+  if redis.call('HGET', K.room, d .. 'dst_indices') == A.dst_indices
+      and redis.call('HGET', K.room, d .. 'allocated_tokens') == A.allocated then
+    return room_reply(K, 'ignored', 'duplicate init ignored', false)
+  end
+  reason = 'conflicting second init from session ' .. session .. ' with other blocks or allocation'
+end
+local known_required, count = num(K.room, 'required_dst_info_num') or 0, num(K.room, 'dst_count') or 0
+if reason then
+elseif redis.call('EXISTS', session_key) == 0 then
   reason = 'init from unregistered session ' .. session
 elseif redis.call('HEXISTS', session_key, 'failed') == 1 then
   reason = 'session ' .. session .. ' is marked failed (' ..
@@ -32,20 +45,21 @@ elseif count >= required then
   reason = 'init from a session beyond required_dst_info_num ' .. required
 end
 if reason then
-  fail(reason, 'bad_input')
-  return reply('', false)
+  fail(K, A.room, policy, now, reason, 'bad_input')
+  return room_reply(K, 'failed', '', false)
 end
+ensure_room(K.room, A.room, now)
 local d = 'dst' .. count .. '.'
-redis.call('HSET', ROOM_KEY, 'required_dst_info_num', required, 'dst_count', count + 1,
-  d .. 'session', session, d .. 'endpoint', ARGV[3], d .. 'dst_indices', ARGV[4],
-  d .. 'allocated_tokens', ARGV[6], d .. 'sent_tokens', 0, d .. 'ready_round', 1,
-  d .. 'init_at', NOW, 'updated_at', NOW)
-if ARGV[7] == '1' then redis.call('HSET', ROOM_KEY, d .. 'one_round', 1) end
-redis.call('PEXPIRE', session_key, SESSION_RETENTION_MS)  -- a session lives a retention after its last use
+redis.call('HSET', K.room, 'required_dst_info_num', required, 'dst_count', count + 1,
+  d .. 'session', session, d .. 'endpoint', A.endpoint, d .. 'dst_indices', A.dst_indices,
+  d .. 'allocated_tokens', A.allocated, d .. 'sent_tokens', 0, d .. 'ready_round', 1,
+  d .. 'init_at', now, 'updated_at', now)
+if A.one_round == '1' then redis.call('HSET', K.room, d .. 'one_round', 1) end
+redis.call('PEXPIRE', session_key, policy.session_retention)  -- a session lives a retention after its last use
 if count + 1 == required then
-  redis.call('HSET', ROOM_KEY, 'ready_at', NOW)
-  if status < 2 then set_status(2) end
+  redis.call('HSET', K.room, 'ready_at', now)
+  if status == STATUS.Bootstrapping then set_status(K, A.room, STATUS.WaitingForInput, now) end
 end
-maybe_enqueue()
-refresh_deadline()
-return reply('ok', false)
+maybe_enqueue(K, A.room, now)
+refresh_deadline(K, A.room, policy)
+return room_reply(K, 'ok', 'ok', false)

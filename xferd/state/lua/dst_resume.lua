@@ -1,52 +1,60 @@
--- A destination session asked for the next round: KEYS room keys, session;
--- ARGV room, session_id, endpoint, dst_indices, required, sent, allocated.
-local session_key = KEYS[SESSIONS]
-local session = ARGV[2]
-if redis.call('EXISTS', ROOM_KEY) == 0 then
-  fail('resume for unknown room ' .. ROOM, 'bad_input')
-  return reply('', false)
+--[[ A destination session asked for the next round (resume).
+  KEYS room rounds timeouts statuses stats ended pool_owned pool_free pool_leases record sessions...
+  ARGV room session endpoint dst_indices required sent allocated
+  `sessions`: the one session that sent it.
+  Returns ok | ignored (a duplicate, or a room already ended) | failed (a bad resume: the
+  room failed, its reason in the note). A rejection writes only the room's failure.
+]]
+--@include util
+--@include policy
+--@include fail
+--@include deadline
+--@include queue
+--@include reply
+local policy = read_policy(K.record)
+if not policy then return refuse('the node record ' .. K.record .. ' has no policy: is xferd serve running for the node?') end
+local now = now_ms()
+local session_key, session = K.sessions[1], A.session
+local function reject(reason)
+  fail(K, A.room, policy, now, reason, 'bad_input')
+  return room_reply(K, 'failed', '', false)
 end
-local status = num('status')
+if redis.call('EXISTS', K.room) == 0 then return reject('resume for unknown room ' .. A.room) end
+local status = num(K.room, 'status')
 if terminal(status) then
-  return reply('resume for a room that is ' .. NAMES[status] .. ' ignored', false)
+  return room_reply(K, 'ignored', 'resume for a room that is ' .. STATUS_NAME[status] .. ' ignored', false)
 end
-local k = find_dst(session)
-local reason
-if not k then
-  fail('resume from session ' .. session .. ' which never sent init for this room', 'bad_input')
-  return reply('', false)
-end
+local k = find_dst(K.room, session)
+if not k then return reject('resume from session ' .. session .. ' which never sent init for this room') end
 local d = 'dst' .. k .. '.'
-local signature = ARGV[6] .. '|' .. ARGV[7] .. '|' .. ARGV[4]
-if redis.call('HGET', ROOM_KEY, d .. 'last_resume') == signature then
-  return reply('duplicate resume ignored', false)
+local signature = A.sent .. '|' .. A.allocated .. '|' .. A.dst_indices
+if redis.call('HGET', K.room, d .. 'last_resume') == signature then
+  return room_reply(K, 'ignored', 'duplicate resume ignored', false)
 end
-local round, queued = num('round'), num('queued_round')
-local recorded_sent = num(d .. 'sent_tokens')
+local round, queued = num(K.room, 'round'), num(K.room, 'queued_round')
+local recorded_sent = num(K.room, d .. 'sent_tokens')
+local reason
 if redis.call('EXISTS', session_key) == 0 then
   reason = 'resume from unregistered session ' .. session
 elseif redis.call('HEXISTS', session_key, 'failed') == 1 then
   reason = 'session ' .. session .. ' is marked failed; it must register again'
-elseif status ~= 3 then
-  reason = 'resume while the room is ' .. NAMES[status] .. '; resume follows Transferring'
-elseif tonumber(ARGV[5]) ~= num('required_dst_info_num') then
-  reason = 'resume required_dst_info_num ' .. ARGV[5] .. ' disagrees with the record'
+elseif status ~= STATUS.Transferring then
+  reason = 'resume while the room is ' .. STATUS_NAME[status] .. '; resume follows Transferring'
+elseif tonumber(A.required) ~= num(K.room, 'required_dst_info_num') then
+  reason = 'resume required_dst_info_num ' .. A.required .. ' disagrees with the record'
 elseif queued > round then
   reason = 'resume while round ' .. queued .. ' is still in flight'
-elseif tonumber(ARGV[6]) ~= recorded_sent then
-  reason = 'resume sent_tokens ' .. ARGV[6] .. ' disagrees with the record (' ..
+elseif tonumber(A.sent) ~= recorded_sent then
+  reason = 'resume sent_tokens ' .. A.sent .. ' disagrees with the record (' ..
     recorded_sent .. ' sent to ' .. session .. ')'
-elseif num(d .. 'ready_round') > round then
+elseif num(K.room, d .. 'ready_round') > round then
   reason = 'second resume from ' .. session .. ' for round ' .. (round + 1)
 end
-if reason then
-  fail(reason, 'bad_input')
-  return reply('', false)
-end
-redis.call('HSET', ROOM_KEY, d .. 'dst_indices', ARGV[4], d .. 'allocated_tokens', ARGV[7],
-  d .. 'ready_round', round + 1, d .. 'last_resume', signature, d .. 'endpoint', ARGV[3],
-  d .. 'resumed_at', NOW, 'updated_at', NOW)
-redis.call('PEXPIRE', session_key, SESSION_RETENTION_MS)  -- a session lives a retention after its last use
-maybe_enqueue()
-refresh_deadline()
-return reply('ok', false)
+if reason then return reject(reason) end
+redis.call('HSET', K.room, d .. 'dst_indices', A.dst_indices, d .. 'allocated_tokens', A.allocated,
+  d .. 'ready_round', round + 1, d .. 'last_resume', signature, d .. 'endpoint', A.endpoint,
+  d .. 'resumed_at', now, 'updated_at', now)
+redis.call('PEXPIRE', session_key, policy.session_retention)  -- a session lives a retention after its last use
+maybe_enqueue(K, A.room, now)
+refresh_deadline(K, A.room, policy)
+return room_reply(K, 'ok', 'ok', false)

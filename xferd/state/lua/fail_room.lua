@@ -1,41 +1,54 @@
--- Fail a room with a reason: KEYS room keys; ARGV room, reason, mode, class (the
--- kind of failure, for metrics: the prelude's fail), then for mode 'holder': consumer,
--- epoch, entry_id.
--- mode '': an abort or a bad message. Redis says Failed at once; the blocks and the Failed
---   push wait until no write of the room is in flight.
--- mode 'expired': only if the room's deadline has passed, with the deadline's reason
---   (class timeout).
--- mode 'encoder': the encoder's own abort; an allocation it never published goes back now
---   (it will not write into it any more).
--- mode 'holder': the worker holding the round fails it (its write is over): lets go,
---   acknowledges the entry. Changes nothing unless (consumer, epoch) holds the round; a
---   retry whose first reply was lost gets the same answer.
--- Returns the prelude's reply {status, note, notify, endpoints...}; {-1, why, 0} when
--- nothing was due.
-local reason, mode, class = ARGV[2], ARGV[3], ARGV[4]
+--[[ Fail a room with a reason.
+  KEYS room rounds writing timeouts statuses stats ended pool_owned pool_free pool_leases record
+  ARGV room reason mode class consumer epoch entry
+  `class`: the kind of failure, for metrics. `consumer`, `epoch`, `entry`: mode 'holder'
+  only ('' otherwise).
+  mode '': an abort or a bad message. Redis says Failed at once; the blocks and the Failed
+    push wait until no write of the room is in flight.
+  mode 'expired': only if the room's deadline has passed, with the deadline's reason
+    (class timeout).
+  mode 'encoder': the encoder's own abort; an allocation it never published goes back now
+    (it will not write into it any more).
+  mode 'holder': the worker holding the round fails it (its write is over): lets go,
+    acknowledges the entry. Changes nothing unless (consumer, epoch) holds the round; a
+    retry whose first reply was lost gets the same answer.
+  Returns failed (failed now) | ignored (already ended, or nothing due: the note says) |
+  stale (mode holder: (consumer, epoch) does not hold the round; nothing written).
+]]
+--@include util
+--@include policy
+--@include fail
+--@include let_go
+--@include reply
+local policy = read_policy(K.record)
+if not policy then return refuse('the node record ' .. K.record .. ' has no policy: is xferd serve running for the node?') end
+local now = now_ms()
+local reason, mode, class = A.reason, A.mode, A.class
 if mode == 'expired' then
   class = 'timeout'
-  if redis.call('EXISTS', ROOM_KEY) == 0 then
-    redis.call('ZREM', TIMEOUTS, ROOM)
-    return {-1, 'room record is gone', 0}
+  if redis.call('EXISTS', K.room) == 0 then
+    redis.call('ZREM', K.timeouts, A.room)
+    return envelope('ignored', nil, 'room record is gone', false)
   end
-  local deadline = num('deadline')
-  if not deadline or deadline > NOW then
-    if deadline then redis.call('ZADD', TIMEOUTS, deadline, ROOM)
-    else redis.call('ZREM', TIMEOUTS, ROOM) end
-    return {-1, 'not due', 0}
+  local deadline = num(K.room, 'deadline')
+  if not deadline or deadline > now then
+    if deadline then redis.call('ZADD', K.timeouts, deadline, A.room)
+    else redis.call('ZREM', K.timeouts, A.room) end
+    return envelope('ignored', nil, 'not due', false)
   end
-  reason = redis.call('HGET', ROOM_KEY, 'deadline_reason')
+  reason = redis.call('HGET', K.room, 'deadline_reason')
 elseif mode == 'holder' then
-  local held, why = holding(ARGV[5], ARGV[6])
+  local held, why = holding(K.room, A.consumer, A.epoch)
   if not held then
-    if let_go_already(ARGV[6]) then return reply('', false) end
-    return {num('status') or -1, why, 0}
+    if let_go_already(K.room, A.epoch) then return room_reply(K, 'ignored', '', false) end
+    return envelope('stale', num(K.room, 'status'), why, false)
   end
-  let_go(ARGV[7])
-  if not fail(reason, class) then settle() end
-  return reply('', false)
+  let_go(K, A.room, A.entry)
+  if fail(K, A.room, policy, now, reason, class) then return room_reply(K, 'failed', '', false) end
+  settle(K, A.room, policy, now)
+  return room_reply(K, 'ignored', '', false)
 end
-local failed_now = fail(reason, class)
-if mode == 'encoder' and not writing() then give_back_blocks() end
-return reply(failed_now and '' or 'already ' .. NAMES[num('status')], false)
+local failed_now = fail(K, A.room, policy, now, reason, class)
+if mode == 'encoder' and not writing(K.room) then give_back_blocks(K, A.room) end
+if failed_now then return room_reply(K, 'failed', '', false) end
+return room_reply(K, 'ignored', 'already ' .. STATUS_NAME[num(K.room, 'status')], false)

@@ -1,14 +1,18 @@
--- An encoder renews the leases of the allocations it still writes into: KEYS[1]
--- pool:leases; ARGV lease_ms, then the holders (rooms, or 'req:<rid>').
--- Returns the holders whose lease is gone (published, released, or run out: their blocks
--- may belong to another room now, so the encoder must not write into them).
-local t = redis.call('TIME')
-local until_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[1])
+--[[ An encoder renews the leases of the allocations it still writes into.
+  KEYS pool_leases
+  ARGV lease_ms holders...
+  `holders`: rooms, or 'req:<rid>'.
+  Returns ok, data {the holders whose lease is gone} (published, released, or run out:
+  their blocks may belong to another room now, so the encoder must not write into them).
+]]
+--@include util
+--@include envelope
+local until_ms = now_ms() + tonumber(A.lease_ms)
 local gone = {}
-for i = 2, #ARGV do
-  if redis.call('ZADD', KEYS[1], 'XX', 'CH', until_ms, ARGV[i]) == 0
-      and not redis.call('ZSCORE', KEYS[1], ARGV[i]) then
-    gone[#gone + 1] = ARGV[i]
+for _, holder in ipairs(A.holders) do
+  if redis.call('ZADD', K.pool_leases, 'XX', 'CH', until_ms, holder) == 0
+      and not redis.call('ZSCORE', K.pool_leases, holder) then
+    gone[#gone + 1] = holder
   end
 end
-return gone
+return envelope('ok', nil, '', false, {}, gone)

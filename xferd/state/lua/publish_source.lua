@@ -1,22 +1,41 @@
--- The encoder published the room's source: KEYS room keys; ARGV room, total_tokens,
--- src_indices. The blocks must be the room's own allocation (pool_alloc), checked here in
--- the same step that stops its lease, so a publish racing the lease's expiry either keeps
--- every block or names none.
-local total, src = ARGV[2], ARGV[3]
-local status = ensure_room()
-local recorded = redis.call('HGET', ROOM_KEY, 'total_tokens')
+--[[ The encoder published the room's source: its total tokens and source blocks.
+  KEYS room rounds timeouts statuses stats ended pool_owned pool_free pool_leases record
+  ARGV room total_tokens src_indices
+  The blocks must be the room's own allocation (pool_alloc), checked here in the same step
+  that stops its lease, so a publish racing the lease's expiry either keeps every block or
+  names none.
+  Returns ok | ignored (a duplicate, or a second publish for an ended room) | failed (a bad
+  publish: the room failed, and the blocks it did allocate went back). A rejection writes
+  only that failure and the return of the blocks; a publish for a room that failed
+  meanwhile returns the blocks (the encoder is done with them).
+]]
+--@include util
+--@include policy
+--@include fail
+--@include deadline
+--@include queue
+--@include reply
+local policy = read_policy(K.record)
+if not policy then return refuse('the node record ' .. K.record .. ' has no policy: is xferd serve running for the node?') end
+local now = now_ms()
+local total, src = A.total_tokens, A.src_indices
+local status = num(K.room, 'status') or STATUS.Bootstrapping
+local recorded = redis.call('HGET', K.room, 'total_tokens')
 if recorded then
-  if recorded == total and redis.call('HGET', ROOM_KEY, 'src_indices') == src then
-    return reply('duplicate publish ignored', false)
+  if recorded == total and redis.call('HGET', K.room, 'src_indices') == src then
+    return room_reply(K, 'ignored', 'duplicate publish ignored', false)
   end
-  if not terminal(status) then fail('source published twice with different blocks or total', 'bad_input') end
-  return reply('second publish with other blocks or total ignored', false)
+  if terminal(status) then
+    return room_reply(K, 'ignored', 'second publish with other blocks or total ignored', false)
+  end
+  fail(K, A.room, policy, now, 'source published twice with different blocks or total', 'bad_input')
+  return room_reply(K, 'failed', 'second publish with other blocks or total ignored', false)
 end
 local owned, problem = {}, nil
-for _, block in ipairs(redis.call('LRANGE', OWNED, 0, -1)) do owned[block] = true end
+for _, block in ipairs(redis.call('LRANGE', K.pool_owned, 0, -1)) do owned[block] = true end
 if next(owned) == nil then
   problem = 'source blocks ' .. src .. ' are not allocated to this room (never allocated, or ' ..
-    'not published within ' .. secs(ALLOC_MS) .. ' of allocating, so they went back)'
+    'not published within ' .. secs(policy.alloc_timeout) .. ' of allocating, so they went back)'
 else
   local seen = {}
   for _, block in ipairs(split(src)) do
@@ -30,15 +49,18 @@ else
     seen[block] = true
   end
 end
-if problem or status == 0 then
+if problem or status == STATUS.Failed then
   -- nothing of it is named in the record; the encoder is done with what it did allocate
-  give_back_blocks()
-  if problem and not terminal(status) then fail('bad publish: ' .. problem, 'bad_input') end
-  return reply(problem or 'publish for a failed room: its blocks went back', false)
+  give_back_blocks(K, A.room)
+  if problem and not terminal(status) then
+    fail(K, A.room, policy, now, 'bad publish: ' .. problem, 'bad_input')
+    return room_reply(K, 'failed', problem, false)
+  end
+  return room_reply(K, 'ignored', problem or 'publish for a failed room: its blocks went back', false)
 end
-redis.call('ZREM', LEASES, ROOM)  -- published: the room's end returns the blocks
-redis.call('HSET', ROOM_KEY, 'total_tokens', total, 'src_indices', src, 'source_at', NOW,
-  'updated_at', NOW)
-maybe_enqueue()
-refresh_deadline()
-return reply('ok', false)
+ensure_room(K.room, A.room, now)
+redis.call('ZREM', K.pool_leases, A.room)  -- published: the room's end returns the blocks
+redis.call('HSET', K.room, 'total_tokens', total, 'src_indices', src, 'source_at', now, 'updated_at', now)
+maybe_enqueue(K, A.room, now)
+refresh_deadline(K, A.room, policy)
+return room_reply(K, 'ok', 'ok', false)

@@ -1,25 +1,28 @@
--- A request's allocation becomes its room's (the sender learns both): KEYS room keys of the
--- room, then KEYS[13] the request's hash, KEYS[14] its owned list (pool:owned:req:<rid>);
--- ARGV room, 'req:<rid>', lease_ms.
--- Returns 'ok'; an error when the request holds nothing (its lease ran out) or the room
--- holds other blocks. Idempotent: every TP rank binds the same request to the same room.
--- The room's allocation stays leased (the encoder renews it) until publish_source.
-local REQUEST, REQUEST_OWNED = KEYS[13], KEYS[14]
-local holder, lease_ms = ARGV[2], tonumber(ARGV[3])
-local h = redis.call('HMGET', REQUEST, 'room', 'blocks')
+--[[ A request's allocation becomes its room's (the sender learns both).
+  KEYS request request_owned pool_owned pool_leases
+  ARGV room holder lease_ms
+  `holder` is 'req:<rid>', `request_owned` its list, `pool_owned` the room's. The room's
+  allocation stays leased (the encoder renews it) until publish_source. Idempotent: every
+  TP rank binds the same request to the same room.
+  Returns ok | refused (nothing written) when the request holds nothing (its lease ran out)
+  or is bound to another room, or the room holds other blocks.
+]]
+--@include util
+--@include envelope
+local h = redis.call('HMGET', K.request, 'room', 'blocks')
 if h[1] then
-  if h[1] == ROOM then return 'ok' end
-  return redis.error_reply('request ' .. holder .. ' is bound to room ' .. h[1] .. ', not ' .. ROOM)
+  if h[1] == A.room then return envelope('ok', nil, '', false) end
+  return refuse('request ' .. A.holder .. ' is bound to room ' .. h[1] .. ', not ' .. A.room)
 end
-if not h[2] or redis.call('EXISTS', REQUEST_OWNED) == 0 then
-  return redis.error_reply('request ' .. holder .. ' holds no source blocks (never allocated, or ' ..
+if not h[2] or redis.call('EXISTS', K.request_owned) == 0 then
+  return refuse('request ' .. A.holder .. ' holds no source blocks (never allocated, or ' ..
     'its lease ran out and they went back)')
 end
-if redis.call('EXISTS', OWNED) == 1 then
-  return redis.error_reply('room ' .. ROOM .. ' already holds source blocks')
+if redis.call('EXISTS', K.pool_owned) == 1 then
+  return refuse('room ' .. A.room .. ' already holds source blocks')
 end
-redis.call('RENAME', REQUEST_OWNED, OWNED)
-redis.call('ZREM', LEASES, holder)
-redis.call('ZADD', LEASES, NOW + lease_ms, ROOM)
-redis.call('HSET', REQUEST, 'room', ROOM)
-return 'ok'
+redis.call('RENAME', K.request_owned, K.pool_owned)
+redis.call('ZREM', K.pool_leases, A.holder)
+redis.call('ZADD', K.pool_leases, now_ms() + tonumber(A.lease_ms), A.room)
+redis.call('HSET', K.request, 'room', A.room)
+return envelope('ok', nil, '', false)

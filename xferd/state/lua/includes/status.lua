@@ -1,0 +1,12 @@
+-- Every status change goes through here: only a declared transition (room.py's
+-- TRANSITIONS), and into the capped `statuses` stream, which encoders block on.
+--@include room
+--@keys room statuses
+local function set_status(K, room, status, now)
+  local current = num(K.room, 'status')
+  if current ~= status and not MOVES[current .. '>' .. status] then
+    error('room ' .. room .. ': no transition from ' .. STATUS_NAME[current] .. ' to ' .. STATUS_NAME[status])
+  end
+  redis.call('HSET', K.room, 'status', status, 'status_name', STATUS_NAME[status], 'updated_at', now)
+  redis.call('XADD', K.statuses, 'MAXLEN', '~', KEPT.statuses, '*', 'room', room, 'status', status)
+end
