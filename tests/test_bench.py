@@ -54,12 +54,19 @@ def test_a_tiny_bench_run(redis_url, tmp_path):
             assert row["entries_per_round"] == row["contiguous_runs_x_buffers_per_round"]
             # 3 per round exactly (tests/test_worker.py); a lease renewal inside a long write adds one
             assert 2.0 <= row["redis_round_trips_per_round"] <= 3.5, row
+            # where a round's time goes: every timed step, and the scripts' time in Redis
+            steps = row["steps_ms_per_round"]
+            assert {f"worker {s}" for s in ("take", "plan", "write", "commit", "push")} <= set(steps), steps
+            assert {"ingress check", "ingress record"} <= set(steps), steps
+            assert steps["worker write"] > 0 and steps["worker commit"] > 0 and steps["ingress record"] > 0
+            assert row["redis_usec_per_round"]["evalsha"] > 0 and row["rounds_per_s"] > 0
         if row["mode"] == "in-process":
             assert row["entries_per_round"] > 4, "one entry per block per buffer type"
     assert sum(r["cpu_ms_per_round_by_process"]["workers"] for r in report["results"] if r["mode"] == "xferd") > 0
     assert (tmp_path / "b.png").stat().st_size > 1000
     text = out.getvalue()
     assert "Mooncake entries per round = contiguous runs x buffer types: yes" in text
+    assert "Where an xferd round's time goes" in text and "| worker take ms |" in text
     assert "2000/1024 concurrency 1, 1x2 workers: added p50 per round vs in-process" in text
     assert all(r["rounds_per_worker"] == 2 for r in report["results"] if r["mode"] == "xferd")
 

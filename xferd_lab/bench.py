@@ -22,7 +22,7 @@ import sys
 import time
 
 from xferd_lab.bench_inprocess import InProcessNode
-from xferd_lab.bench_report import as_json, results_table, save_chart, summary
+from xferd_lab.bench_report import as_json, profile_table, results_table, save_chart, summary
 from xferd_lab.bench_workload import (MAX_BLOCKS, WORKLOADS, Request, Result, drive, parse_workers, parse_workload,
                              receive, renamed, request_bytes, round_entries, shaped)
 from xferd_lab.cpu import CpuMeter, children, title
@@ -95,6 +95,24 @@ def serve_processes(serve_pid: int) -> dict[str, list[int]]:
     return groups
 
 
+def round_profile(delta: dict[str, float], rounds: int) -> dict[str, float]:
+    """Milliseconds a round spends in each timed step: the ingress recording the message that
+    made it ready (decode and check, the script), and the worker's steps (take, plan, write,
+    commit, push)."""
+    steps = {f"ingress {k.split(':', 1)[1]}": v for k, v in delta.items() if k.startswith("ingress_ms:")}
+    steps.update({f"worker {k.split(':', 1)[1]}": v for k, v in delta.items() if k.startswith("worker_ms:")})
+    return {name: round(ms / rounds, 3) for name, ms in steps.items()}
+
+
+def redis_profile(delta: dict[str, float], rounds: int) -> dict[str, float]:
+    """Redis's own time a round by command, from its command statistics (the time inside the
+    server, not the wait), those above 1 µs a round. ``evalsha`` is the scripts' time with the
+    commands they run; those commands are counted again on their own lines, so the lines do
+    not add up (the Redis process's CPU a round is ``cpu_ms_per_round_by_process``)."""
+    usec = {k.split(":", 1)[1]: v / rounds for k, v in delta.items() if k.startswith("redis_usec:")}
+    return {name: round(v, 1) for name, v in sorted(usec.items(), key=lambda kv: -kv[1]) if v >= 1}
+
+
 class XferdNode:
     """`xferd serve` with N workers as a child, and a Sender and Receiver in this process."""
 
@@ -116,8 +134,13 @@ class XferdNode:
         self.meter = CpuMeter({"client": [os.getpid()], **serve_processes(self.process.pid),
                                "redis": redis_pids(self.store.client)})
 
-    def worker_counts(self) -> dict[str, int]:
-        return {k: v for k, v in self.store.stats().items() if k.startswith("worker_")}
+    def counts(self) -> dict[str, float]:
+        """The workers' and the ingress's counters and step timings, and Redis's command
+        statistics (``redis_usec:<command>``)."""
+        found = {k: v for k, v in self.store.measures().items() if k.startswith(("worker_", "ingress_"))}
+        for name, stats in self.store.client.info("commandstats").items():
+            found[f"redis_usec:{name.removeprefix('cmdstat_')}"] = float(stats["usec"])
+        return found
 
     def run(self, workload: str, requests: list[Request], concurrency: int) -> Result:
         layout = self.settings.buffer_layout
@@ -127,17 +150,19 @@ class XferdNode:
             self.sender.publish(request.room, blocks, request.total_tokens)  # the encoder is ready
             return receive(self.receiver, request, slot * MAX_BLOCKS, layout.block_size)
 
-        before = self.worker_counts()
+        before = self.counts()
         self.meter.start()
         latencies, elapsed = drive(requests, concurrency, one)
         cpu = self.meter.stop()
-        time.sleep(1.2)  # the workers publish their counters with the heartbeat
-        after = self.worker_counts()
+        time.sleep(1.2)  # the workers and the ingress publish their counters each second
+        after = self.counts()
         delta = {k: after.get(k, 0) - before.get(k, 0) for k in after}
         rounds = max(1, delta.get("worker_rounds", 0))
         extra = {"redis_round_trips_per_round": round(delta.get("worker_round_trips", 0) / rounds, 2),
                  "entries_per_round": round(delta.get("worker_entries", 0) / rounds, 1),
-                 "contiguous_runs_x_buffers_per_round": round(delta.get("worker_runs", 0) / rounds, 1)}
+                 "contiguous_runs_x_buffers_per_round": round(delta.get("worker_runs", 0) / rounds, 1),
+                 "steps_ms_per_round": round_profile(delta, rounds),
+                 "redis_usec_per_round": redis_profile(delta, rounds)}
         return Result("xferd", workload, concurrency, self.settings.workers, requests, elapsed,
                       sum(request_bytes(layout, r) for r in requests), latencies, cpu, extra,
                       self.settings.rounds_per_worker)
@@ -206,6 +231,9 @@ def run_bench(redis_url: str | None = None, requests: int = 200, workloads=tuple
         say(f"  {workload:9s} {label:10s} concurrency {concurrency:2d}: {row['gb_per_s']:.3f} GB/s, "
             f"p50 {row['p50_ms']} ms, CPU {row['cpu_ms_per_round']:.2f} ms/round"
             + (f", {trips} Redis round trips/round" if trips is not None else ""))
+        if "steps_ms_per_round" in row:
+            say("      per round: " + ", ".join(f"{k} {v:.3f} ms" for k, v in row["steps_ms_per_round"].items())
+                + f"; scripts in Redis {row['redis_usec_per_round'].get('evalsha', 0):.0f} µs")
 
     # every mode is up before the first run, and the modes take turns on each (workload,
     # concurrency): a shared machine's load drifts over minutes, so rows side by side compare
@@ -237,6 +265,12 @@ def run_bench(redis_url: str | None = None, requests: int = 200, workloads=tuple
     say("")
     say(results_table(rows))
     say("")
+    profile = profile_table(rows)
+    if profile:
+        say("Where an xferd round's time goes (wall ms a round in each step; scripts: Redis's time in EVALSHA, "
+            "from its command statistics; Redis CPU: the server's, from /proc):")
+        say(profile)
+        say("")
     for line in targets:
         say("  " + line)
     report = as_json(rows, targets, config)

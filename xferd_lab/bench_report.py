@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import os
 
+SMALL_ROUNDS = "256/128"  # rounds of one block: the copy is cheap, coordination is most of a round
+
 
 def results_table(rows: list[dict]) -> str:
     header = ["workload", "mode", "workers", "rounds_per_worker", "concurrency", "p50_ms", "p99_ms", "gb_per_s", "cpu_ms_per_round",
@@ -12,6 +14,24 @@ def results_table(rows: list[dict]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         lines.append("| " + " | ".join(str(row.get(h, "")) for h in header) + " |")
+    return "\n".join(lines)
+
+
+def profile_table(rows: list[dict]) -> str:
+    """Where an xferd round's time goes, per step (wall ms a round), Redis's time in the
+    scripts (its command statistics) and its CPU (/proc), beside its rounds a second."""
+    rows = [r for r in measured(rows) if "steps_ms_per_round" in r]
+    if not rows:
+        return ""
+    steps = list(dict.fromkeys(step for r in rows for step in r["steps_ms_per_round"]))
+    header = ["workload", "workers", "concurrency", *[f"{s} ms" for s in steps], "scripts in Redis ms",
+              "Redis CPU ms", "CPU ms, all", "rounds/s"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in rows:
+        cells = [r["workload"], workers(r), r["concurrency"], *[r["steps_ms_per_round"].get(s, "") for s in steps],
+                 round(r["redis_usec_per_round"].get("evalsha", 0) / 1000, 3),
+                 r["cpu_ms_per_round_by_process"].get("redis", ""), r["cpu_ms_per_round"], r.get("rounds_per_s", "")]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines)
 
 
@@ -65,6 +85,8 @@ def summary(rows: list[dict], target_workload: str = "2000/1024") -> list[str]:
     rows = measured(rows)
     lines = []
     for workload in dict.fromkeys(r["workload"] for r in rows):
+        if workload == SMALL_ROUNDS:
+            continue  # its own targets: small_round_targets
         scope = "" if workload == target_workload else " (no target on this workload)"
         for concurrency in sorted({r["concurrency"] for r in rows if r["workload"] == workload}):
             inproc, raw = _pick(rows, workload, "in-process", concurrency), _pick(rows, workload, "raw", concurrency)
@@ -90,6 +112,7 @@ def summary(rows: list[dict], target_workload: str = "2000/1024") -> list[str]:
         if cpu:
             lines.append(f"{workload} CPU ms per round at concurrency 8, all processes: "
                          + ", ".join(f"{k} {v:.2f}" for k, v in cpu.items()))
+    lines += small_round_targets(rows)
     trips = [r["redis_round_trips_per_round"] for r in rows if r["mode"] == "xferd"]
     if trips:
         lines.append(f"worker Redis round trips per round: {max(trips)} at most (target <= 3)")
@@ -98,6 +121,27 @@ def summary(rows: list[dict], target_workload: str = "2000/1024") -> list[str]:
     for row in failed:
         lines.append(f"FAILED: {row['workload']} {row['mode']} ({workers(row)} workers) at concurrency "
                      f"{row['concurrency']}: {row['error']}")
+    return lines
+
+
+def small_round_targets(rows: list[dict], workload: str = SMALL_ROUNDS) -> list[str]:
+    """Rounds of one block, where coordination is most of a round: xferd against the
+    in-process design, and the CPU and Redis time a round costs."""
+    lines = []
+    for concurrency, target in ((1, 1.0), (8, 1.2)):
+        inproc, best = _pick(rows, workload, "in-process", concurrency), _pick(rows, workload, "xferd", concurrency)
+        if not (inproc and best):
+            continue
+        lines.append(f"{workload} concurrency {concurrency}: xferd ({workers(best)}) / in-process "
+                     f"{best['gb_per_s'] / inproc['gb_per_s']:.2f}x GB/s (target >= {target})")
+        if concurrency == 1:
+            added = (best["p50_ms"] - inproc["p50_ms"]) / (best["rounds"] / best["requests"])
+            lines.append(f"{workload} concurrency 1: added p50 per round vs in-process {added:+.2f} ms (target <= 0.5)")
+        if "redis" in best["cpu_ms_per_round_by_process"]:
+            lines.append(f"{workload} concurrency {concurrency}: Redis CPU per round "
+                         f"{best['cpu_ms_per_round_by_process']['redis']:.3f} ms (target <= 0.15); CPU per round, "
+                         f"all processes, xferd {best['cpu_ms_per_round']:.2f} ms vs in-process "
+                         f"{inproc['cpu_ms_per_round']:.2f} ms (target: no more)")
     return lines
 
 

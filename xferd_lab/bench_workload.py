@@ -15,7 +15,9 @@ MAX_BLOCKS = 64  # 8192 tokens / 128: the blocks one in-flight request owns on e
 
 # The reference client's shapes: a request of `total` tokens whose destination takes
 # `per_round` tokens at a time, so it needs total/per_round - 1 resumes.
-WORKLOADS = {"2000/1024": (2000, 1024), "8192/2048": (8192, 2048)}
+# shaped like the reference client's requests, and rounds of one block each, where the copy is
+# nearly free and a round's coordination is most of its cost (what RDMA would leave)
+WORKLOADS = {"2000/1024": (2000, 1024), "8192/2048": (8192, 2048), "256/128": (256, 128)}
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,7 @@ class Result:
                 "p50_ms": round(self.percentile(0.5), 2), "p99_ms": round(self.percentile(0.99), 2),
                 "gb_per_s": round(self.bytes / self.seconds / 1e9, 3),
                 "req_per_s": round(len(self.requests) / self.seconds, 1),
+                "rounds_per_s": round(self.rounds / self.seconds, 1),
                 "cpu_ms_per_round": round(sum(per_round.values()), 3), "cpu_ms_per_round_by_process": per_round,
                 **self.extra}
 

@@ -87,6 +87,7 @@ class Ingress:
 
     def handle(self, frames: list[bytes], peer: str = "") -> None:
         """One message; ``peer`` is the sender's CurveZMQ public key ('' without CURVE)."""
+        started = time.perf_counter()
         try:
             message = decode_request(frames)
             self.counts[f"ingress_messages:{type(message).__name__.lower()}"] += 1
@@ -103,6 +104,8 @@ class Ingress:
                                     kind="allocation") from None
                 store = self.store.with_patience(give_up_after=self._patience(message))
                 change = store.dst_init if isinstance(message, Init) else store.dst_resume
+                checked = time.perf_counter()
+                self.counts["ingress_ms:check"] += (checked - started) * 1000  # decode and validate
                 try:
                     outcome = change(message)
                 except TRANSIENT as error:
@@ -110,6 +113,7 @@ class Ingress:
                         raise
                     self._unrecorded(message, error)
                     return
+                self.counts["ingress_ms:record"] += (time.perf_counter() - checked) * 1000  # the script
                 self._report(message.room, outcome, f"{message.ip}:{message.status_port}")
                 return
             if isinstance(message, Abort):

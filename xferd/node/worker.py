@@ -40,6 +40,7 @@ from xferd.state.store import Outcome, Round, Store, Take
 
 log = logging.getLogger("xferd.worker")
 READ_BLOCK_MS = 200  # a worker's read waits this long for a round (then it heartbeats and reads again)
+STEPS = ("take", "plan", "write", "commit", "push")  # the steps of a round, timed (worker_ms:<step>)
 
 
 def _ints(text: str) -> list[int]:
@@ -117,14 +118,22 @@ class Worker:
         self.notifier = Notifier.for_settings(settings)
         self.lease_ms = int(settings.lease * 1000)
         self.keeper = LeaseKeeper(self.store, self.consumer, self.lease_ms)
-        # hot-path metrics, added to the node's stats with each heartbeat (`xferd bench`)
+        # hot-path metrics, added to the node's stats with each heartbeat (`xferd bench`):
+        # counts, and the milliseconds each step of a round took (worker_ms:<step>)
         self.metrics = dict.fromkeys(("worker_rounds", "worker_round_trips", "worker_entries",
-                                      "worker_runs"), 0)
+                                      "worker_runs", *(f"worker_ms:{step}" for step in STEPS)), 0)
         self._per_token_buffers = sum(b.per_token for b in self.layout.buffers)
         self.stopping = False
 
     # ---- one round
+    def _timed(self, step: str, since: float) -> float:
+        """Add the time since ``since`` to ``step``'s; returns now (perf_counter)."""
+        now = time.perf_counter()
+        self.metrics[f"worker_ms:{step}"] += (now - since) * 1000
+        return now
+
     def process(self, work: Round) -> None:
+        started = time.perf_counter()
         try:
             take, why = self.store.begin_round(work, self.consumer, self.lease_ms)
         except NotReplicated as error:  # the take is on the primary only: write nothing under it
@@ -141,14 +150,14 @@ class Worker:
             self.store.count("redone_rounds")
         maybe_die("after_begin", self.once)
         try:
-            self._write_and_commit(work, take)
+            self._write_and_commit(work, take, self._timed("take", started))
         except TRANSIENT:
             raise  # the round stays this worker's; it is redone once Redis is back
         except Exception as error:  # let go of the round with the room's failure
             log.exception("room %s round %s: unexpected error", work.room, work.round)
             self.fail(work, take.epoch, _internal(work, error), "internal")
 
-    def _write_and_commit(self, work: Round, take: Take) -> None:
+    def _write_and_commit(self, work: Round, take: Take, started: float) -> None:
         epoch = take.epoch
         with self.keeper.hold(work, epoch):  # until the commit: its retries may outlast a lease
             try:
@@ -161,8 +170,10 @@ class Worker:
             written = 0
             if self.keeper.may_write():  # else the room failed meanwhile (the commit settles it)
                 writes = [self._write_of(t) for t in targets]
+                started = self._timed("plan", started)
                 with self.keeper.writing():  # or the claim is lost
                     errors = self.engine.write_all(writes)
+                started = self._timed("write", started)
                 written = sum(sum(w.lengths) for w in writes)
                 failed = [(t.session_id, f"round {work.round}: {e}") for t, e in zip(targets, errors) if e]
                 for session_id, reason in failed:
@@ -177,6 +188,7 @@ class Worker:
                 log.warning("room %s round %s abandoned: %s", work.room, work.round, self.keeper.lost)
                 return
             maybe_die("after_write", self.once)
+            started = time.perf_counter()
             try:
                 verdict, outcome = self.store.commit_round(work, self.consumer, epoch,
                                                            [t.plan.sent_after for t in targets],
@@ -192,8 +204,10 @@ class Worker:
             log.warning("room %s round %s: commit refused: %s", work.room, work.round, outcome)
             self.store.count("stale_commits")
             return
+        started = self._timed("commit", started)
         maybe_die("after_commit", self.once)
         self._push(work.room, outcome)
+        self._timed("push", started)
 
     def _count(self, targets: list[Target]) -> None:
         for target in targets:

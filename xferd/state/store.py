@@ -232,6 +232,18 @@ class Store(Rooms, WorkQueue, BlockPool):
         return {k: int(v) for k, v in _hash(self.client.hgetall(self.keys.stats)).items()
                 if v.lstrip("-").isdigit()}
 
+    @door("measures")
+    def measures(self) -> dict[str, float]:
+        """Every numeric field of the stats hash, the processes' step timings (``*_ms:*``,
+        kept with HINCRBYFLOAT) included."""
+        out = {}
+        for name, value in _hash(self.client.hgetall(self.keys.stats)).items():
+            try:
+                out[name] = float(value)
+            except ValueError:
+                pass
+        return out
+
     @door("rejected messages")
     def rejected_messages(self) -> int:
         """Messages the ingress refused, for every reason (``ingress_rejected:<kind>``)."""
