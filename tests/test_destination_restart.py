@@ -5,7 +5,9 @@ language side is its own process, with no Redis. The short variant of `scripts/c
 --restart-peer` (a restart waits for the kernel to free the old process's port: a minute)."""
 from __future__ import annotations
 
+import os
 import random
+import signal
 import socket
 import time
 
@@ -45,8 +47,11 @@ def test_a_destination_killed_mid_write_and_restarted_under_its_session_id(redis
         room = random.getrandbits(62)
         first.init(room, BIG, list(range(64)))
         assert wait_for(lambda: node.store.room(room).get("dst_count") == "1")
+        # stopped first, so its kill lands mid-write however fast loopback copies 64 MiB
+        os.kill(first.process.pid, signal.SIGSTOP)
         sender.send(room, BIG, room_data(room, BIG, sender.layout))
         assert wait_for(lambda: "holder" in node.store.room(room)), "the write began"
+        time.sleep(0.2)  # into the write, which waits on the stopped peer
         first.process.kill()  # mid-write
         first.process.join()
         assert wait_for(lambda: node.store.room(room).get("status") == str(int(Status.Failed)), 30)
