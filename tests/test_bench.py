@@ -107,3 +107,17 @@ def test_a_tiny_sglang_encoder_bench_run(redis_url, tmp_path):
     assert xferd_row["cpu_ms_per_round_by_process"]["encoder"] > 0, "the encoder's processes are counted"
     assert report["ratios"][0]["workload"] == "2000/1024"
     assert json.load(open(path)) == report
+
+
+def test_a_tiny_capacity_run(redis_url, tmp_path):
+    """The load generator drives whole small-round requests for several nodes and says what
+    one Redis core carries."""
+    from xferd_lab.bench_capacity import run_capacity
+
+    out = io.StringIO()
+    report = run_capacity(redis_url=redis_url, nodes=3, processes=2, seconds=2.0,
+                          json_path=str(tmp_path / "c.json"), out=out)
+    assert report["rounds"] > 20 and report["rounds"] % 2 == 0, "whole two-round requests"
+    assert report["redis_cpu_ms_per_round"] > 0 and report["rounds_per_s_per_redis_core"] > 0
+    assert "one Redis core carries about" in out.getvalue()
+    assert json.loads((tmp_path / "c.json").read_text()) == report

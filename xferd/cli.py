@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--redis", dest="redis_url", help="Redis for xferd (default: local, else a private one)")
     bench.add_argument("--requests", type=int, default=200,
                        help="requests of the first workload; the others move as many tokens")
-    bench.add_argument("--workload", dest="workloads", nargs="+", default=["2000/1024", "8192/2048"],
+    bench.add_argument("--workload", dest="workloads", nargs="+", default=["2000/1024", "8192/2048", "256/128"],
                        metavar="TOTAL/PER_ROUND", help="request tokens / tokens the destination takes a round")
     bench.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32],
                        help="requests in flight, one cell each (default 1 8 32)")
@@ -111,6 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--sglang-encoder", action="store_true", dest="sglang_encoder",
                        help="SGLang's encoder side (a stand-in) on xferd vs the in-process design, "
                             "concurrency 1 and 8 (writes bench-sglang.json)")
+    bench.add_argument("--capacity", action="store_true",
+                       help="the rounds/s one Redis core carries: a load generator drives the Redis side of "
+                            "small-round requests for many simulated nodes (writes bench-capacity.json)")
+    bench.add_argument("--nodes", type=int, default=8, help="--capacity: simulated nodes (default 8)")
+    bench.add_argument("--seconds", type=float, default=20.0, help="--capacity: how long (default 20)")
     bench.add_argument("--json", default="bench.json", help="where the results go (default bench.json)")
     bench.add_argument("--chart", default="bench.png", help="the chart, with matplotlib (default bench.png)")
 
@@ -214,6 +219,11 @@ def _run(args: argparse.Namespace) -> None:
             from xferd_lab.bench_sglang import run_sglang_bench
             run_sglang_bench(redis_url=args.redis_url, requests=min(args.requests, 40), workloads=tuple(args.workloads),
                              concurrencies=(1, 8), json_path=args.json.replace("bench.json", "bench-sglang.json"))
+            return
+        if args.capacity:
+            from xferd_lab.bench_capacity import run_capacity
+            run_capacity(redis_url=args.redis_url, nodes=args.nodes, seconds=args.seconds,
+                         json_path=args.json.replace("bench.json", "bench-capacity.json"))
             return
         if args.topologies:
             from xferd_lab.bench_redis import run_topology_bench
