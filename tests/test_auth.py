@@ -1,4 +1,4 @@
-"""Access (SPEC §5, issue 4): CurveZMQ on the ingress with real `xferd serve`, real
+"""Access (docs/using.md): CurveZMQ on the ingress with real `xferd serve`, real
 Mooncake and real Redis; Redis passwords never reach logs or `xferd inspect`."""
 from __future__ import annotations
 

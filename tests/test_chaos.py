@@ -1,4 +1,4 @@
-"""The demo workload under faults (SPEC §6, §6a): workers SIGKILLed, workers paused past
+"""The demo workload under faults (docs/guarantees.md): workers SIGKILLed, workers paused past
 their lease and resumed, Redis crash-restarted from its AOF or down for seconds, serve
 drained and started again. Real processes, real Redis, real Mooncake; every byte is
 compared by the simulated language side. ``scripts/chaos.py`` is the long version."""

@@ -1,4 +1,4 @@
-"""Drop-in for the reference language side (SPEC §3-4): a client that behaves as the
+"""Drop-in for the reference language side (docs/protocol.md): a client that behaves as the
 fork's does (``reference_client.py``) finds `xferd serve` through the HTTP bootstrap,
 registers 4 or 5 buffers without lengths, sends 7-frame inits with block-rounded
 allocations, 8-frame resumes and the older 6-frame init, reads two-frame statuses with a

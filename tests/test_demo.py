@@ -1,4 +1,4 @@
-"""`xferd demo` as a person runs it, on both embedded Redis kinds (SPEC §7)."""
+"""`xferd demo` as a person runs it, on both embedded Redis kinds."""
 from __future__ import annotations
 
 import subprocess

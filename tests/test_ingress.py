@@ -1,4 +1,4 @@
-"""The ingress against hostile input (SPEC §3, §6), one named test per bad input: the
+"""The ingress against hostile input (docs/protocol.md), one named test per bad input: the
 offending room fails with a readable reason, nothing else is touched, and the ingress
 returns to serve the next message. Real Redis; messages go straight to ``handle``."""
 from __future__ import annotations

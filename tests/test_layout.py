@@ -1,4 +1,4 @@
-"""Layouts (SPEC §4): presets, specs, validation, and the natural-shape block layout."""
+"""Layouts: presets, specs, validation, and the natural-shape block layout."""
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,4 @@
-"""Block planning (SPEC §4): exhaustive checks against a naive per-block reference."""
+"""Block planning: exhaustive checks against a naive per-block reference."""
 from __future__ import annotations
 
 import pytest

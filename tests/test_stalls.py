@@ -1,4 +1,4 @@
-"""Stops that are not deaths (SPEC §6a), end to end: a destination that stalls mid-write
+"""Stops that are not deaths (docs/guarantees.md), end to end: a destination that stalls mid-write
 while its room is ended, and a worker cut off from Redis while its write to the language
 side goes on. Real `xferd serve`, Redis, Mooncake; the language side is its own process
 (SIGSTOPped here) with no Redis, so every status it acts on came by push; every byte is

@@ -1,4 +1,4 @@
-"""The Redis contract (SPEC §5, §6a) on fakeredis and real Redis: each transition, each
+"""The Redis contract (docs/protocol.md) on fakeredis and real Redis: each transition, each
 compare-and-set, each fencing rule."""
 from __future__ import annotations
 
@@ -207,7 +207,7 @@ def test_a_commit_with_bad_counts_changes_nothing(store):
     assert pending_on(store, work.entry_id) == "w1"
 
 
-# ---- Failed is the drain acknowledgment (SPEC §3, §6a)
+# ---- Failed is the drain acknowledgment (docs/protocol.md)
 @pytest.mark.parametrize("mode", ["", "encoder", "expired"])
 def test_an_ended_room_keeps_its_blocks_and_its_failed_until_the_write_ends(store, mode):
     room = 18
@@ -271,7 +271,7 @@ def test_late_messages_on_a_room_that_succeeded_push_nothing(store):
     assert store.status(24) == Status.Success
 
 
-# ---- the fencing epoch (SPEC §6a)
+# ---- the fencing epoch (docs/guarantees.md)
 def test_a_stale_epoch_cannot_commit_acknowledge_or_renew(store):
     room = 30
     old, old_epoch = writing(store, room)

@@ -61,7 +61,7 @@ class Settings:
     # a language session's record is kept this long after its last register, init or resume
     # (the reference side registers once and then only inits: keep it above its idle spells)
     session_retention: float = 7 * 24 * 3600.0
-    # work queue and fencing (SPEC §6a)
+    # work queue and fencing (docs/guarantees.md)
     # a worker that has not renewed its claim on an entry for this long (every lease/3 while
     # it writes) is stopped by the node (SIGKILL) and its round handed to another worker
     lease: float = 5.0
@@ -71,7 +71,7 @@ class Settings:
     max_deliveries: int = 10  # hand-backs of one round before it goes to the dead letters
     # serve a node whose record says another host serves it (that host is gone for good)
     take_over: bool = False
-    # replication (SPEC §6a, last rule): a take and every status wait until this many
+    # replication (docs/guarantees.md): a take and every status wait until this many
     # replicas have them (WAIT), so a failover never rolls back what was acted on; a status
     # not confirmed within replica_timeout is held back and its room fails with the reason
     min_replicas: int = 0

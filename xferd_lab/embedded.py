@@ -1,4 +1,4 @@
-"""An embedded Redis for `xferd demo` when none is configured (SPEC §7).
+"""An embedded Redis for `xferd demo` when none is configured.
 
 A private ``redis-server`` child on a free loopback port when the binary is installed,
 else an in-process fakeredis TCP server; ``kind`` says which. Crash tests and

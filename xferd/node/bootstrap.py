@@ -1,7 +1,7 @@
 """The reference's HTTP bootstrap protocol, served by the node (`xferd serve --bootstrap`).
 
 A reference language side finds an embedding node at ``http://<encoder host>:<bootstrap
-port>`` (SPEC §3). The node answers for itself, so a language node needs no change and no
+port>`` (docs/protocol.md). The node answers for itself, so a language node needs no change and no
 separate bootstrap server, and its heartbeat tells whether xferd can serve:
 
   GET /route?engine_rank=-1&target_dp_group=-1  {"embedding_tp_size": 1, "embedding_dp_size": 1}

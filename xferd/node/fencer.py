@@ -1,4 +1,4 @@
-"""The node's fencer (SPEC §6a): a round moves to another worker only after its holder is
+"""The node's fencer (docs/guarantees.md): a round moves to another worker only after its holder is
 provably stopped. Run by the janitor every pass.
 
 A worker is stale when an entry pending on it has gone a lease without renewal, or a

@@ -1,4 +1,4 @@
-"""Ingress process: the language side's ZMQ endpoint (SPEC §3).
+"""Ingress process: the language side's ZMQ endpoint (docs/protocol.md).
 
 Stateless: each message becomes one Redis state change (a Lua script, which also queues
 the round when it becomes ready). A bad message fails the room it names, is logged with

@@ -1,4 +1,4 @@
-"""Stopping a writer for certain (SPEC §6a): process identities, SIGKILL-and-wait, and the
+"""Stopping a writer for certain (docs/guarantees.md): process identities, SIGKILL-and-wait, and the
 wait for a killed writer's unsent socket bytes.
 
 A worker's consumer name says which process it is: host, boot, pid and the process's start

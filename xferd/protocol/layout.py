@@ -1,4 +1,4 @@
-"""Buffer layout: the block size and the buffer types a block is made of (SPEC §4).
+"""Buffer layout: the block size and the buffer types a block is made of.
 
 The same layout must be used by the embedding node and the language side; the register
 message carries one pointer per buffer type, in this order. A layout is named by a spec

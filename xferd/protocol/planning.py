@@ -1,4 +1,4 @@
-"""Block planning for one round (SPEC §4), as pure functions.
+"""Block planning for one round, as pure functions.
 
 For one destination and one round: ``remaining = total - sent``; ``n = min(remaining,
 allocated)``; the round is partial when ``remaining > allocated``. Source blocks

@@ -1,4 +1,4 @@
-"""ZMQ multipart wire format (SPEC §3): decode and validate every frame, encode replies.
+"""ZMQ multipart wire format (docs/protocol.md): decode and validate every frame, encode replies.
 
 Language → ingress:
   register  ["None", ip, status_port, session_id, packed_ptrs(, packed_lens)]

@@ -1,4 +1,4 @@
-"""Every Redis key xferd uses, in one place (SPEC §5).
+"""Every Redis key xferd uses, in one place (docs/protocol.md).
 
 Every key of a node carries the node's hash tag ``{node}``, so that every Lua script of
 the node (a round's commit together with the release of its source blocks, a publish

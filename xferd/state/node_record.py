@@ -1,6 +1,6 @@
 """The node record (``{node}:node``): what the node is, and which `xferd serve` owns it.
 
-Fencing (SPEC §6a) proves a writer stopped by ending its process, which only works on the
+Fencing (docs/guarantees.md) proves a writer stopped by ending its process, which only works on the
 writer's own host. So one node is served from one host at a time: `serve` claims the node
 with its process identity, refuses to start while another live serve holds it (on this
 host: its pid and start time are checked; on another host: it cannot be checked, nor its

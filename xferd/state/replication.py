@@ -1,4 +1,4 @@
-"""Nothing acted on is rolled back by a failover (SPEC §6a, last rule).
+"""Nothing acted on is rolled back by a failover (docs/guarantees.md).
 
 Redis replicates asynchronously: a primary that dies can take its last writes with it, and
 the replica promoted in its place never saw them. Everything xferd's transitions produce is

@@ -1,5 +1,5 @@
 """Which Redis a URL names, and a client for it: one Redis, a Redis Cluster or a
-Sentinel-managed master (SPEC §7).
+Sentinel-managed master.
 
   redis://[user:pass@]host:port[/db]        one Redis, or any node of a cluster (detected)
   rediss://...                              the same over TLS
@@ -194,7 +194,7 @@ def where(client, key: str) -> str:
 
 def redis_warnings(client, min_replicas: int = 0) -> list[str]:
     """Warnings for the operator when the Redis holding the node would lose or roll back
-    state (SPEC §6a, §7): AOF off or not fsynced always, eviction on, fewer replicas than
+    state (docs/guarantees.md): AOF off or not fsynced always, eviction on, fewer replicas than
     ``min_replicas`` (or replicas that a status does not wait for)."""
     warnings = []
     try:
