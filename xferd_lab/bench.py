@@ -172,8 +172,7 @@ class XferdNode:
         self.receiver.close()
         stop_process(self.process)
         self.log.close()
-        for key in self.store.node_keys():
-            self.store.client.delete(key)
+        self.store.delete_keys(list(self.store.node_keys()))
 
 
 def run_bench(redis_url: str | None = None, requests: int = 200, workloads=tuple(WORKLOADS),

@@ -68,7 +68,7 @@ class Take:
 
 
 class Verdict(str, Enum):
-    """What a script did, first in every reply (the Lua side's ``VERDICT``)."""
+    """What a script did, first in every reply (a test holds the scripts' own to this list)."""
 
     ok = "ok"  # done as asked
     ignored = "ignored"  # nothing to do: a duplicate, a late message, nothing due (the note says which)

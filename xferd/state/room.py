@@ -1,7 +1,7 @@
 """The room, declared once: its statuses, the transitions between them, the deadline of
 each phase, and the fields of every record a node keeps in Redis.
 
-The Lua scripts get these as constants when they load (``scripts.lua_constants``): a
+The Lua scripts get these as constants when they load (``scripts.constants``): a
 status number, a transition, a deadline's limit or reason, a stream's bound or a histogram
 bucket is written here and nowhere else. ``xferd inspect`` and the docs read the same
 declaration.
@@ -78,6 +78,13 @@ DEADLINES = (
 
 # The kinds of failure a room ends with (counted by xferd_rooms_ended_total{class}).
 FAILURE_CLASSES = ("bad_input", "timeout", "aborted", "write_error", "not_replicated", "dead_letter", "internal")
+
+
+def failure_class(name: str) -> str:
+    """``name``, if it is a declared failure class (a caller's, before a script counts it)."""
+    if name not in FAILURE_CLASSES:
+        raise ValueError(f"failure class {name!r} is not one of {', '.join(FAILURE_CLASSES)}")
+    return name
 
 # Histogram bucket bounds in seconds (the scripts count one field per bucket hit).
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)

@@ -9,12 +9,7 @@ from xferd.protocol.status import Status
 from xferd.protocol.wire import Init, Register, Resume
 from xferd.state.records import Outcome, _hash, _text
 from xferd.state.retry import door
-from xferd.state.room import FAILURE_CLASSES
-
-
-def _check_class(failure_class: str) -> None:
-    if failure_class not in FAILURE_CLASSES:
-        raise ValueError(f"failure class {failure_class!r} is not one of {', '.join(FAILURE_CLASSES)}")
+from xferd.state.room import failure_class as declared_class
 
 
 class Rooms:
@@ -49,7 +44,7 @@ class Rooms:
 
     @property
     def _session_retention_ms(self) -> int:
-        return int(self.settings.policy()["session_retention_ms"])
+        return int(self.settings.session_retention * 1000)
 
     @door("session owner")
     def session_owner(self, session_id: str) -> str | None:
@@ -106,8 +101,7 @@ class Rooms:
         abort: an unpublished allocation goes back too); see fail_room.lua. ``failure_class``:
         the kind of failure for metrics (``FAILURE_CLASSES``). ``notify``: Failed is due now
         (no write of the room is in flight)."""
-        _check_class(failure_class)
-        return self._run("fail_room", room, reason, mode, failure_class, "", "", "").outcome
+        return self._run("fail_room", room, reason, mode, declared_class(failure_class), "", "", "").outcome
 
     @door("room")
     def room(self, room: int) -> dict[str, str]:

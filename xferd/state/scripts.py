@@ -20,7 +20,7 @@ includes a function without declaring its keys does not load.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 
@@ -78,11 +78,10 @@ def fold(code: str, script: str = "") -> str:
     return _FOLDED.sub(value, code)
 
 
-def lua_constants(used: str = "") -> str:
-    """The tables a script's text names (all of them when ``used`` is empty); each is built
-    every time the script runs, so a script builds only those it reads."""
-    return "".join(line + "\n" for name, line in constants()[1].items()
-                   if not used or re.search(rf"\b{name}\b", used))
+def lua_constants(code: str) -> str:
+    """The tables ``code`` names; each is built every time the script runs, so a script
+    builds only those it reads."""
+    return "".join(line + "\n" for name, line in constants()[1].items() if re.search(rf"\b{name}\b", code))
 
 
 # ---- parsing a script and its includes
@@ -129,12 +128,14 @@ def _folder():
     return resources.files("xferd.state") / "lua"
 
 
-def _includes(text: str, seen: list[str]) -> None:
-    """The includes ``text`` names, dependencies first, each once."""
+def _includes(text: str, found: dict[str, str]) -> dict[str, str]:
+    """The includes ``text`` names, name -> text, dependencies first, each once."""
     for name in (n for line in _INCLUDE.findall(text) for n in line.split()):
-        if name not in seen:
-            _includes((_folder() / "includes" / f"{name}.lua").read_text(), seen)
-            seen.append(name)
+        if name not in found:
+            included = (_folder() / "includes" / f"{name}.lua").read_text()
+            _includes(included, found)
+            found[name] = included
+    return found
 
 
 @dataclass(frozen=True)
@@ -143,7 +144,6 @@ class Script:
     keys: tuple[str, ...]  # KEYS by name, in order ('sessions...': the rest)
     argv: tuple[str, ...]
     source: str  # the whole script as Redis runs it
-    includes: tuple[str, ...] = field(default=())
 
 
 def load(name: str) -> Script:
@@ -151,20 +151,18 @@ def load(name: str) -> Script:
     header = _header(body)
     keys = _names(_KEYS, header, name, "KEYS")
     argv = _names(_ARGV, header, name, "ARGV")
-    includes: list[str] = []
-    _includes(body, includes)
-    texts = [(_folder() / "includes" / f"{i}.lua").read_text() for i in includes]
+    includes = _includes(body, {})
     declared_keys = {k.rstrip(".") for k in keys}
-    for include, text in zip(includes, texts):
+    for include, text in includes.items():
         for line in _NEEDS.findall(text):
             missing = set(line.split()) - declared_keys
             if missing:
                 raise ValueError(f"{name}.lua includes {include}, whose functions use keys "
                                  f"{sorted(missing)} it does not declare")
-    code = fold("".join(f"-- includes/{i}.lua\n{t}\n" for i, t in zip(includes, texts))
+    code = fold("".join(f"-- includes/{i}.lua\n{t}\n" for i, t in includes.items())
                 + f"-- {name}.lua\n{body}", name)
     source = _PRELUDE + lua_constants(code) + _bind("K", "KEYS", keys) + _bind("A", "ARGV", argv) + code
-    return Script(name, keys, argv, source, tuple(includes))
+    return Script(name, keys, argv, source)
 
 
 def names() -> tuple[str, ...]:

@@ -46,9 +46,12 @@ class Store(Rooms, WorkQueue, BlockPool):
         self.patience = patience
         self.keys: Keys = settings.keys
         self._cluster = is_cluster(client)
-        self._loaded = {name: scripts.load(name) for name in scripts.names()}
-        self._scripts = {name: client.register_script(s.source) for name, s in self._loaded.items()}
-        self._keys_of = {name: self.keys.for_script(s.keys) for name, s in self._loaded.items()}
+        self._scripts, self._calls = {}, {}
+        for name in scripts.names():
+            loaded = scripts.load(name)
+            self._scripts[name] = client.register_script(loaded.source)
+            # what a call needs: the script, its KEYS, whether its ARGV start with the room
+            self._calls[name] = (self._scripts[name], self.keys.for_script(loaded.keys), loaded.argv[0] == "room")
         self._new_entries = {self.keys.stream: ">"}
         self._direct = DirectCalls(lambda: self.primary, self._count_trip, self._lost_primary) if direct else None
 
@@ -80,11 +83,9 @@ class Store(Rooms, WorkQueue, BlockPool):
 
     def _run_raw(self, name: str, room: int | str, *args, sessions: tuple[str, ...] = (), request: str = "",
                  ahead: tuple = ()):
-        keys = self._keys_of[name](room, sessions, request)
-        args = [str(a) for a in args]
-        if self._loaded[name].argv[0] == "room":
-            args.insert(0, str(room))
-        script = self._scripts[name]
+        script, keys_of, room_first = self._calls[name]
+        keys = keys_of(room, sessions, request)
+        args = [str(a) for a in (room, *args)] if room_first else [str(a) for a in args]
         if not self.settings.min_replicas or name in UNREPLICATED:
             if self._direct is None:
                 return script(keys=keys, args=args)
@@ -130,7 +131,7 @@ class Store(Rooms, WorkQueue, BlockPool):
         """Load every script into Redis's cache (on every primary of a cluster), at start and
         after a restart or failover, so the hot path never pays a NOSCRIPT miss (EVALSHA still
         reloads on one: a promoted replica's cache starts empty)."""
-        if is_cluster(self.client):
+        if self._cluster:
             for script in self._scripts.values():
                 self.client.script_load(script.script)  # sent to every primary
             return
@@ -227,34 +228,38 @@ class Store(Rooms, WorkQueue, BlockPool):
         if len(pipe):
             pipe.execute()
 
+    def _numbers(self) -> dict[str, int | float]:
+        """The numeric fields of the stats hash: counters as ints (exact however large),
+        HINCRBYFLOAT sums (seconds, the step timings ``*_ms:*``) as floats."""
+        out: dict[str, int | float] = {}
+        for name, value in _hash(self.client.hgetall(self.keys.stats)).items():
+            for kind in (int, float):
+                try:
+                    out[name] = kind(value)
+                    break
+                except ValueError:
+                    pass
+        return out
+
     @door("stats")
     def stats(self) -> dict[str, int]:
-        return {k: int(v) for k, v in _hash(self.client.hgetall(self.keys.stats)).items()
-                if v.lstrip("-").isdigit()}
+        """The node's counters."""
+        return {k: v for k, v in self._numbers().items() if isinstance(v, int)}
 
     @door("measures")
     def measures(self) -> dict[str, float]:
-        """Every numeric field of the stats hash, the processes' step timings (``*_ms:*``,
-        kept with HINCRBYFLOAT) included."""
-        out = {}
-        for name, value in _hash(self.client.hgetall(self.keys.stats)).items():
-            try:
-                out[name] = float(value)
-            except ValueError:
-                pass
-        return out
+        """Every numeric field of the stats hash, the step timings included."""
+        return {k: float(v) for k, v in self._numbers().items()}
 
     @door("rejected messages")
     def rejected_messages(self) -> int:
         """Messages the ingress refused, for every reason (``ingress_rejected:<kind>``)."""
         return sum(v for k, v in self.stats().items() if k.startswith("ingress_rejected:"))
 
-
     @door("record")
     def record(self) -> dict[str, str]:
         """The node record: the encoder side reads the pool's shape and layout from it."""
         return _hash(self.client.hgetall(self.keys.record))
-
 
     @door("now ms")
     def now_ms(self) -> int:

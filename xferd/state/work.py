@@ -10,7 +10,7 @@ import redis
 from xferd.state.keys import GROUP
 from xferd.state.records import Outcome, Reply, Round, Take, Verdict, _hash, _text
 from xferd.state.retry import door
-from xferd.state.rooms import _check_class
+from xferd.state.room import failure_class as declared_class
 
 
 def _id_key(entry_id) -> tuple[int, int]:
@@ -139,9 +139,8 @@ class WorkQueue:
     def fail_held_round(self, work: Round, consumer: str, epoch: str, reason: str,
                         failure_class: str = "internal") -> Outcome:
         """The holder fails its own round (its write is over): lets go and acknowledges."""
-        _check_class(failure_class)
-        return self._run("fail_room", work.room, reason, "holder", failure_class, consumer, epoch,
-                         work.entry_id).outcome
+        return self._run("fail_room", work.room, reason, "holder", declared_class(failure_class), consumer,
+                         epoch, work.entry_id).outcome
 
     @door("hand back")
     def hand_back(self, consumer: str, room: int, entry_id: str = "") -> tuple[str, Outcome | None]:

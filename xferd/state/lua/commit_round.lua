@@ -19,8 +19,8 @@
 --@include settle
 --@include reply
 --@include metrics
-local policy = read_policy(K.record)
-if not policy then return refuse('the node record ' .. K.record .. ' has no policy: is xferd serve running for the node?') end
+local policy, refusal = read_policy(K.record)
+if refusal then return refusal end
 local now = now_ms()
 local entry_round, entry, consumer, epoch = tonumber(A.round), A.entry, A.consumer, A.epoch
 local held, why = holding(K.room, consumer, epoch)
@@ -31,7 +31,7 @@ if not held then
   end
   return envelope('stale', nil, why, false)
 end
-local h = redis.call('HMGET', K.room, 'status', 'round', 'queued_round', 'total_tokens', 'dst_count')
+local h = redis.call('HMGET', K.room, 'status', 'round', 'queued_round', 'total_tokens', 'dst_count', 'queued_at')
 local status, round, queued = tonumber(h[1]), tonumber(h[2]), tonumber(h[3])
 if status == STATUS.Failed then  -- failed while we wrote: our write was the last one in flight
   let_go(K, A.room, entry)
@@ -59,16 +59,16 @@ end
 for k = 0, count - 1 do redis.call('HSET', K.room, 'dst' .. k .. '.sent_tokens', A.sent_after[k + 1]) end
 redis.call('HINCRBY', K.stats, 'rounds', 1)
 redis.call('HINCRBY', K.stats, 'bytes_written', A.written)
-observe(K.stats, 'round_seconds', (now - num(K.room, 'queued_at')) / 1000)  -- queued (init, resume) to committed
+observe(K.stats, 'round_seconds', (now - tonumber(h[6])) / 1000)  -- queued (init, resume) to committed
 let_go(K, A.room, entry)
 redis.call('HSET', K.room, 'round', entry_round, 'sent_tokens', min_sent, 'committed_at', now)
 if done then
-  set_status(K, A.room, STATUS.Success, now)
+  set_status(K, A.room, status, STATUS.Success, now)
   record_end(K, A.room, STATUS.Success, '', '', consumer, now)  -- who must push Success (lostpush.py watches it do so)
   refresh_deadline(K, A.room, policy)
   settle(K, A.room, policy, now)
 else
-  set_status(K, A.room, STATUS.Transferring, now)
+  set_status(K, A.room, status, STATUS.Transferring, now)
   refresh_deadline(K, A.room, policy)
 end
 return room_reply(K, 'ok', 'committed', true)

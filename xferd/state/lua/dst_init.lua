@@ -8,12 +8,12 @@
 ]]
 --@include util
 --@include policy
---@include fail
+--@include reject
 --@include deadline
 --@include queue
 --@include reply
-local policy = read_policy(K.record)
-if not policy then return refuse('the node record ' .. K.record .. ' has no policy: is xferd serve running for the node?') end
+local policy, refusal = read_policy(K.record)
+if refusal then return refusal end
 local now = now_ms()
 local session_key, session, required = K.sessions[1], A.session, tonumber(A.required)
 local status = num(K.room, 'status') or STATUS.Bootstrapping
@@ -21,7 +21,6 @@ if terminal(status) then
   -- a late or repeated init changes nothing; only Failed (once drained) is repeated
   return room_reply(K, 'ignored', 'init for a room that is ' .. STATUS_NAME[status] .. ' ignored', false)
 end
-local reason
 local k = find_dst(K.room, session)
 if k then
   local d = 'dst' .. k .. '.'
@@ -29,11 +28,12 @@ if k then
       and redis.call('HGET', K.room, d .. 'allocated_tokens') == A.allocated then
     return room_reply(K, 'ignored', 'duplicate init ignored', false)
   end
-  reason = 'conflicting second init from session ' .. session .. ' with other blocks or allocation'
+  return reject(K, A.room, policy, now, 'conflicting second init from session ' .. session ..
+    ' with other blocks or allocation')
 end
 local known_required, count = num(K.room, 'required_dst_info_num') or 0, num(K.room, 'dst_count') or 0
-if reason then
-elseif redis.call('EXISTS', session_key) == 0 then
+local reason
+if redis.call('EXISTS', session_key) == 0 then
   reason = 'init from unregistered session ' .. session
 elseif redis.call('HEXISTS', session_key, 'failed') == 1 then
   reason = 'session ' .. session .. ' is marked failed (' ..
@@ -44,10 +44,7 @@ elseif known_required ~= 0 and known_required ~= required then
 elseif count >= required then
   reason = 'init from a session beyond required_dst_info_num ' .. required
 end
-if reason then
-  fail(K, A.room, policy, now, reason, 'bad_input')
-  return room_reply(K, 'failed', '', false)
-end
+if reason then return reject(K, A.room, policy, now, reason) end
 ensure_room(K.room, A.room, now)
 local d = 'dst' .. count .. '.'
 redis.call('HSET', K.room, 'required_dst_info_num', required, 'dst_count', count + 1,
@@ -58,7 +55,7 @@ if A.one_round == '1' then redis.call('HSET', K.room, d .. 'one_round', 1) end
 redis.call('PEXPIRE', session_key, policy.session_retention)  -- a session lives a retention after its last use
 if count + 1 == required then
   redis.call('HSET', K.room, 'ready_at', now)
-  if status == STATUS.Bootstrapping then set_status(K, A.room, STATUS.WaitingForInput, now) end
+  if status == STATUS.Bootstrapping then set_status(K, A.room, status, STATUS.WaitingForInput, now) end
 end
 maybe_enqueue(K, A.room, now)
 refresh_deadline(K, A.room, policy)

@@ -7,25 +7,25 @@
 ]]
 --@include util
 --@include policy
---@include fail
+--@include reject
 --@include deadline
 --@include queue
 --@include reply
-local policy = read_policy(K.record)
-if not policy then return refuse('the node record ' .. K.record .. ' has no policy: is xferd serve running for the node?') end
+local policy, refusal = read_policy(K.record)
+if refusal then return refusal end
 local now = now_ms()
 local session_key, session = K.sessions[1], A.session
-local function reject(reason)
-  fail(K, A.room, policy, now, reason, 'bad_input')
-  return room_reply(K, 'failed', '', false)
+if redis.call('EXISTS', K.room) == 0 then
+  return reject(K, A.room, policy, now, 'resume for unknown room ' .. A.room)
 end
-if redis.call('EXISTS', K.room) == 0 then return reject('resume for unknown room ' .. A.room) end
 local status = num(K.room, 'status')
 if terminal(status) then
   return room_reply(K, 'ignored', 'resume for a room that is ' .. STATUS_NAME[status] .. ' ignored', false)
 end
 local k = find_dst(K.room, session)
-if not k then return reject('resume from session ' .. session .. ' which never sent init for this room') end
+if not k then
+  return reject(K, A.room, policy, now, 'resume from session ' .. session .. ' which never sent init for this room')
+end
 local d = 'dst' .. k .. '.'
 local signature = A.sent .. '|' .. A.allocated .. '|' .. A.dst_indices
 if redis.call('HGET', K.room, d .. 'last_resume') == signature then
@@ -50,7 +50,7 @@ elseif tonumber(A.sent) ~= recorded_sent then
 elseif num(K.room, d .. 'ready_round') > round then
   reason = 'second resume from ' .. session .. ' for round ' .. (round + 1)
 end
-if reason then return reject(reason) end
+if reason then return reject(K, A.room, policy, now, reason) end
 redis.call('HSET', K.room, d .. 'dst_indices', A.dst_indices, d .. 'allocated_tokens', A.allocated,
   d .. 'ready_round', round + 1, d .. 'last_resume', signature, d .. 'endpoint', A.endpoint,
   d .. 'resumed_at', now, 'updated_at', now)

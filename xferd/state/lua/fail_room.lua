@@ -20,8 +20,8 @@
 --@include fail
 --@include let_go
 --@include reply
-local policy = read_policy(K.record)
-if not policy then return refuse('the node record ' .. K.record .. ' has no policy: is xferd serve running for the node?') end
+local policy, refusal = read_policy(K.record)
+if refusal then return refusal end
 local now = now_ms()
 local reason, mode, class = A.reason, A.mode, A.class
 if mode == 'expired' then

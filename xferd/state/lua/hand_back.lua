@@ -17,8 +17,8 @@
 --@include let_go
 --@include queue
 --@include reply
-local policy = read_policy(K.record)
-if not policy then return refuse('the node record ' .. K.record .. ' has no policy: is xferd serve running for the node?') end
+local policy, refusal = read_policy(K.record)
+if refusal then return refusal end
 local now = now_ms()
 local consumer, entry, max_deliveries = A.consumer, A.entry, tonumber(A.max_deliveries)
 local acted = false

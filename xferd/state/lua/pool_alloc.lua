@@ -11,8 +11,8 @@
 --@include util
 --@include policy
 --@include envelope
-local policy = read_policy(K.record)
-if not policy then return refuse('the node record ' .. K.record .. ' has no policy: is xferd serve running for the node?') end
+local policy, refusal = read_policy(K.record)
+if refusal then return refusal end
 local count = tonumber(A.count)
 local held = redis.call('LRANGE', K.pool_owned, 0, -1)
 if #held > 0 then

@@ -13,8 +13,8 @@
 --@include policy
 --@include fail
 --@include reply
-local policy = read_policy(K.record)
-if not policy then return refuse('the node record ' .. K.record .. ' has no policy: is xferd serve running for the node?') end
+local policy, refusal = read_policy(K.record)
+if refusal then return refusal end
 local now = now_ms()
 local expires_at = redis.call('ZSCORE', K.pool_leases, A.room)
 if not expires_at or tonumber(expires_at) > now then return envelope('ignored', nil, 'not due', false, {}, {0}) end

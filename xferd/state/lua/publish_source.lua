@@ -11,12 +11,12 @@
 ]]
 --@include util
 --@include policy
---@include fail
+--@include reject
 --@include deadline
 --@include queue
 --@include reply
-local policy = read_policy(K.record)
-if not policy then return refuse('the node record ' .. K.record .. ' has no policy: is xferd serve running for the node?') end
+local policy, refusal = read_policy(K.record)
+if refusal then return refusal end
 local now = now_ms()
 local total, src = A.total_tokens, A.src_indices
 local status = num(K.room, 'status') or STATUS.Bootstrapping
@@ -28,8 +28,7 @@ if recorded then
   if terminal(status) then
     return room_reply(K, 'ignored', 'second publish with other blocks or total ignored', false)
   end
-  fail(K, A.room, policy, now, 'source published twice with different blocks or total', 'bad_input')
-  return room_reply(K, 'failed', 'second publish with other blocks or total ignored', false)
+  return reject(K, A.room, policy, now, 'source published twice with different blocks or total')
 end
 local owned, problem = {}, nil
 for _, block in ipairs(redis.call('LRANGE', K.pool_owned, 0, -1)) do owned[block] = true end
@@ -53,8 +52,7 @@ if problem or status == STATUS.Failed then
   -- nothing of it is named in the record; the encoder is done with what it did allocate
   give_back_blocks(K, A.room)
   if problem and not terminal(status) then
-    fail(K, A.room, policy, now, 'bad publish: ' .. problem, 'bad_input')
-    return room_reply(K, 'failed', problem, false)
+    return reject(K, A.room, policy, now, 'bad publish: ' .. problem)
   end
   return room_reply(K, 'ignored', problem or 'publish for a failed room: its blocks went back', false)
 end

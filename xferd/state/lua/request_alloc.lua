@@ -12,8 +12,8 @@
 --@include util
 --@include policy
 --@include envelope
-local policy = read_policy(K.record)
-if not policy then return refuse('the node record ' .. K.record .. ' has no policy: is xferd serve running for the node?') end
+local policy, refusal = read_policy(K.record)
+if refusal then return refusal end
 local count, attempt, lease_ms, agree = tonumber(A.count), tonumber(A.attempt), tonumber(A.lease_ms), A.agree == '1'
 local function short(free) return envelope('short', nil, '', false, {}, {free}) end
 local h = redis.call('HMGET', K.request, 'blocks', 'attempt', 'refused', 'count')

@@ -10,8 +10,8 @@
 --@include deadline
 --@include queue
 --@include envelope
-local policy = read_policy(K.record)
-if not policy then return refuse('the node record ' .. K.record .. ' has no policy: is xferd serve running for the node?') end
+local policy, refusal = read_policy(K.record)
+if refusal then return refusal end
 local h = redis.call('HMGET', K.room, 'status', 'round', 'queued_round')
 if not h[1] then return envelope('ignored', nil, 'room record is gone', false) end
 local status, round, queued = tonumber(h[1]), tonumber(h[2]), tonumber(h[3])

@@ -5,8 +5,9 @@
 --@include room status ended settle
 --@keys room statuses stats ended timeouts pool_owned pool_free pool_leases
 local function fail(K, room, policy, now, reason, class)
-  if terminal(ensure_room(K.room, room, now)) then return false end
-  set_status(K, room, STATUS.Failed, now)
+  local status = ensure_room(K.room, room, now)
+  if terminal(status) then return false end
+  set_status(K, room, status, STATUS.Failed, now)
   redis.call('HSET', K.room, 'failure', reason, 'failure_class', class, 'failed_at', now)
   record_end(K, room, STATUS.Failed, class, reason, nil, now)
   redis.call('HDEL', K.room, 'deadline', 'deadline_reason')

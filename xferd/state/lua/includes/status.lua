@@ -1,9 +1,8 @@
 -- Every status change goes through here: only a declared transition (room.py's
 -- TRANSITIONS), and into the capped `statuses` stream, which encoders block on.
---@include room
 --@keys room statuses
-local function set_status(K, room, status, now)
-  local current = num(K.room, 'status')
+-- `current`: the status the caller read.
+local function set_status(K, room, current, status, now)
   if current ~= status and not MOVES[current .. '>' .. status] then
     error('room ' .. room .. ': no transition from ' .. STATUS_NAME[current] .. ' to ' .. STATUS_NAME[status])
   end
