@@ -25,7 +25,7 @@ def test_the_lua_histogram_buckets_are_the_python_ones():
 
 
 def test_bucket_fields_become_cumulative_prometheus_buckets():
-    fields = {"hist:t:0.001": "2", "hist:t:1": "3", "hist:t:+Inf": "1", "hist:t:sum": "9.5", "other": "7"}
+    fields = {"hist:t:0.001": "2", "hist:t:1": "3", "hist:t:+Inf": "1", "hist:t:sum_ms": "9500", "other": "7"}
     buckets, total = cumulative(fields, "t")
     assert total == 9.5 and len(buckets) == len(BUCKETS) + 1
     assert dict(buckets)["0.001"] == 2 and dict(buckets)["0.5"] == 2 and dict(buckets)["1.0"] == 5

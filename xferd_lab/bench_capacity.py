@@ -53,6 +53,16 @@ def _drive(url: str, prefix: str, nodes: list[str], seconds: float, done) -> Non
     done.put(rounds)
 
 
+def _server_counts(client) -> dict[str, float]:
+    """Redis's own counters: microseconds in scripts, requests that are scripts or reads, CPU
+    seconds in user and kernel mode (server-wide: run it alone)."""
+    stats, cpu = client.info("commandstats"), client.info("cpu")
+    calls = {name: stats.get(f"cmdstat_{name}", {}) for name in ("evalsha", "eval", "xreadgroup")}
+    return {"scripts_usec": float(sum(calls[n].get("usec", 0) for n in ("evalsha", "eval"))),
+            "requests": float(sum(c.get("calls", 0) for c in calls.values())),
+            "cpu_sys": float(cpu["used_cpu_sys"]), "cpu_user": float(cpu["used_cpu_user"])}
+
+
 def run_capacity(redis_url: str | None = None, nodes: int = 8, processes: int = 2, seconds: float = 20.0,
                  json_path: str = "bench-capacity.json", out=sys.stdout) -> dict:
     from xferd.state.connections import DEFAULT_REDIS_URL, connect
@@ -72,6 +82,7 @@ def run_capacity(redis_url: str | None = None, nodes: int = 8, processes: int = 
             store.init_pool(64, {"shm": "capacity"})
         pids = redis_pids(client)
         meter = CpuMeter({"redis": pids})
+        before = _server_counts(client)
         out.write(f"xferd bench --capacity: {nodes} simulated nodes, {processes} load processes, {seconds:g} s, "
                   f"Redis {url.split('@')[-1]}{'' if pids else ' (its CPU cannot be read here)'}\n")
         done = multiprocessing.get_context("spawn").Queue()
@@ -86,6 +97,7 @@ def run_capacity(redis_url: str | None = None, nodes: int = 8, processes: int = 
         for worker in workers:
             worker.join()
         redis_cpu = meter.stop().get("redis", 0.0)
+        spent = {k: v - before.get(k, 0.0) for k, v in _server_counts(client).items()}
     finally:
         for key in client.scan_iter(f"{prefix}:*", count=1000):
             client.delete(key)
@@ -94,7 +106,14 @@ def run_capacity(redis_url: str | None = None, nodes: int = 8, processes: int = 
     report = {"nodes": nodes, "processes": processes, "seconds": round(elapsed, 1), "rounds": rounds,
               "rounds_per_s": round(rounds / elapsed, 1),
               "redis_cpu_ms_per_round": round(redis_cpu * 1000 / max(rounds, 1), 3) if pids else None,
-              "redis_busy": round(redis_cpu / elapsed, 2) if pids else None}
+              "redis_busy": round(redis_cpu / elapsed, 2) if pids else None,
+              # where Redis's time goes, from its own counters: the scripts, the requests that
+              # reach it (scripts and reads; each is a socket read and a reply written), and
+              # its CPU in the kernel (mostly those sockets) and in Redis itself
+              "redis_scripts_ms_per_round": round(spent["scripts_usec"] / 1000 / max(rounds, 1), 3),
+              "redis_requests_per_round": round(spent["requests"] / max(rounds, 1), 2),
+              "redis_kernel_ms_per_round": round(spent["cpu_sys"] * 1000 / max(rounds, 1), 3),
+              "redis_user_ms_per_round": round(spent["cpu_user"] * 1000 / max(rounds, 1), 3)}
     if pids and rounds:
         per_core = 1000 / report["redis_cpu_ms_per_round"]
         report["rounds_per_s_per_redis_core"] = round(per_core)
@@ -107,6 +126,9 @@ def run_capacity(redis_url: str | None = None, nodes: int = 8, processes: int = 
         line = f"{report['rounds_per_s']:,.0f} rounds/s (Redis's CPU not measured)"
     report["capacity"] = line
     out.write(line + "\n")
+    out.write(f"  Redis per round: {report['redis_requests_per_round']:g} requests (scripts and reads), "
+              f"{report['redis_scripts_ms_per_round']:.3f} ms in scripts; CPU {report['redis_user_ms_per_round']:.3f} ms "
+              f"in Redis, {report['redis_kernel_ms_per_round']:.3f} ms in the kernel (its sockets)\n")
     with open(json_path, "w") as handle:
         json.dump(report, handle, indent=2)
     out.write(f"JSON: {json_path}\n")

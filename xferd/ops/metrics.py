@@ -57,10 +57,11 @@ LABELLED = {  # stats field prefix -> (metric name, help, label)
 
 def cumulative(fields: dict[str, str], name: str) -> tuple[list[tuple[str, float]], float]:
     """The histogram ``name``, kept as one field per bucket hit (``hist:NAME:LE``, LE as Lua
-    prints it) and ``hist:NAME:sum``: every bucket, cumulative, ending in +Inf; and the sum."""
+    prints it) and ``hist:NAME:sum_ms``: every bucket, cumulative, ending in +Inf; and the sum
+    in seconds (with ``hist:NAME:sum``, seconds, as nodes before 2026-12 kept it)."""
     prefix = f"hist:{name}:"
     counts = {key[len(prefix):]: float(value) for key, value in fields.items() if key.startswith(prefix)}
-    total_sum = counts.pop("sum", 0.0)
+    total_sum = counts.pop("sum", 0.0) + counts.pop("sum_ms", 0.0) / 1000
     by_bound = {float(le): count for le, count in counts.items()}
     buckets, running = [], 0.0
     for bound in (*BUCKETS, float("inf")):

@@ -57,6 +57,9 @@ def constants() -> tuple[dict[str, str], dict[str, str]]:
         "STATUS_NAME": {int(s): s.name for s in Status},
         "MOVES": moves,  # 'from>to' of every declared transition
         "DEADLINES": {d.phase: {"start": d.start, "policy": d.policy, "reason": d.reason} for d in declared.DEADLINES},
+        # what refresh_deadline reads: the phases' conditions, then their start fields
+        "DEADLINE_FIELDS": ["status", "required_dst_info_num", "dst_count", "total_tokens", "round", "queued_round",
+                            *dict.fromkeys(d.start for d in declared.DEADLINES)],
         "POLICY_FIELDS": list(POLICY),
         "BUCKETS": list(declared.BUCKETS),
     }

@@ -22,46 +22,49 @@ local function stale(reason)
   redis.call('XACK', K.rounds, GROUP, entry)
   return envelope('stale', nil, reason, false)
 end
-if redis.call('EXISTS', K.room) == 0 then return stale('room record is gone') end
-local h = redis.call('HMGET', K.room, 'status', 'round', 'queued_round', 'entry', 'holder',
-  'holder_entry', 'epoch', 'takes')
-local status, round, queued = tonumber(h[1]), tonumber(h[2]), tonumber(h[3])
+-- the room read once: the round, its hold, and what planning reads
+local r = read_fields(K.room, {'status', 'round', 'queued_round', 'entry', 'holder', 'holder_entry', 'epoch',
+  'takes', 'dst_count', 'total_tokens', 'src_indices'})
+if not r.status then return stale('room record is gone') end
+local status, round, queued = tonumber(r.status), tonumber(r.round), tonumber(r.queued_round)
 if terminal(status) then return stale('room is ' .. STATUS_NAME[status]) end
 if round >= entry_round then return stale('round ' .. entry_round .. ' is already committed') end
 if queued ~= entry_round then return stale('round ' .. entry_round .. ' is not the queued one') end
 local epoch, takes
-if h[5] == consumer and h[6] == entry then
-  epoch, takes = tonumber(h[7]), tonumber(h[8])  -- a retried begin: the same take
-elseif h[5] then
+if r.holder == consumer and r.holder_entry == entry then
+  epoch, takes = tonumber(r.epoch), tonumber(r.takes)  -- a retried begin: the same take
+elseif r.holder then
   -- a second entry for a round someone holds (queued again after a lost group): it
   -- yields, and the holder's entry stays the round's own
-  redis.call('HSET', K.room, 'entry', h[6])
-  return envelope('stale', nil, 'round ' .. entry_round .. ' is held by ' .. h[5], false)
-elseif h[4] ~= entry then
-  return envelope('stale', nil, 'entry ' .. entry .. ' was superseded by ' .. tostring(h[4]), false)
+  redis.call('HSET', K.room, 'entry', r.holder_entry)
+  return envelope('stale', nil, 'round ' .. entry_round .. ' is held by ' .. r.holder, false)
+elseif r.entry ~= entry then
+  return envelope('stale', nil, 'entry ' .. entry .. ' was superseded by ' .. tostring(r.entry), false)
 else
   local now, lease_ms = now_ms(), tonumber(A.lease_ms)
-  epoch = redis.call('HINCRBY', K.room, 'epoch', 1)
-  takes = redis.call('HINCRBY', K.room, 'takes', 1)
+  epoch, takes = tonumber(r.epoch or 0) + 1, tonumber(r.takes or 0) + 1
+  redis.call('HSET', K.room, 'epoch', epoch, 'takes', takes, 'holder', consumer, 'holder_entry', entry,
+    'taken_at', now, 'lease_until', now + lease_ms)
   if takes > 1 then redis.call('HINCRBY', K.room, 'rewrites', 1) end
-  redis.call('HSET', K.room, 'holder', consumer, 'holder_entry', entry, 'taken_at', now,
-    'lease_until', now + lease_ms)
   redis.call('ZADD', K.writing, now + lease_ms, A.room)
   redis.call('XCLAIM', K.rounds, GROUP, consumer, 0, entry, 'JUSTID')  -- the lease starts now
 end
-local function pick(key, fields)
-  local values, flat = redis.call('HMGET', key, unpack(fields)), {}
-  for i, field in ipairs(fields) do
-    if values[i] then flat[#flat + 1] = field; flat[#flat + 1] = values[i] end
-  end
-  return flat
+-- as flat name/value pairs, only the fields present
+local room = {}
+local function add(name, value)
+  if value then room[#room + 1] = name; room[#room + 1] = value end
 end
-local fields = {'dst_count', 'total_tokens', 'src_indices'}
-for k = 0, (num(K.room, 'dst_count') or 0) - 1 do
-  for _, name in ipairs({'session', 'dst_indices', 'allocated_tokens', 'sent_tokens', 'one_round'}) do
-    fields[#fields + 1] = 'dst' .. k .. '.' .. name
-  end
+for _, name in ipairs({'dst_count', 'total_tokens', 'src_indices'}) do add(name, r[name]) end
+local names = {'session', 'dst_indices', 'allocated_tokens', 'sent_tokens', 'one_round'}
+for k, dst in ipairs(read_dsts(K.room, tonumber(r.dst_count) or 0, names)) do
+  for _, name in ipairs(names) do add('dst' .. (k - 1) .. '.' .. name, dst[name]) end
 end
-local data = {epoch, pick(K.room, fields)}
-for _, key in ipairs(K.sessions) do data[#data + 1] = pick(key, {'ptrs', 'lens', 'failed', 'registered_at'}) end
+local data = {epoch, room}
+for _, key in ipairs(K.sessions) do
+  local values, session = redis.call('HMGET', key, 'ptrs', 'lens', 'failed', 'registered_at'), {}
+  for i, name in ipairs({'ptrs', 'lens', 'failed', 'registered_at'}) do
+    if values[i] then session[#session + 1] = name; session[#session + 1] = values[i] end
+  end
+  data[#data + 1] = session
+end
 return envelope(takes > 1 and 'redo' or 'ok', status, '', false, {}, data)

@@ -23,16 +23,18 @@ local policy, refusal = read_policy(K.record)
 if refusal then return refusal end
 local now = now_ms()
 local entry_round, entry, consumer, epoch = tonumber(A.round), A.entry, A.consumer, A.epoch
-local held, why = holding(K.room, consumer, epoch)
+-- the room read once: the hold, the round, and what the deadline and the reply need
+local r = read_fields(K.room, {'holder', 'epoch', 'done_epoch', 'status', 'round', 'queued_round',
+  'total_tokens', 'dst_count', 'queued_at', 'required_dst_info_num'})
+local held, why = held_by(r.holder, r.epoch, consumer, epoch)
 if not held then
-  if let_go_already(K.room, epoch) then
-    if num(K.room, 'status') == STATUS.Failed then return room_reply(K, 'ended', '', false) end
+  if let_go_already(r.holder, r.done_epoch, epoch) then
+    if tonumber(r.status) == STATUS.Failed then return room_reply(K, 'ended', '', false) end
     return room_reply(K, 'ok', 'committed', true)
   end
   return envelope('stale', nil, why, false)
 end
-local h = redis.call('HMGET', K.room, 'status', 'round', 'queued_round', 'total_tokens', 'dst_count', 'queued_at')
-local status, round, queued = tonumber(h[1]), tonumber(h[2]), tonumber(h[3])
+local status, round, queued = tonumber(r.status), tonumber(r.round), tonumber(r.queued_round)
 if status == STATUS.Failed then  -- failed while we wrote: our write was the last one in flight
   let_go(K, A.room, entry)
   settle(K, A.room, policy, now)
@@ -42,33 +44,38 @@ if round ~= entry_round - 1 or queued ~= entry_round then
   return refuse('holder of round ' .. entry_round .. ' commits, but the room is at round ' ..
     round .. ' with round ' .. queued .. ' queued')
 end
-local total, count = tonumber(h[4]), tonumber(h[5])
+local total, count = tonumber(r.total_tokens), tonumber(r.dst_count)
 if #A.sent_after ~= count then
   return refuse('commit names ' .. #A.sent_after .. ' destinations, room has ' .. count)
 end
-local done, min_sent = true, total
+local dsts = read_dsts(K.room, count, {'sent_tokens', 'endpoint'})
+local done, min_sent, fields, endpoints = true, total, {}, {}
 for k = 0, count - 1 do
   local field = 'dst' .. k .. '.sent_tokens'
-  local sent, before = tonumber(A.sent_after[k + 1]), num(K.room, field)
+  local sent, before = tonumber(A.sent_after[k + 1]), tonumber(dsts[k + 1].sent_tokens)
   if sent < before or sent > total then
     return refuse('commit would move ' .. field .. ' from ' .. before .. ' to ' .. sent)
   end
   if sent < total then done = false end
   if sent < min_sent then min_sent = sent end
+  fields[#fields + 1] = field
+  fields[#fields + 1] = sent
+  endpoints[k + 1] = dsts[k + 1].endpoint
 end
-for k = 0, count - 1 do redis.call('HSET', K.room, 'dst' .. k .. '.sent_tokens', A.sent_after[k + 1]) end
 redis.call('HINCRBY', K.stats, 'rounds', 1)
 redis.call('HINCRBY', K.stats, 'bytes_written', A.written)
-observe(K.stats, 'round_seconds', (now - tonumber(h[6])) / 1000)  -- queued (init, resume) to committed
+observe(K.stats, 'round_seconds', now - tonumber(r.queued_at))  -- queued (init, resume) to committed
 let_go(K, A.room, entry)
-redis.call('HSET', K.room, 'round', entry_round, 'sent_tokens', min_sent, 'committed_at', now)
+redis.call('HSET', K.room, 'round', entry_round, 'sent_tokens', min_sent, 'committed_at', now,
+  'updated_at', now, unpack(fields))
+local after = done and STATUS.Success or STATUS.Transferring
+set_status(K, A.room, status, after, now)
+r.status, r.round, r.committed_at = after, entry_round, now
 if done then
-  set_status(K, A.room, status, STATUS.Success, now)
   record_end(K, A.room, STATUS.Success, '', '', consumer, now)  -- who must push Success (lostpush.py watches it do so)
-  refresh_deadline(K, A.room, policy)
+  refresh_deadline(K, A.room, policy, r)
   settle(K, A.room, policy, now)
 else
-  set_status(K, A.room, status, STATUS.Transferring, now)
-  refresh_deadline(K, A.room, policy)
+  refresh_deadline(K, A.room, policy, r)
 end
-return room_reply(K, 'ok', 'committed', true)
+return envelope('ok', after, 'committed', true, endpoints)

@@ -40,7 +40,8 @@ if mode == 'expired' then
 elseif mode == 'holder' then
   local held, why = holding(K.room, A.consumer, A.epoch)
   if not held then
-    if let_go_already(K.room, A.epoch) then return room_reply(K, 'ignored', '', false) end
+    local h = redis.call('HMGET', K.room, 'holder', 'done_epoch')
+    if let_go_already(h[1], h[2], A.epoch) then return room_reply(K, 'ignored', '', false) end
     return envelope('stale', num(K.room, 'status'), why, false)
   end
   let_go(K, A.room, A.entry)

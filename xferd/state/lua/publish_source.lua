@@ -19,8 +19,9 @@ local policy, refusal = read_policy(K.record)
 if refusal then return refusal end
 local now = now_ms()
 local total, src = A.total_tokens, A.src_indices
-local status = num(K.room, 'status') or STATUS.Bootstrapping
-local recorded = redis.call('HGET', K.room, 'total_tokens')
+local r = read_fields(K.room, DEADLINE_FIELDS)
+local status = tonumber(r.status) or STATUS.Bootstrapping
+local recorded = r.total_tokens
 if recorded then
   if recorded == total and redis.call('HGET', K.room, 'src_indices') == src then
     return room_reply(K, 'ignored', 'duplicate publish ignored', false)
@@ -56,9 +57,13 @@ if problem or status == STATUS.Failed then
   end
   return room_reply(K, 'ignored', problem or 'publish for a failed room: its blocks went back', false)
 end
-ensure_room(K.room, A.room, now)
+if not r.status then
+  create_room(K.room, A.room, now)
+  r.status, r.created_at, r.round, r.queued_round, r.required_dst_info_num, r.dst_count = status, now, 0, 0, 0, 0
+end
 redis.call('ZREM', K.pool_leases, A.room)  -- published: the room's end returns the blocks
 redis.call('HSET', K.room, 'total_tokens', total, 'src_indices', src, 'source_at', now, 'updated_at', now)
-maybe_enqueue(K, A.room, now)
-refresh_deadline(K, A.room, policy)
-return room_reply(K, 'ok', 'ok', false)
+r.total_tokens = total
+maybe_enqueue(K, A.room, now, r)
+refresh_deadline(K, A.room, policy, r)
+return envelope('ok', status, 'ok', false)

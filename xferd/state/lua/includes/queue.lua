@@ -4,28 +4,38 @@
 
 -- The work entry of one round (Store.round_from reads it); the room remembers it as the
 -- entry that carries its queued round, so any other entry for that round is stale.
-local function add_entry(K, room, round, now)
+-- `sessions`: the destinations' session ids, in order (nil: read from the room); `...`:
+-- more fields and values of the room to write with the entry's.
+local function add_entry(K, room, round, now, sessions, ...)
   local id = redis.call('XADD', K.rounds, '*', 'room', room, 'round', round,
-    'sessions', table.concat(dst_values(K.room, 'session'), ','))
-  redis.call('HSET', K.room, 'entry', id, 'queued_at', now)
+    'sessions', table.concat(sessions or dst_values(K.room, 'session'), ','))
+  redis.call('HSET', K.room, 'entry', id, 'queued_at', now, ...)
   return id
 end
 
+-- What maybe_enqueue reads: of the room, and of each destination.
+local QUEUE_FIELDS = {'status', 'required_dst_info_num', 'dst_count', 'total_tokens', 'round', 'queued_round'}
+local QUEUE_DST_FIELDS = {'session', 'sent_tokens', 'ready_round'}
+
 -- Queue the next round once the source is known and every destination is ready for it.
-local function maybe_enqueue(K, room, now)
-  local h = redis.call('HMGET', K.room, 'status', 'required_dst_info_num', 'dst_count',
-    'total_tokens', 'round', 'queued_round')
-  local status, required, count = tonumber(h[1]), tonumber(h[2]), tonumber(h[3])
-  if terminal(status) or required == 0 or count < required or not h[4] then
+-- `r`, `dsts`: the room's fields and its destinations' as they are now (QUEUE_FIELDS,
+-- QUEUE_DST_FIELDS; nil reads them); `r` is kept up to date (queued_round, queued_at).
+local function maybe_enqueue(K, room, now, r, dsts)
+  r = r or read_fields(K.room, QUEUE_FIELDS)
+  local status, required, count = tonumber(r.status), tonumber(r.required_dst_info_num), tonumber(r.dst_count)
+  if terminal(status) or required == 0 or count < required or not r.total_tokens then
     return false
   end
-  local total, nxt = tonumber(h[4]), tonumber(h[5]) + 1
-  if tonumber(h[6]) >= nxt then return false end
-  for k = 0, count - 1 do
-    local d = redis.call('HMGET', K.room, 'dst' .. k .. '.sent_tokens', 'dst' .. k .. '.ready_round')
-    if tonumber(d[1]) < total and tonumber(d[2]) < nxt then return false end
+  local total, nxt = tonumber(r.total_tokens), tonumber(r.round) + 1
+  if tonumber(r.queued_round) >= nxt then return false end
+  dsts = dsts or read_dsts(K.room, count, QUEUE_DST_FIELDS)
+  local sessions = {}
+  for k = 1, count do
+    local d = dsts[k]
+    if tonumber(d.sent_tokens) < total and tonumber(d.ready_round) < nxt then return false end
+    sessions[k] = d.session
   end
-  redis.call('HSET', K.room, 'queued_round', nxt, 'takes', 0, 'handbacks', 0)
-  add_entry(K, room, nxt, now)
+  add_entry(K, room, nxt, now, sessions, 'queued_round', nxt, 'takes', 0, 'handbacks', 0)
+  r.queued_round, r.queued_at = nxt, now
   return true
 end
