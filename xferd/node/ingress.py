@@ -83,7 +83,9 @@ class Ingress:
         except WireError as error:
             self.reject(error)
             return
-        self.handle([part.bytes for part in parts], peer_of(parts[0]))
+        # without CURVE there is no peer key to read (asking would raise, for nothing)
+        peer = peer_of(parts[0]) if self.authenticator is not None else ""
+        self.handle([part.bytes for part in parts], peer)
 
     def handle(self, frames: list[bytes], peer: str = "") -> None:
         """One message; ``peer`` is the sender's CurveZMQ public key ('' without CURVE)."""

@@ -10,6 +10,11 @@ from typing import Callable
 
 import redis
 from redis import exceptions
+
+try:  # a declared dependency (redis[hiredis]); redis-py's own packing is the fallback
+    from hiredis import pack_command
+except ImportError:  # pragma: no cover
+    pack_command = None
 from redis.cluster import RedisCluster
 from redis._parsers.base import BaseParser
 from redis.backoff import ExponentialBackoff, NoBackoff
@@ -122,7 +127,7 @@ class DirectCalls:
             self._drop(connection)
         self._count()
         try:
-            connection.send_packed_command(connection.pack_commands(commands))
+            connection.send_packed_command(_packed(connection, commands))
         except TRANSIENT:
             self._lost()
             raise
@@ -172,6 +177,14 @@ class DirectCalls:
         """The reply of the command sent ahead; an error drops the connection (redis-py)."""
         self._local.ahead = False
         return self._read(self._connection())
+
+
+def _packed(connection, commands: tuple[tuple, ...]):
+    """``commands`` as the bytes to send: hiredis packs a command in 2 µs, redis-py's
+    encoder in 18 (it checks and encodes each argument in Python)."""
+    if pack_command is None:
+        return connection.pack_commands(commands)
+    return [b"".join(pack_command(command) for command in commands)]
 
 
 def connect(url: str | None, probe_patience_s: float = 10.0) -> redis.Redis:
