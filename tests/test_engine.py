@@ -118,3 +118,24 @@ def test_an_empty_write_is_nothing_to_do(engines):
     writer, _, readers, _ = engines
     assert writer.write_all([Write(readers[0].session_id, [], [], [])]) == [None]
 
+
+
+def test_a_write_running_well_past_its_expected_time_calls_on_slow_once(engines, monkeypatch):
+    """The worker hands back an entry it read ahead when the write before it is slow; a write
+    that keeps to its expected time never calls it."""
+    writer, source, readers, targets = engines
+    monkeypatch.setattr(module, "SLOW_MIN_S", 0.001)  # a 14 MB loopback copy takes several ms
+    write = Write(readers[0].session_id, [source.data_ptr()], [targets[0].data_ptr()], [14 * MB])
+    calls = []
+    rate = writer._rate
+    try:
+        writer._rate = 1e13  # expects 14 MB in about a microsecond: past 1 ms is slow
+        assert writer.write_all([write], on_slow=lambda: calls.append(1)) == [None]
+        slow_took = len(calls)
+        writer._rate = 1e6  # expects 14 s: a loopback copy keeps well within it
+        calls.clear()
+        assert writer.write_all([write], on_slow=lambda: calls.append(1)) == [None]
+    finally:
+        writer._rate = rate
+    assert torch.equal(targets[0][:14 * MB], source[:14 * MB])
+    assert slow_took == 1 and calls == []

@@ -7,6 +7,8 @@ import time
 import pytest
 import redis
 
+from conftest import make_settings
+from xferd.state.connections import connect
 from xferd.state.keys import GROUP
 from xferd.protocol.status import Status
 from xferd.state.store import Store
@@ -619,3 +621,36 @@ def test_a_rooms_deadlines_are_the_nodes_whatever_the_caller_was_configured_with
     store.client.hdel(store.keys.record, "bootstrap_timeout_ms")
     with pytest.raises(redis.ResponseError, match="has no policy"):
         publish(encoder, 36, 100)
+
+
+def test_a_commit_takes_the_round_read_ahead_and_reads_the_next_in_one_round_trip(redis_url):
+    """Under load a lane's commit carries the take of the entry it read ahead and a read of
+    one more: one round trip, and each answer is what its own call would have said."""
+    settings = make_settings(redis_url=redis_url)
+    store = Store(connect(redis_url), settings, direct=True)
+    try:
+        store.ensure_groups()
+        store.load_scripts()
+        store.init_pool(64, {"shm": "test"})
+        register(store)
+        for room in (1, 2, 3):
+            init(store, room, indices=[room], allocated=100)
+            publish(store, room, 100)
+        first, second = store.read_rounds("w1", count=2, block_ms=10)
+        epoch = begin(store, first).epoch
+        assert store.batches
+        trips = store.round_trips
+        verdict, outcome, (taken, why), more = store.commit_and_take(first, "w1", epoch, [100], 1000, second, 30_000)
+        assert store.round_trips - trips == 1
+        assert verdict == "ok" and outcome.status == Status.Success
+        assert taken is not None and store.room(2)["holder"] == "w1" and store.room(2)["epoch"] == taken.epoch
+        assert [w.room for w in more] == [3] and {e for e, _ in store.pending("w1")} == {second.entry_id, more[0].entry_id}
+        # a retry (its reply lost) finds the commit and the take done, and reads nothing more
+        again = store.commit_and_take(first, "w1", epoch, [100], 1000, second, 30_000)
+        assert again[0] == "ok" and again[2][0].epoch == taken.epoch and again[3] == []
+        assert store.stats()["rounds"] == 1
+        # the round taken ahead commits as any other
+        assert store.commit_round(second, "w1", taken.epoch, [100])[0] == "ok"
+        assert store.room(1)["status_name"] == store.room(2)["status_name"] == "Success"
+    finally:
+        store.delete_keys(list(store.node_keys()))

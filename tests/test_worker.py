@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 
 import pytest
+import torch
 
 from conftest import clients, start_node, start_room, wait_for
 from xferd.protocol.status import Status
@@ -121,3 +122,75 @@ def test_a_stopping_worker_hands_back_the_round_its_last_commit_read_at_once(lon
     assert store.stats().get("handed_back") == 1
     again = take(store, 6, "another")
     assert again.round == 1 and store.begin_round(again, "another", 60_000)[0] is not None
+
+
+def test_a_lane_hands_back_the_round_it_read_ahead_when_its_write_is_slow(lone_worker):
+    """The entry read ahead waits for the lane's current write; when that write is slow (a
+    stalled destination), it goes back to the queue at once, for another lane, and nothing
+    of it stays pending on this one."""
+    from test_store import init, publish, register, take
+
+    store, made = lone_worker
+    register(store)
+    for room in (5, 6):
+        init(store, room, indices=[room], allocated=100)
+        publish(store, room, 100)
+    current, made._ahead = made.once.read_rounds(made.consumer, count=2, block_ms=100)
+    made._let_ahead_go()  # what a slow write calls (Engine.write_all's on_slow)
+    assert made._ahead is None and [e for e, _ in store.pending(made.consumer)] == [current.entry_id]
+    again = take(store, 6, "another")
+    assert again.round == 1 and store.begin_round(again, "another", 60_000)[0] is not None
+
+
+def test_a_stopping_lane_hands_back_the_rounds_it_read_and_took_ahead(lone_worker):
+    """A drain right after a commit that took the next round and read another: neither is
+    written by this lane, both go back to the queue, and the taken one is let go (no hold
+    left for the fencer)."""
+    from test_store import begin, init, publish, register
+
+    store, made = lone_worker
+    register(store)
+    for room in (5, 6, 7):
+        init(store, room, indices=[room], allocated=100)
+        publish(store, room, 100)
+    first, second = made.once.read_rounds(made.consumer, count=2, block_ms=100)
+    epoch = begin(made.store, first, made.consumer).epoch
+    made._ahead = second
+    assert made._commit_and_take(first, epoch, [100], 0)[0] == "ok"
+    assert made._taken is not None and made._ahead is not None and store.room(6)["holder"] == made.consumer
+    made.stopping = True
+    made.run()
+    assert store.pending() == [] and "holder" not in store.room(6)
+    assert store.stats().get("handed_back") == 2
+    assert sorted(w.room for w in store.read_rounds("another", count=10, block_ms=100)) == [6, 7]
+
+
+def test_with_rounds_queued_each_commit_takes_the_next_round_in_its_own_round_trip(redis_url, tmp_path_factory):
+    """A backlog (the lane's first round stalls while twelve more are queued): from then on
+    a round costs one round trip, its take riding with the commit before it, and every room
+    ends with its bytes."""
+    node = start_node(redis_url, tmp_path_factory, workers=1, lease=60.0,
+                      env={"XFERD_FAULT": "stall_write", "XFERD_FAULT_STALL": "1.5"})
+    try:
+        with clients(node) as (sender, rx):
+            time.sleep(0.3)
+            stalled, _ = start_room(sender, rx, 256, [0, 1], 256)
+            assert wait_for(lambda: node.store.room(stalled).get("holder"), timeout=5)
+            rooms = [(start_room(sender, rx, 256, [2 * i, 2 * i + 1], 256), [2 * i, 2 * i + 1])
+                     for i in range(1, 13)]
+            assert rx.wait(stalled, 10) == Status.Success
+            layout = node.settings.buffer_layout
+            for (room, data), blocks in rooms:
+                assert rx.wait(room, 10) == Status.Success
+                for index, buffer in enumerate(layout.buffers):
+                    if buffer.per_token:
+                        assert torch.equal(rx.pool.read_tokens(index, blocks, 256),
+                                           buffer.token_range(data[index], 0, 256)), (room, buffer.name)
+        assert wait_for(lambda: node.store.stats().get("worker_rounds") == 13, timeout=5)
+        stats = node.store.stats()
+        # the first round: a read, its take and its commit; the second its take and commit;
+        # then one a round (and in every round one more, the stall fault asking for its marker)
+        trips = stats["worker_round_trips"] - 13
+        assert trips <= 3 + 2 + 11, {k: v for k, v in stats.items() if k.startswith("worker_")}
+    finally:
+        node.stop()

@@ -4,8 +4,10 @@ A round is: read (XREADGROUP: the entry is pending on this worker) → begin (Lu
 entry is current, takes the round under a new fencing epoch, returns the room and its
 sessions) → plan (pure) → Mooncake writes, every destination's at once (``engine.write_all``),
 the lease kept alive meanwhile (``lease.py``) → commit (Lua: compare-and-set, XACK, the
-blocks of a finished room back, all for this epoch only). Three Redis round trips; two
-under load, where the next read goes out in the commit's write (``Store.commit_round``).
+blocks of a finished room back, all for this epoch only). Three Redis round trips at idle;
+under load one, where the commit's write also takes the entry the lane read ahead and reads
+the next (``Store.commit_and_take``). An entry read ahead waits only for the lane's current
+write: a slow write hands it back to the queue (``Engine.write_all``'s ``on_slow``).
 A worker that stops anywhere before the commit (killed, paused, cut off from Redis) keeps
 its entry pending; the node's fencer stops its process for certain and only then hands the
 round to another worker (``fencer.py``), which rewrites the same bytes. After the commit a
@@ -17,7 +19,6 @@ import os
 import signal
 import threading
 import time
-from dataclasses import dataclass
 from typing import Callable
 
 from xferd.state.connections import TRANSIENT, connect
@@ -27,11 +28,10 @@ from xferd.transfer.engine import Engine, Write
 from xferd.node.faults import maybe_die, maybe_stall
 from xferd.node.fencer import Fencer
 from xferd.node.stopping import Identity
-from xferd.protocol.layout import Layout
 from xferd.node.lease import LeaseKeeper
 from xferd.node.lostpush import horizon_s
 from xferd.node.notify import Notifier
-from xferd.protocol.planning import PlanError, RoundPlan, check_allocation, plan_round
+from xferd.protocol.planning import PlanError, Target, plan_targets
 from xferd.transfer.pool import SourcePool
 from xferd.node.processes import run_service
 from xferd.state.replication import NotReplicated
@@ -41,58 +41,6 @@ from xferd.state.store import Outcome, Round, Store, Take
 log = logging.getLogger("xferd.worker")
 READ_BLOCK_MS = 200  # a worker's read waits this long for a round (then it heartbeats and reads again)
 STEPS = ("take", "plan", "write", "commit", "push")  # the steps of a round, timed (worker_ms:<step>)
-
-
-def _ints(text: str) -> list[int]:
-    return [int(x) for x in text.split(",")] if text else []
-
-
-@dataclass(frozen=True)
-class Target:
-    """One destination's share of a round: where to write and what it leaves sent."""
-
-    session_id: str
-    plan: RoundPlan
-    dst_ptrs: tuple[int, ...]
-    registration: str = ""  # when the session last registered: a new one may be a restarted peer
-
-
-def plan_targets(layout: Layout, src_num_blocks: int, room: dict[str, str],
-                 sessions: list[dict[str, str]], expected: tuple[str, ...],
-                 strict_bounds: bool = False) -> list[Target]:
-    """Plan every destination of a round from the records; PlanError names what is wrong.
-    ``strict_bounds``: refuse a destination registered without buffer lengths."""
-    count = int(room["dst_count"])
-    if count != len(expected) or count != len(sessions):
-        raise PlanError(f"room has {count} destinations, the round entry names {len(expected)}")
-    total = int(room["total_tokens"])
-    src = _ints(room["src_indices"])
-    targets = []
-    for k in range(count):
-        d = f"dst{k}."
-        session_id = room[d + "session"]
-        record = sessions[k]
-        if session_id != expected[k] or not record:
-            raise PlanError(f"session {session_id} is not registered")
-        if "failed" in record:
-            raise PlanError(f"session {session_id} is marked failed: {record['failed']}")
-        ptrs = tuple(_ints(record["ptrs"]))
-        if len(ptrs) != len(layout.buffers):
-            raise PlanError(f"session {session_id} registered {len(ptrs)} buffers, "
-                            f"the layout has {len(layout.buffers)}")
-        lens = _ints(record.get("lens", ""))
-        if strict_bounds and not lens:
-            raise PlanError(f"session {session_id} registered no buffer lengths (strict bounds)")
-        dst_blocks = [n // b.item_len for n, b in zip(lens, layout.buffers)] if lens else None
-        dst = _ints(room[d + "dst_indices"])
-        allocated = int(room[d + "allocated_tokens"])
-        check_allocation(layout, allocated, len(dst))
-        plan = plan_round(layout, total_tokens=total, sent_tokens=int(room[d + "sent_tokens"]),
-                          allocated_tokens=allocated, src_indices=src, dst_indices=dst,
-                          src_num_blocks=src_num_blocks, dst_num_blocks=dst_blocks,
-                          one_round=room.get(d + "one_round") == "1")
-        targets.append(Target(session_id, plan, ptrs, record.get("registered_at", "")))
-    return targets
 
 
 class Worker:
@@ -123,6 +71,10 @@ class Worker:
         self.metrics = dict.fromkeys(("worker_rounds", "worker_round_trips", "worker_entries",
                                       "worker_runs", *(f"worker_ms:{step}" for step in STEPS)), 0)
         self._per_token_buffers = sum(b.per_token for b in self.layout.buffers)
+        # under load, the next round rides with this one: an entry read ahead (pending on this
+        # lane, not begun) is taken in the write of the current round's commit
+        self._ahead: Round | None = None
+        self._taken: tuple[Round, Take, float] | None = None  # taken with the last commit, at (monotonic)
         self.stopping = False
 
     # ---- one round
@@ -132,16 +84,21 @@ class Worker:
         self.metrics[f"worker_ms:{step}"] += (now - since) * 1000
         return now
 
-    def process(self, work: Round) -> None:
+    def process(self, work: Round, taken: tuple[Take, float] | None = None) -> None:
+        """One round; ``taken``: its take, made with the last commit, and when it was sent."""
         started = time.perf_counter()
-        try:
-            take, why = self.store.begin_round(work, self.consumer, self.lease_ms)
-        except NotReplicated as error:  # the take is on the primary only: write nothing under it
-            take, why = Store.take_from(error.reply)
-            if take is not None:
-                self.fail(work, take.epoch, f"the take of round {work.round} was not confirmed: {error}",
-                          "not_replicated")
-            return
+        if taken is not None:
+            (take, since), why = taken, ""
+        else:
+            since = time.monotonic()
+            try:
+                take, why = self.store.begin_round(work, self.consumer, self.lease_ms)
+            except NotReplicated as error:  # the take is on the primary only: write nothing under it
+                take, why = Store.take_from(error.reply)
+                if take is not None:
+                    self.fail(work, take.epoch, f"the take of round {work.round} was not confirmed: {error}",
+                              "not_replicated")
+                return
         if take is None:
             log.debug("room %s round %s skipped: %s", work.room, work.round, why)
             return
@@ -150,16 +107,16 @@ class Worker:
             self.store.count("redone_rounds")
         maybe_die("after_begin", self.once)
         try:
-            self._write_and_commit(work, take, self._timed("take", started))
+            self._write_and_commit(work, take, self._timed("take", started), since)
         except TRANSIENT:
             raise  # the round stays this worker's; it is redone once Redis is back
         except Exception as error:  # let go of the round with the room's failure
             log.exception("room %s round %s: unexpected error", work.room, work.round)
             self.fail(work, take.epoch, _internal(work, error), "internal")
 
-    def _write_and_commit(self, work: Round, take: Take, started: float) -> None:
+    def _write_and_commit(self, work: Round, take: Take, started: float, since: float) -> None:
         epoch = take.epoch
-        with self.keeper.hold(work, epoch):  # until the commit: its retries may outlast a lease
+        with self.keeper.hold(work, epoch, since):  # until the commit: its retries may outlast a lease
             try:
                 targets = plan_targets(self.layout, self.pool.num_blocks, take.room, take.sessions,
                                        work.sessions, self.settings.strict_bounds)
@@ -172,7 +129,7 @@ class Worker:
                 writes = [self._write_of(t) for t in targets]
                 started = self._timed("plan", started)
                 with self.keeper.writing():  # or the claim is lost
-                    errors = self.engine.write_all(writes)
+                    errors = self.engine.write_all(writes, on_slow=self._let_ahead_go if self._ahead else None)
                 started = self._timed("write", started)
                 written = sum(sum(w.lengths) for w in writes)
                 failed = [(t.session_id, f"round {work.round}: {e}") for t, e in zip(targets, errors) if e]
@@ -189,11 +146,14 @@ class Worker:
                 return
             maybe_die("after_write", self.once)
             started = time.perf_counter()
+            sent_after = [t.plan.sent_after for t in targets]
             try:
-                verdict, outcome = self.store.commit_round(work, self.consumer, epoch,
-                                                           [t.plan.sent_after for t in targets],
-                                                           read_next=0 if self.stopping else READ_BLOCK_MS,
-                                                           written=written)
+                if self._ahead is not None and self.store.batches and not self.stopping:
+                    verdict, outcome = self._commit_and_take(work, epoch, sent_after, written)
+                else:
+                    verdict, outcome = self.store.commit_round(
+                        work, self.consumer, epoch, sent_after, read_next=0 if self.stopping else READ_BLOCK_MS,
+                        written=written, read_count=2 if self.store.batches else 1)
             except NotReplicated as error:  # committed on the primary only: report nothing of it
                 reason = f"round {work.round} committed but not confirmed: {error}"
                 log.error("room %s failed: %s", work.room, reason)
@@ -215,6 +175,47 @@ class Worker:
             self.metrics["worker_entries"] += len(entries)
             self.metrics["worker_runs"] += target.plan.runs * self._per_token_buffers + sum(
                 not self.layout.buffers[e.buffer].per_token for e in entries)
+
+    def _commit_and_take(self, work: Round, epoch: str, sent_after: list[int], written: int):
+        """The commit, with the take of the entry read ahead and a read of the next in the same
+        write (``Store.commit_and_take``); what it took and read is this lane's next work."""
+        following, self._ahead = self._ahead, None
+        since = time.monotonic()
+        try:
+            verdict, outcome, (take, why), more = self.store.commit_and_take(
+                work, self.consumer, epoch, sent_after, written, following, self.lease_ms)
+        except TRANSIENT:
+            self._ahead = following  # the lane stops in an outage: its begin finds any take it made
+            raise
+        except Exception:
+            self._hand_back(following)  # it may be taken: another lane does it
+            raise
+        if take is not None:
+            self._taken = (following, take, since)
+        else:
+            log.debug("room %s round %s skipped: %s", following.room, following.round, why)
+        self._ahead = more[0] if more else None
+        return verdict, outcome
+
+    def _let_ahead_go(self) -> None:
+        """The current write is slow (its destination stalls?): the entry read ahead goes back
+        to the queue for another lane rather than waiting behind it."""
+        following, self._ahead = self._ahead, None
+        if following is not None:
+            log.info("room %s round %s: handed back for another lane while a slow write runs",
+                     following.room, following.round)
+            self._hand_back(following)
+
+    def _hand_back(self, work: Round) -> None:
+        """An entry of this lane that it will not write (read ahead, or taken and not begun):
+        queued again (``hand_back.lua``), its status pushed if that ended the room."""
+        try:
+            verdict, outcome = self.once.hand_back(self.consumer, work.room, work.entry_id)
+        except Exception as error:  # left pending: the heartbeat finds it left behind, or the fencer
+            log.warning("room %s round %s: could not hand back (%s)", work.room, work.round, error)
+            return
+        if outcome is not None:
+            self._push(work.room, outcome)
 
     def _settle(self, room: int, transition: Callable[[], Outcome]) -> None:
         """Run a room's transition and push the status it made due; one no replica confirmed
@@ -257,7 +258,8 @@ class Worker:
             try:
                 if time.monotonic() >= next_beat:
                     with trouble() as redis_trouble:
-                        left_behind = self.once.heartbeat(self.consumer, {**self.metrics, **redis_trouble})
+                        left_behind = self.once.heartbeat(self.consumer, {**self.metrics, **redis_trouble},
+                                                          holding=self._ahead is not None or self._taken is not None)
                     self.metrics = dict.fromkeys(self.metrics, 0)
                     next_beat = time.monotonic() + 1.0
                     for work in left_behind:  # not counted in the hot-path metrics
@@ -265,13 +267,25 @@ class Worker:
                                  "retried read; doing it now", work.room, work.round)
                         self.process_safely(work)
                 trips = self.store.round_trips
-                # COUNT 1: an entry read is pending on this worker until committed, so taking
-                # more would hold back work an idle worker could do now
-                for work in self.once.read_rounds(self.consumer, count=1, block_ms=READ_BLOCK_MS):
+                if self._taken is not None:
+                    (work, take, since), self._taken = self._taken, None
+                    self.process_safely(work, (take, since))
+                elif self._ahead is not None:
+                    work, self._ahead = self._ahead, None
                     self.process_safely(work)
-                    # the read that brought the round, and every call while doing it
-                    self.metrics["worker_round_trips"] += self.store.round_trips - trips
-                    self.metrics["worker_rounds"] += 1
+                else:
+                    # an entry read is pending on this lane until committed, so it reads one
+                    # more only where the next commit takes it (two were queued: no lane was
+                    # waiting for them)
+                    found = self.once.read_rounds(self.consumer, count=2 if self.store.batches else 1,
+                                                  block_ms=READ_BLOCK_MS)
+                    if not found:
+                        continue
+                    work, self._ahead = found[0], (found[1] if len(found) > 1 else None)
+                    self.process_safely(work)
+                # the read that brought the round, and every call while doing it
+                self.metrics["worker_round_trips"] += self.store.round_trips - trips
+                self.metrics["worker_rounds"] += 1
             except TRANSIENT:
                 # wait it out with backoff (one log line per outage), then carry on: entries
                 # this worker left pending are still its own until the fencer stops it
@@ -279,6 +293,7 @@ class Worker:
                 self.store.load_scripts()  # a restarted Redis has none
             except Exception as error:
                 if "NOGROUP" in str(error):  # the group or stream was deleted, or Redis lost it
+                    self._ahead = self._taken = None  # their entries went with it
                     requeued = self.store.recover_groups()
                     log.warning("consumer group was lost: recreated, %d live rounds queued again", requeued)
                 else:
@@ -291,20 +306,24 @@ class Worker:
             pass  # the janitor pushes its recent Successes again: harmless
 
     def _hand_back_read_ahead(self) -> None:
-        """Stopping (a drain): a round the last commit's read brought, not begun, goes back to
+        """Stopping (a drain): rounds this lane read or took ahead and will not write go back to
         the queue at once (``hand_back.lua``), for another worker or the node's next serve,
         rather than waiting pending until the fencer sees this worker gone."""
+        held = [self._taken[0].room] if self._taken is not None else []
+        ahead = self._ahead is not None or self._taken is not None
+        self._ahead = self._taken = None
         try:
-            if self.once.read_ahead() and self.once.read_rounds(self.consumer, count=1, block_ms=READ_BLOCK_MS):
-                # pending on this lane now, begun by no one: the fencer's own hand-back
-                Fencer(self.once, self.settings, self.notifier).hand_back(self.consumer, [])
+            if self.once.read_ahead() and self.once.read_rounds(self.consumer, count=2, block_ms=READ_BLOCK_MS):
+                ahead = True
+            if ahead:  # pending on this lane, written by no one: the fencer's own hand-back
+                Fencer(self.once, self.settings, self.notifier).hand_back(self.consumer, held)
         except TRANSIENT:
-            pass  # its entry stays pending: the fencer hands it back once this process is gone
+            pass  # its entries stay pending: the fencer hands them back once this process is gone
 
-    def process_safely(self, work: Round) -> None:
+    def process_safely(self, work: Round, taken: tuple[Take, float] | None = None) -> None:
         """One bad round must never take the worker (and every other room) down."""
         try:
-            self.process(work)
+            self.process(work, taken)
         except TRANSIENT:
             raise  # leave the entry pending; it is redone once Redis is back
         except Exception as error:  # before the take (process handles the rest): nothing held

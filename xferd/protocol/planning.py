@@ -176,3 +176,57 @@ def _check_bounds(
                 f"destination block {top} is outside the registered {buffer.name} buffer "
                 f"({limit} blocks)"
             )
+
+
+# ---- a round of every destination, planned from the room's and sessions' records
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",")] if text else []
+
+
+@dataclass(frozen=True)
+class Target:
+    """One destination's share of a round: where to write and what it leaves sent."""
+
+    session_id: str
+    plan: RoundPlan
+    dst_ptrs: tuple[int, ...]
+    registration: str = ""  # when the session last registered: a new one may be a restarted peer
+
+
+def plan_targets(layout: Layout, src_num_blocks: int, room: dict[str, str],
+                 sessions: list[dict[str, str]], expected: tuple[str, ...],
+                 strict_bounds: bool = False) -> list[Target]:
+    """Plan every destination of a round from the room's and its sessions' records (what the
+    take returns); PlanError names what is wrong.
+    ``strict_bounds``: refuse a destination registered without buffer lengths."""
+    count = int(room["dst_count"])
+    if count != len(expected) or count != len(sessions):
+        raise PlanError(f"room has {count} destinations, the round entry names {len(expected)}")
+    total = int(room["total_tokens"])
+    src = _ints(room["src_indices"])
+    targets = []
+    for k in range(count):
+        d = f"dst{k}."
+        session_id = room[d + "session"]
+        record = sessions[k]
+        if session_id != expected[k] or not record:
+            raise PlanError(f"session {session_id} is not registered")
+        if "failed" in record:
+            raise PlanError(f"session {session_id} is marked failed: {record['failed']}")
+        ptrs = tuple(_ints(record["ptrs"]))
+        if len(ptrs) != len(layout.buffers):
+            raise PlanError(f"session {session_id} registered {len(ptrs)} buffers, "
+                            f"the layout has {len(layout.buffers)}")
+        lens = _ints(record.get("lens", ""))
+        if strict_bounds and not lens:
+            raise PlanError(f"session {session_id} registered no buffer lengths (strict bounds)")
+        dst_blocks = [n // b.item_len for n, b in zip(lens, layout.buffers)] if lens else None
+        dst = _ints(room[d + "dst_indices"])
+        allocated = int(room[d + "allocated_tokens"])
+        check_allocation(layout, allocated, len(dst))
+        plan = plan_round(layout, total_tokens=total, sent_tokens=int(room[d + "sent_tokens"]),
+                          allocated_tokens=allocated, src_indices=src, dst_indices=dst,
+                          src_num_blocks=src_num_blocks, dst_num_blocks=dst_blocks,
+                          one_round=room.get(d + "one_round") == "1")
+        targets.append(Target(session_id, plan, ptrs, record.get("registered_at", "")))
+    return targets

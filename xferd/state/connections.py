@@ -169,6 +169,18 @@ class DirectCalls:
             self.call("SCRIPT", "LOAD", script.script)
             return self.call(*command)
 
+    def batch(self, *commands: tuple) -> list:
+        """``commands`` in one write, every reply read now: a command's error reply comes back
+        as its exception (redis-py's), the others' replies stand; a connection error raises."""
+        connection = self._send(*commands)
+        replies = []
+        for _ in commands:
+            try:
+                replies.append(self._read(connection))
+            except exceptions.ResponseError as error:
+                replies.append(error)
+        return replies
+
     def has_ahead(self) -> bool:
         """Whether this thread has a reply sent ahead (``script(ahead=...)``) still to read."""
         return getattr(self._local, "ahead", False)

@@ -83,15 +83,25 @@ class Store(Rooms, WorkQueue, BlockPool):
 
     def _run_raw(self, name: str, room: int | str, *args, sessions: tuple[str, ...] = (), request: str = "",
                  ahead: tuple = ()):
-        script, keys_of, room_first = self._calls[name]
-        keys = keys_of(room, sessions, request)
-        args = [str(a) for a in (room, *args)] if room_first else [str(a) for a in args]
+        script, keys, args = self._call(name, room, *args, sessions=sessions, request=request)
         if not self.settings.min_replicas or name in UNREPLICATED:
             if self._direct is None:
                 return script(keys=keys, args=args)
             return self._direct.script(script, keys, args, ahead)
         return self._replicated(lambda pipe: pipe.evalsha(script.sha, len(keys), *keys, *args),
                                 f"{name} of room {room}", load=lambda connection: connection.script_load(script.script))
+
+    def _call(self, name: str, room: int | str, *args, sessions: tuple[str, ...] = (), request: str = ""):
+        """(script, KEYS, ARGV) of one call of the script ``name``."""
+        script, keys_of, room_first = self._calls[name]
+        keys = keys_of(room, sessions, request)
+        return script, keys, [str(a) for a in (room, *args)] if room_first else [str(a) for a in args]
+
+    @property
+    def batches(self) -> bool:
+        """Whether several transitions may go in one write (``commit_and_take``): the direct
+        path, with no replica wait to confirm each."""
+        return self._direct is not None and not self.settings.min_replicas
 
     def _replicated(self, stage, what: str, **options):
         try:

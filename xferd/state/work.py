@@ -122,18 +122,49 @@ class WorkQueue:
 
     @door("commit round")
     def commit_round(self, work: Round, consumer: str, epoch: str, sent_after: list[int],
-                     read_next: int = 0, written: int = 0) -> tuple[str, Outcome | str]:
+                     read_next: int = 0, written: int = 0, read_count: int = 1) -> tuple[str, Outcome | str]:
         """('ok', Outcome) committed; ('ended', Outcome) the room failed while we wrote (it is
         settled now, Failed due); ('stale', why) this holder no longer holds the round.
         ``read_next``: on the direct path without replica waits, send the consumer's next
-        read (blocking that many ms) in the same write; ``read_rounds`` takes its reply.
-        ``written``: the bytes the round wrote (counted with the commit)."""
-        ahead = self._read_command(consumer, 1, read_next) if read_next else ()
+        read (blocking that many ms, of up to ``read_count`` entries) in the same write;
+        ``read_rounds`` takes its reply. ``written``: the bytes the round wrote (counted with
+        the commit)."""
+        ahead = self._read_command(consumer, read_count, read_next) if read_next else ()
         reply = self._run("commit_round", work.room, work.round, work.entry_id, consumer, epoch,
                           written, *sent_after, ahead=ahead)
         if reply.verdict is Verdict.stale:
             return reply.verdict.value, reply.note
         return reply.verdict.value, reply.outcome
+
+    @door("commit and take")
+    def commit_and_take(self, work: Round, consumer: str, epoch: str, sent_after: list[int], written: int,
+                        following: Round, lease_ms: int) -> tuple[str, Outcome | str, tuple[Take | None, str], list[Round]]:
+        """``commit_round`` of ``work`` and, in the same write, the take of ``following`` (an
+        entry read ahead, pending on this consumer: ``begin_round``) and a read of one more new
+        entry, not waiting: under load a round costs one round trip. Returns the commit's
+        (verdict, Outcome or why), the take's (Take or None, why) and the entries read. Only
+        where ``batches``. A retry repeats all three: the commit and the take find their own
+        work done, and an entry whose read was lost is left behind (``heartbeat``)."""
+        calls = [self._call("commit_round", work.room, work.round, work.entry_id, consumer, epoch, written,
+                            *sent_after),
+                 self._call("begin_round", following.room, following.round, following.entry_id, consumer,
+                            lease_ms, sessions=following.sessions)]
+        replies = self._direct.batch(*(("EVALSHA", script.sha, len(keys), *keys, *args)
+                                       for script, keys, args in calls),
+                                     ("XREADGROUP", "GROUP", GROUP, consumer, "COUNT", 1, "STREAMS", self.keys.stream, ">"))
+        for i, reply in enumerate(replies[:2]):
+            if isinstance(reply, redis.exceptions.NoScriptError):  # a restarted Redis: load, run alone
+                script, keys, args = calls[i]
+                replies[i] = self._direct.script(script, keys, args)
+            elif isinstance(reply, Exception):
+                raise reply
+        read = replies[2]
+        if isinstance(read, Exception):
+            raise read
+        commit = Reply.parse(replies[0])
+        verdict = commit.verdict.value
+        return (verdict, commit.note if commit.verdict is Verdict.stale else commit.outcome,
+                self.take_from(replies[1]), self._rounds(self.primary.response_callbacks["XREADGROUP"](read)))
 
     @door("fail held round")
     def fail_held_round(self, work: Round, consumer: str, epoch: str, reason: str,
@@ -172,15 +203,16 @@ class WorkQueue:
 
 
     @door("heartbeat")
-    def heartbeat(self, consumer: str, counters: dict[str, int] | None = None) -> list[Round]:
+    def heartbeat(self, consumer: str, counters: dict[str, int] | None = None, holding: bool = False) -> list[Round]:
         """The worker is alive; adds ``counters`` to the node's stats in the same round trip.
         Returns the entries pending on it (between rounds there should be none: a read whose
         reply was lost and retried leaves one behind, which the worker then does itself) —
-        unless a read sent ahead waits, whose entry would look left behind."""
+        unless a read sent ahead waits, or the worker is ``holding`` entries it read or took
+        ahead, which would look left behind."""
         pipe = self.client.pipeline(transaction=False)
         pipe.hset(self.keys.workers, consumer, int(time.time() * 1000))
         self._add_counts(pipe, counters or {})
-        if self.read_ahead():
+        if holding or self.read_ahead():
             pipe.execute()
             return []
         pipe.xreadgroup(GROUP, consumer, {self.keys.stream: "0"}, count=10)

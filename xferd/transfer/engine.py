@@ -100,7 +100,7 @@ class Engine:
         if error is not None:
             raise error
 
-    def write_all(self, writes: list["Write"]) -> list[WriteError | None]:
+    def write_all(self, writes: list["Write"], on_slow=None) -> list[WriteError | None]:
         """Submit every write at once (Mooncake moves them side by side: the destinations of
         a multi-rank room in parallel), then wait for all of them. Returns, per write, None
         or its WriteError; returns only once every entry of every write completed or failed.
@@ -112,7 +112,9 @@ class Engine:
         should take at the rate seen lately, then polls, yielding the core between polls
         near the expected end and sleeping past it. One entry a batch because
         ``transfer_check_status`` reports on a batch's first entry only (Mooncake 0.3.13:
-        a batch of a 64-byte entry and a 200 MB one reads complete once the 64 bytes are)."""
+        a batch of a 64-byte entry and a 200 MB one reads complete once the 64 bytes are).
+        ``on_slow``: called once, from this thread, if the writes run well past the time
+        expected of them (a stalled or slow destination)."""
         self._meet(writes)
         entries = [_Entry(w, i) for w in writes for i in range(len(w.src))]
         for entry in entries:
@@ -123,6 +125,7 @@ class Engine:
         # around the expected end the thread only yields between polls: a sleep here lasts
         # 60-100 us however short it is asked to be, longer than the rest of a small copy
         yield_until = started + min(YIELD_MAX_S, expected * 1.5)
+        slow_at = started + max(SLOW_MIN_S, SLOW_FACTOR * expected) if on_slow else float("inf")
         if entries:
             time.sleep(min(FIRST_POLL_MAX_S, EXPECTED_SHARE * expected))
         errors: dict[int, WriteError] = {}
@@ -157,6 +160,9 @@ class Engine:
             pending = still
             if pending:  # short writes are polled finely, long ones coarsely (<= 5% late)
                 now = time.monotonic()
+                if now > slow_at:
+                    slow_at = float("inf")
+                    on_slow()
                 if now < yield_until:
                     os.sched_yield()
                 else:
@@ -174,6 +180,7 @@ class Engine:
 EXPECTED_SHARE = 0.85  # of the writes' expected time slept before the first poll
 OVERSLEPT_GAIN = 1.1  # the rate expected next, after a write that was done by the first poll
 YIELD_MAX_S = 0.002  # the longest a write is polled without sleeping
+SLOW_FACTOR, SLOW_MIN_S = 4, 0.02  # writes running past both are slow (on_slow)
 FIRST_POLL_MAX_S = 0.05
 POLL_MIN_S, POLL_MAX_S = 0.0001, 0.002
 
