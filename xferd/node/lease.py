@@ -50,13 +50,11 @@ class LeaseKeeper:
         return self._confirmed + SELF_FENCE * self.lease_ms / 1000
 
     @contextlib.contextmanager
-    def hold(self, work: Round, epoch: str, since: float | None = None):
-        """Keep ``work`` (taken at ``epoch``, by a call sent at ``since``, monotonic; None:
-        just now) claimed for the duration of the block."""
+    def hold(self, work: Round, epoch: str):
+        """Keep ``work`` (taken at ``epoch`` just now) claimed for the duration of the block."""
         with self._lock:
             self._work, self._epoch, self.lost, self.room_failed = work, epoch, None, False
-            # begin_round reset the entry's idle time after the call was sent
-            self._confirmed = time.monotonic() if since is None else since
+            self._confirmed = time.monotonic()  # begin_round reset the entry's idle time
         try:
             yield self
         finally:

@@ -74,7 +74,7 @@ class Worker:
         # under load, the next round rides with this one: an entry read ahead (pending on this
         # lane, not begun) is taken in the write of the current round's commit
         self._ahead: Round | None = None
-        self._taken: tuple[Round, Take, float] | None = None  # taken with the last commit, at (monotonic)
+        self._taken: tuple[Round, Take] | None = None  # taken with the last commit, not yet written
         self.stopping = False
 
     # ---- one round
@@ -84,13 +84,11 @@ class Worker:
         self.metrics[f"worker_ms:{step}"] += (now - since) * 1000
         return now
 
-    def process(self, work: Round, taken: tuple[Take, float] | None = None) -> None:
-        """One round; ``taken``: its take, made with the last commit, and when it was sent."""
+    def process(self, work: Round, taken: Take | None = None) -> None:
+        """One round; ``taken``: its take, made with the last commit."""
         started = time.perf_counter()
-        if taken is not None:
-            (take, since), why = taken, ""
-        else:
-            since = time.monotonic()
+        take, why = taken, ""
+        if taken is None:
             try:
                 take, why = self.store.begin_round(work, self.consumer, self.lease_ms)
             except NotReplicated as error:  # the take is on the primary only: write nothing under it
@@ -107,16 +105,16 @@ class Worker:
             self.store.count("redone_rounds")
         maybe_die("after_begin", self.once)
         try:
-            self._write_and_commit(work, take, self._timed("take", started), since)
+            self._write_and_commit(work, take, self._timed("take", started))
         except TRANSIENT:
             raise  # the round stays this worker's; it is redone once Redis is back
         except Exception as error:  # let go of the round with the room's failure
             log.exception("room %s round %s: unexpected error", work.room, work.round)
             self.fail(work, take.epoch, _internal(work, error), "internal")
 
-    def _write_and_commit(self, work: Round, take: Take, started: float, since: float) -> None:
+    def _write_and_commit(self, work: Round, take: Take, started: float) -> None:
         epoch = take.epoch
-        with self.keeper.hold(work, epoch, since):  # until the commit: its retries may outlast a lease
+        with self.keeper.hold(work, epoch):  # until the commit: its retries may outlast a lease
             try:
                 targets = plan_targets(self.layout, self.pool.num_blocks, take.room, take.sessions,
                                        work.sessions, self.settings.strict_bounds)
@@ -180,7 +178,6 @@ class Worker:
         """The commit, with the take of the entry read ahead and a read of the next in the same
         write (``Store.commit_and_take``); what it took and read is this lane's next work."""
         following, self._ahead = self._ahead, None
-        since = time.monotonic()
         try:
             verdict, outcome, (take, why), more = self.store.commit_and_take(
                 work, self.consumer, epoch, sent_after, written, following, self.lease_ms)
@@ -191,7 +188,7 @@ class Worker:
             self._hand_back(following)  # it may be taken: another lane does it
             raise
         if take is not None:
-            self._taken = (following, take, since)
+            self._taken = (following, take)
         else:
             log.debug("room %s round %s skipped: %s", following.room, following.round, why)
         self._ahead = more[0] if more else None
@@ -268,8 +265,8 @@ class Worker:
                         self.process_safely(work)
                 trips = self.store.round_trips
                 if self._taken is not None:
-                    (work, take, since), self._taken = self._taken, None
-                    self.process_safely(work, (take, since))
+                    (work, take), self._taken = self._taken, None
+                    self.process_safely(work, take)
                 elif self._ahead is not None:
                     work, self._ahead = self._ahead, None
                     self.process_safely(work)
@@ -320,7 +317,7 @@ class Worker:
         except TRANSIENT:
             pass  # its entries stay pending: the fencer hands them back once this process is gone
 
-    def process_safely(self, work: Round, taken: tuple[Take, float] | None = None) -> None:
+    def process_safely(self, work: Round, taken: Take | None = None) -> None:
         """One bad round must never take the worker (and every other room) down."""
         try:
             self.process(work, taken)
