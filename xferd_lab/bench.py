@@ -104,6 +104,17 @@ def round_profile(delta: dict[str, float], rounds: int) -> dict[str, float]:
     return {name: round(ms / rounds, 3) for name, ms in steps.items()}
 
 
+def command_stats(client) -> dict[str, float]:
+    """Redis's command statistics, server-wide: ``redis_usec:<command>`` (time inside the
+    server) and ``redis_calls:<command>``."""
+    found = {}
+    for name, stats in client.info("commandstats").items():
+        command = name.removeprefix("cmdstat_")
+        found[f"redis_usec:{command}"] = float(stats["usec"])
+        found[f"redis_calls:{command}"] = float(stats["calls"])
+    return found
+
+
 def redis_profile(delta: dict[str, float], rounds: int) -> dict[str, float]:
     """Redis's own time a round by command, from its command statistics (the time inside the
     server, not the wait), those above 1 µs a round. ``evalsha`` is the scripts' time with the
@@ -138,9 +149,7 @@ class XferdNode:
         """The workers' and the ingress's counters and step timings, and Redis's command
         statistics (``redis_usec:<command>``)."""
         found = {k: v for k, v in self.store.measures().items() if k.startswith(("worker_", "ingress_"))}
-        for name, stats in self.store.client.info("commandstats").items():
-            found[f"redis_usec:{name.removeprefix('cmdstat_')}"] = float(stats["usec"])
-        return found
+        return {**found, **command_stats(self.store.client)}
 
     def run(self, workload: str, requests: list[Request], concurrency: int) -> Result:
         layout = self.settings.buffer_layout

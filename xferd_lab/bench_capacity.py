@@ -56,10 +56,11 @@ def _drive(url: str, prefix: str, nodes: list[str], seconds: float, done) -> Non
 def _server_counts(client) -> dict[str, float]:
     """Redis's own counters: microseconds in scripts, requests that are scripts or reads, CPU
     seconds in user and kernel mode (server-wide: run it alone)."""
-    stats, cpu = client.info("commandstats"), client.info("cpu")
-    calls = {name: stats.get(f"cmdstat_{name}", {}) for name in ("evalsha", "eval", "xreadgroup")}
-    return {"scripts_usec": float(sum(calls[n].get("usec", 0) for n in ("evalsha", "eval"))),
-            "requests": float(sum(c.get("calls", 0) for c in calls.values())),
+    from xferd_lab.bench import command_stats
+
+    stats, cpu = command_stats(client), client.info("cpu")
+    return {"scripts_usec": sum(stats.get(f"redis_usec:{n}", 0.0) for n in ("evalsha", "eval")),
+            "requests": sum(stats.get(f"redis_calls:{n}", 0.0) for n in ("evalsha", "eval", "xreadgroup")),
             "cpu_sys": float(cpu["used_cpu_sys"]), "cpu_user": float(cpu["used_cpu_user"])}
 
 

@@ -75,6 +75,9 @@ class Worker:
         # lane, not begun) is taken in the write of the current round's commit
         self._ahead: Round | None = None
         self._taken: tuple[Round, Take] | None = None  # taken with the last commit, not yet written
+        # an entry read is pending on this lane until committed, so it reads a second only
+        # where its next commit takes it (two were queued: no lane was waiting for them)
+        self._read_count = 2 if self.store.batches else 1
         self.stopping = False
 
     # ---- one round
@@ -151,7 +154,7 @@ class Worker:
                 else:
                     verdict, outcome = self.store.commit_round(
                         work, self.consumer, epoch, sent_after, read_next=0 if self.stopping else READ_BLOCK_MS,
-                        written=written, read_count=2 if self.store.batches else 1)
+                        written=written, read_count=self._read_count)
             except NotReplicated as error:  # committed on the primary only: report nothing of it
                 reason = f"round {work.round} committed but not confirmed: {error}"
                 log.error("room %s failed: %s", work.room, reason)
@@ -271,11 +274,7 @@ class Worker:
                     work, self._ahead = self._ahead, None
                     self.process_safely(work)
                 else:
-                    # an entry read is pending on this lane until committed, so it reads one
-                    # more only where the next commit takes it (two were queued: no lane was
-                    # waiting for them)
-                    found = self.once.read_rounds(self.consumer, count=2 if self.store.batches else 1,
-                                                  block_ms=READ_BLOCK_MS)
+                    found = self.once.read_rounds(self.consumer, count=self._read_count, block_ms=READ_BLOCK_MS)
                     if not found:
                         continue
                     work, self._ahead = found[0], (found[1] if len(found) > 1 else None)

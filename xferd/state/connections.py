@@ -10,11 +10,6 @@ from typing import Callable
 
 import redis
 from redis import exceptions
-
-try:  # a declared dependency (redis[hiredis]); redis-py's own packing is the fallback
-    from hiredis import pack_command
-except ImportError:  # pragma: no cover
-    pack_command = None
 from redis.cluster import RedisCluster
 from redis._parsers.base import BaseParser
 from redis.backoff import ExponentialBackoff, NoBackoff
@@ -22,6 +17,11 @@ from redis.retry import Retry
 
 from xferd.settings import ConfigError
 from xferd.state.topology import make_client, redact  # noqa: F401 - redact: callers import it from here
+
+try:  # a declared dependency (redis[hiredis]); redis-py's own packing is the fallback
+    from hiredis import pack_command
+except ImportError:  # pragma: no cover
+    pack_command = None
 
 log = logging.getLogger("xferd")
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"

@@ -56,11 +56,15 @@ class WorkQueue:
             reply = self._direct.read_ahead()
         else:
             reply = self._direct.call(*self._read_command(consumer, count, block_ms))
-        return self._rounds(self.primary.response_callbacks["XREADGROUP"](reply))  # redis-py's own parser
+        return self._read_reply(reply)
 
-    def _read_command(self, consumer: str, count: int, block_ms: int) -> tuple:
-        return ("XREADGROUP", "GROUP", GROUP, consumer, "COUNT", count, "BLOCK", block_ms,
-                "STREAMS", self.keys.stream, ">")
+    def _read_command(self, consumer: str, count: int, block_ms: int | None) -> tuple:
+        """XREADGROUP of up to ``count`` new entries, waiting ``block_ms`` (None: not at all)."""
+        block = () if block_ms is None else ("BLOCK", block_ms)
+        return ("XREADGROUP", "GROUP", GROUP, consumer, "COUNT", count, *block, "STREAMS", self.keys.stream, ">")
+
+    def _read_reply(self, reply) -> list[Round]:
+        return self._rounds(self.primary.response_callbacks["XREADGROUP"](reply))  # redis-py's own parser
 
     def read_ahead(self) -> bool:
         """Whether a read sent with the last commit waits on this thread (``read_rounds``
@@ -130,8 +134,12 @@ class WorkQueue:
         ``read_rounds`` takes its reply. ``written``: the bytes the round wrote (counted with
         the commit)."""
         ahead = self._read_command(consumer, read_count, read_next) if read_next else ()
-        reply = self._run("commit_round", work.room, work.round, work.entry_id, consumer, epoch,
-                          written, *sent_after, ahead=ahead)
+        return self._committed(self._run("commit_round", work.room, work.round, work.entry_id, consumer, epoch,
+                                         written, *sent_after, ahead=ahead))
+
+    @staticmethod
+    def _committed(reply: Reply) -> tuple[str, Outcome | str]:
+        """commit_round's answer: (verdict, Outcome), or ('stale', why)."""
         if reply.verdict is Verdict.stale:
             return reply.verdict.value, reply.note
         return reply.verdict.value, reply.outcome
@@ -151,7 +159,7 @@ class WorkQueue:
                             lease_ms, sessions=following.sessions)]
         replies = self._direct.batch(*(("EVALSHA", script.sha, len(keys), *keys, *args)
                                        for script, keys, args in calls),
-                                     ("XREADGROUP", "GROUP", GROUP, consumer, "COUNT", 1, "STREAMS", self.keys.stream, ">"))
+                                     self._read_command(consumer, 1, None))
         for i, reply in enumerate(replies[:2]):
             if isinstance(reply, redis.exceptions.NoScriptError):  # a restarted Redis: load, run alone
                 script, keys, args = calls[i]
@@ -161,10 +169,8 @@ class WorkQueue:
         read = replies[2]
         if isinstance(read, Exception):
             raise read
-        commit = Reply.parse(replies[0])
-        verdict = commit.verdict.value
-        return (verdict, commit.note if commit.verdict is Verdict.stale else commit.outcome,
-                self.take_from(replies[1]), self._rounds(self.primary.response_callbacks["XREADGROUP"](read)))
+        verdict, outcome = self._committed(Reply.parse(replies[0]))
+        return verdict, outcome, self.take_from(replies[1]), self._read_reply(read)
 
     @door("fail held round")
     def fail_held_round(self, work: Round, consumer: str, epoch: str, reason: str,

@@ -49,22 +49,21 @@ else
   redis.call('ZADD', K.writing, now + lease_ms, A.room)
   redis.call('XCLAIM', K.rounds, GROUP, consumer, 0, entry, 'JUSTID')  -- the lease starts now
 end
--- as flat name/value pairs, only the fields present
-local room = {}
-local function add(name, value)
-  if value then room[#room + 1] = name; room[#room + 1] = value end
+-- what planning reads, as flat name/value pairs of the fields present
+local function add(flat, name, value)
+  if value then flat[#flat + 1] = name; flat[#flat + 1] = value end
 end
-for _, name in ipairs({'dst_count', 'total_tokens', 'src_indices'}) do add(name, r[name]) end
-local names = {'session', 'dst_indices', 'allocated_tokens', 'sent_tokens', 'one_round'}
-for k, dst in ipairs(read_dsts(K.room, tonumber(r.dst_count) or 0, names)) do
-  for _, name in ipairs(names) do add('dst' .. (k - 1) .. '.' .. name, dst[name]) end
+local room = {}
+for _, name in ipairs({'dst_count', 'total_tokens', 'src_indices'}) do add(room, name, r[name]) end
+local dst_names = {'session', 'dst_indices', 'allocated_tokens', 'sent_tokens', 'one_round'}
+for k, dst in ipairs(read_dsts(K.room, tonumber(r.dst_count) or 0, dst_names)) do
+  for _, name in ipairs(dst_names) do add(room, 'dst' .. (k - 1) .. '.' .. name, dst[name]) end
 end
 local data = {epoch, room}
+local session_names = {'ptrs', 'lens', 'failed', 'registered_at'}
 for _, key in ipairs(K.sessions) do
-  local values, session = redis.call('HMGET', key, 'ptrs', 'lens', 'failed', 'registered_at'), {}
-  for i, name in ipairs({'ptrs', 'lens', 'failed', 'registered_at'}) do
-    if values[i] then session[#session + 1] = name; session[#session + 1] = values[i] end
-  end
+  local fields, session = read_fields(key, session_names), {}
+  for _, name in ipairs(session_names) do add(session, name, fields[name]) end
   data[#data + 1] = session
 end
 return envelope(takes > 1 and 'redo' or 'ok', status, '', false, {}, data)

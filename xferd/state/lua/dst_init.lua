@@ -48,10 +48,7 @@ elseif count >= required then
   reason = 'init from a session beyond required_dst_info_num ' .. required
 end
 if reason then return reject(K, A.room, policy, now, reason) end
-if not r.status then
-  create_room(K.room, A.room, now)
-  r.status, r.created_at, r.round, r.queued_round = status, now, 0, 0
-end
+if not r.status then create_room(K.room, A.room, now, r) end
 local d = 'dst' .. count .. '.'
 local fields = {'required_dst_info_num', required, 'dst_count', count + 1,
   d .. 'session', session, d .. 'endpoint', A.endpoint, d .. 'dst_indices', A.dst_indices,

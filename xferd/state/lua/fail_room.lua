@@ -38,11 +38,11 @@ if mode == 'expired' then
   end
   reason = redis.call('HGET', K.room, 'deadline_reason')
 elseif mode == 'holder' then
-  local held, why = holding(K.room, A.consumer, A.epoch)
+  local h = read_fields(K.room, {'holder', 'epoch', 'done_epoch', 'status'})
+  local held, why = held_by(h.holder, h.epoch, A.consumer, A.epoch)
   if not held then
-    local h = redis.call('HMGET', K.room, 'holder', 'done_epoch')
-    if let_go_already(h[1], h[2], A.epoch) then return room_reply(K, 'ignored', '', false) end
-    return envelope('stale', num(K.room, 'status'), why, false)
+    if let_go_already(h.holder, h.done_epoch, A.epoch) then return room_reply(K, 'ignored', '', false) end
+    return envelope('stale', tonumber(h.status), why, false)
   end
   let_go(K, A.room, A.entry)
   if fail(K, A.room, policy, now, reason, class) then return room_reply(K, 'failed', '', false) end

@@ -57,10 +57,7 @@ if problem or status == STATUS.Failed then
   end
   return room_reply(K, 'ignored', problem or 'publish for a failed room: its blocks went back', false)
 end
-if not r.status then
-  create_room(K.room, A.room, now)
-  r.status, r.created_at, r.round, r.queued_round, r.required_dst_info_num, r.dst_count = status, now, 0, 0, 0, 0
-end
+if not r.status then create_room(K.room, A.room, now, r) end
 redis.call('ZREM', K.pool_leases, A.room)  -- published: the room's end returns the blocks
 redis.call('HSET', K.room, 'total_tokens', total, 'src_indices', src, 'source_at', now, 'updated_at', now)
 r.total_tokens = total

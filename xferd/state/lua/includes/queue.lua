@@ -13,15 +13,14 @@ local function add_entry(K, room, round, now, sessions, ...)
   return id
 end
 
--- What maybe_enqueue reads: of the room, and of each destination.
-local QUEUE_FIELDS = {'status', 'required_dst_info_num', 'dst_count', 'total_tokens', 'round', 'queued_round'}
+-- What maybe_enqueue reads of each destination.
 local QUEUE_DST_FIELDS = {'session', 'sent_tokens', 'ready_round'}
 
 -- Queue the next round once the source is known and every destination is ready for it.
--- `r`, `dsts`: the room's fields and its destinations' as they are now (QUEUE_FIELDS,
--- QUEUE_DST_FIELDS; nil reads them); `r` is kept up to date (queued_round, queued_at).
+-- `r`: the room's fields as they are now (those of DEADLINE_FIELDS, which the caller read
+-- and kept up to date), kept up to date here (queued_round, queued_at); `dsts`: its
+-- destinations' (QUEUE_DST_FIELDS; nil reads them).
 local function maybe_enqueue(K, room, now, r, dsts)
-  r = r or read_fields(K.room, QUEUE_FIELDS)
   local status, required, count = tonumber(r.status), tonumber(r.required_dst_info_num), tonumber(r.dst_count)
   if terminal(status) or required == 0 or count < required or not r.total_tokens then
     return false

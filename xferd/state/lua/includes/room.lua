@@ -8,11 +8,19 @@ end
 
 local function terminal(status) return status == STATUS.Failed or status == STATUS.Success end
 
--- A new room's record (Bootstrapping).
-local function create_room(room_key, room, now)
-  redis.call('HSET', room_key, 'room', room, 'status', STATUS.Bootstrapping, 'status_name', 'Bootstrapping',
-    'created_at', now, 'updated_at', now, 'required_dst_info_num', 0, 'dst_count', 0,
-    'round', 0, 'queued_round', 0, 'sent_tokens', 0, 'epoch', 0)
+-- A new room's record (Bootstrapping); `r`, a caller's copy of the room's fields, if
+-- given, takes what was written.
+local function create_room(room_key, room, now, r)
+  local fields = {room = room, status = STATUS.Bootstrapping, status_name = 'Bootstrapping', created_at = now,
+    updated_at = now, required_dst_info_num = 0, dst_count = 0, round = 0, queued_round = 0, sent_tokens = 0,
+    epoch = 0}
+  local flat = {}
+  for name, value in pairs(fields) do
+    flat[#flat + 1] = name
+    flat[#flat + 1] = value
+    if r then r[name] = value end
+  end
+  redis.call('HSET', room_key, unpack(flat))
 end
 
 -- The room's status, creating its record if none exists.
